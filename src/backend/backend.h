@@ -1,0 +1,62 @@
+/* The contract every kernel interface implements.
+ *
+ * The core keeps, per descriptor, the interest the backend currently holds
+ * (struct evmux_fd_slot.kernel_events) and calls into the backend only when
+ * that interest really changes. A backend's wait only collects: for each
+ * descriptor with events it calls evmux__io_ready(), which queues the
+ * watcher; the core runs callbacks after wait returns (two-phase dispatch),
+ * so a backend never sees a callback re-enter it in the middle of a batch. */
+#ifndef EVMUX_BACKEND_H
+#define EVMUX_BACKEND_H
+
+#include <stdint.h>
+
+struct evmux_loop;
+
+enum evmux_backend_feature {
+    /* Can watch descriptors numbered >= FD_SETSIZE. */
+    EVMUX_FEATURE_LARGE_FDS = 1u << 0,
+    /* Cost of a wait grows with ready descriptors, not watched ones. */
+    EVMUX_FEATURE_SCALABLE = 1u << 1,
+    /* State lives in the kernel and must be rebuilt in a forked child. */
+    EVMUX_FEATURE_KERNEL_STATE = 1u << 2
+};
+
+struct evmux_backend {
+    const char *name;
+    unsigned features;
+    /* Sets loop->backend_state. Returns 0 or a negative errno value. */
+    int (*init)(struct evmux_loop *loop);
+    void (*destroy)(struct evmux_loop *loop);
+    /* Interest for fd goes from old_events (0: not registered) to
+     * new_events (never 0). */
+    int (*change)(struct evmux_loop *loop, int fd, unsigned old_events, unsigned new_events);
+    /* The fd leaves the interest set; old_events is what it had. May be
+     * called after the caller closed fd. */
+    void (*forget)(struct evmux_loop *loop, int fd, unsigned old_events);
+    /* Waits up to timeout_ns (UINT64_MAX: forever, 0: poll) and reports
+     * ready descriptors through evmux__io_ready(). EINTR is not an error. */
+    int (*wait)(struct evmux_loop *loop, uint64_t timeout_ns);
+    /* Rebuilds kernel state in a forked child; NULL if there is none. */
+    int (*after_fork)(struct evmux_loop *loop);
+};
+
+extern const struct evmux_backend evmux__backend_select;
+#ifdef EVMUX_HAVE_POLL
+extern const struct evmux_backend evmux__backend_poll;
+#endif
+#ifdef EVMUX_HAVE_EPOLL
+extern const struct evmux_backend evmux__backend_epoll;
+#endif
+
+/* Timeout conversions shared by the backends: never shorter than asked,
+ * so a timer is never reported due before its deadline. */
+static inline int evmux__timeout_ms_ceil(uint64_t timeout_ns)
+{
+    if (timeout_ns == UINT64_MAX)
+        return -1;
+    uint64_t ms = timeout_ns / 1000000u + (timeout_ns % 1000000u != 0);
+    return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+#endif

@@ -1,0 +1,37 @@
+#include "evmux.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* The errno values evmux itself returns are named in its own words, so that
+ * messages read the same on every libc; the rest fall back to strerror(). */
+const char *evmux_strerror(int err)
+{
+    switch (err) {
+    case 0: return "success";
+    case -EINVAL: return "invalid argument";
+    case -ENOMEM: return "out of memory";
+    case -EBUSY: return "resource busy: handles still open";
+    case -EEXIST: return "a watcher is already started on this descriptor";
+    case -EALREADY: return "handle already closing";
+    case -ERANGE: return "descriptor out of range for this backend";
+    case -ENOSYS: return "not supported by this build or kernel";
+    case -EBADF: return "bad file descriptor";
+    case -EPERM: return "operation not permitted on this descriptor";
+    case -ECANCELED: return "operation canceled";
+    case -EMFILE: return "too many open files";
+    case -ENFILE: return "too many open files in system";
+    case -EAGAIN: return "resource temporarily unavailable";
+    case -EPIPE: return "broken pipe";
+    case -ECONNRESET: return "connection reset by peer";
+    case -ECONNREFUSED: return "connection refused";
+    case -ETIMEDOUT: return "timed out";
+    case -EADDRINUSE: return "address already in use";
+    case -EINTR: return "interrupted system call";
+    default: break;
+    }
+    if (err < 0 && err > -4096) {
+        return strerror(-err);
+    }
+    return "unknown error";
+}

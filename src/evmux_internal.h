@@ -1,0 +1,91 @@
+/* Internal declarations shared by the core files and the backends. Not
+ * installed; the tests include it for the statistics below. */
+#ifndef EVMUX_INTERNAL_H
+#define EVMUX_INTERNAL_H
+
+#include "evmux.h"
+#include "backend/backend.h"
+
+#include <stdbool.h>
+
+enum evmux_handle_type {
+    EVMUX_HANDLE_IO = 1,
+    EVMUX_HANDLE_TIMER = 2
+};
+
+enum evmux_handle_flag {
+    EVMUX_FLAG_ACTIVE = 1u << 0,
+    EVMUX_FLAG_REF = 1u << 1,
+    EVMUX_FLAG_CLOSING = 1u << 2,
+    EVMUX_FLAG_CLOSED = 1u << 3,
+    EVMUX_FLAG_PENDING = 1u << 4 /* io: on the pending queue */
+};
+
+/* Counters for tests and tuning; cheap enough to keep always. */
+struct evmux_loop_stats {
+    uint64_t iterations;
+    uint64_t backend_waits;
+    uint64_t interest_changes; /* calls into backend change/forget */
+    uint64_t kernel_ctl_calls; /* epoll_ctl and the like, made by the backend */
+};
+
+/* What the loop knows about one descriptor number. */
+struct evmux_fd_slot {
+    evmux_io *watcher;      /* started watcher on this fd, or NULL */
+    unsigned kernel_events; /* interest the backend holds for this fd */
+};
+
+struct evmux_loop {
+    const struct evmux_backend *backend;
+    void *backend_state;
+
+    uint64_t now_ns; /* cached monotonic time */
+
+    struct evmux_fd_slot *fds;
+    size_t fds_len;
+
+    evmux_io *pending_head; /* io watchers with collected events */
+    evmux_io *pending_tail;
+
+    evmux_timer **timer_heap;
+    size_t timer_count;
+    size_t timer_capacity;
+    uint64_t timer_seq;
+
+    evmux_handle *closing_head;
+    evmux_handle *closing_tail;
+
+    size_t open_handles;   /* initialised, close callback not yet run */
+    size_t active_refs;    /* active and referenced */
+    bool stop_requested;
+    bool running;
+
+    struct evmux_loop_stats stats;
+};
+
+void evmux__loop_stats(const evmux_loop *loop, struct evmux_loop_stats *out);
+
+/* Handles */
+void evmux__handle_init(evmux_loop *loop, evmux_handle *h, unsigned type);
+void evmux__handle_activate(evmux_handle *h);
+void evmux__handle_deactivate(evmux_handle *h);
+
+/* Time */
+uint64_t evmux__clock_ns(void);
+
+/* Timers (timer.c) */
+void evmux__timers_run(evmux_loop *loop);
+/* Nanoseconds until the next timer is due, 0 if one is due, UINT64_MAX if none. */
+uint64_t evmux__timers_next_ns(const evmux_loop *loop);
+void evmux__timers_free(evmux_loop *loop);
+
+/* Descriptor watchers (io.c) */
+/* Called by a backend's wait for each descriptor with events; only collects.
+ * Returns false when the loop holds no interest in fd at all, so the backend
+ * can drop a stale kernel registration. */
+bool evmux__io_ready(evmux_loop *loop, int fd, unsigned events);
+void evmux__io_run_pending(evmux_loop *loop);
+void evmux__io_free(evmux_loop *loop);
+int evmux__io_reinstall_all(evmux_loop *loop);
+
+#endif

@@ -1,0 +1,305 @@
+/* Loop life cycle, run modes, the dispatch cycle and closing.
+ *
+ * One iteration:
+ *   1. run the timers that are due (by the cached clock);
+ *   2. ask the backend to wait, at most until the next timer; it only
+ *      collects ready watchers into the pending queue;
+ *   3. refresh the clock, run the pending io callbacks;
+ *   4. run the close callbacks of handles closed so far.
+ * Callbacks never run inside the backend's wait, so stopping or closing a
+ * watcher from any callback takes effect for the rest of the batch. */
+#include "evmux_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+uint64_t evmux__clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* In order of preference for "auto". */
+static const struct evmux_backend *const compiled_backends[] = {
+#ifdef EVMUX_HAVE_EPOLL
+    &evmux__backend_epoll,
+#endif
+#ifdef EVMUX_HAVE_POLL
+    &evmux__backend_poll,
+#endif
+    &evmux__backend_select,
+};
+#define BACKEND_COUNT (sizeof compiled_backends / sizeof compiled_backends[0])
+
+/* Backends evmux knows of on some platform; naming one that this build
+ * lacks is -ENOSYS rather than -EINVAL, so callers can tell the two apart. */
+static const char *const known_backend_names[] = {
+    "uring", "epoll", "kqueue", "poll", "select",
+};
+
+const char *evmux_backends_available(void)
+{
+    return ""
+#ifdef EVMUX_HAVE_EPOLL
+           "epoll,"
+#endif
+#ifdef EVMUX_HAVE_POLL
+           "poll,"
+#endif
+           "select";
+}
+
+static int start_backend(evmux_loop *loop, const struct evmux_backend *backend)
+{
+    loop->backend = backend;
+    int rc = backend->init(loop);
+    if (rc < 0) {
+        loop->backend = NULL;
+        loop->backend_state = NULL;
+    }
+    return rc;
+}
+
+static int start_backend_named(evmux_loop *loop, const char *name)
+{
+    for (size_t i = 0; i < BACKEND_COUNT; i++)
+        if (strcmp(compiled_backends[i]->name, name) == 0)
+            return start_backend(loop, compiled_backends[i]);
+    for (size_t i = 0; i < sizeof known_backend_names / sizeof known_backend_names[0]; i++)
+        if (strcmp(known_backend_names[i], name) == 0)
+            return -ENOSYS;
+    return -EINVAL;
+}
+
+static int start_best_backend(evmux_loop *loop)
+{
+    int rc = -ENOSYS;
+    for (size_t i = 0; i < BACKEND_COUNT; i++) {
+        rc = start_backend(loop, compiled_backends[i]);
+        if (rc == 0)
+            return 0;
+    }
+    return rc;
+}
+
+int evmux_loop_new(evmux_loop **out, const evmux_loop_options *opts)
+{
+    if (out == NULL)
+        return -EINVAL;
+    const char *name = opts != NULL && opts->backend != NULL ? opts->backend : "auto";
+    if (strcmp(name, "auto") == 0) {
+        const char *env = getenv("EVMUX_BACKEND");
+        if (env != NULL && env[0] != '\0')
+            name = env;
+    }
+
+    evmux_loop *loop = calloc(1, sizeof *loop);
+    if (loop == NULL)
+        return -ENOMEM;
+    loop->now_ns = evmux__clock_ns();
+
+    int rc = strcmp(name, "auto") == 0 ? start_best_backend(loop)
+                                       : start_backend_named(loop, name);
+    if (rc < 0) {
+        free(loop);
+        return rc;
+    }
+    *out = loop;
+    return 0;
+}
+
+int evmux_loop_free(evmux_loop *loop)
+{
+    if (loop == NULL)
+        return -EINVAL;
+    if (loop->open_handles > 0 || loop->running)
+        return -EBUSY;
+    loop->backend->destroy(loop);
+    evmux__io_free(loop);
+    evmux__timers_free(loop);
+    free(loop);
+    return 0;
+}
+
+int evmux_loop_fork(evmux_loop *loop)
+{
+    if (loop == NULL)
+        return -EINVAL;
+    if (loop->backend->after_fork == NULL)
+        return 0; /* user-space interest sets survive fork as they are */
+    int rc = loop->backend->after_fork(loop);
+    return rc < 0 ? rc : evmux__io_reinstall_all(loop);
+}
+
+const char *evmux_loop_backend(const evmux_loop *loop)
+{
+    return loop->backend->name;
+}
+
+uint64_t evmux_now(const evmux_loop *loop)
+{
+    return loop->now_ns / 1000000u;
+}
+
+void evmux_update_time(evmux_loop *loop)
+{
+    loop->now_ns = evmux__clock_ns();
+}
+
+int evmux_loop_alive(const evmux_loop *loop)
+{
+    return loop->active_refs > 0 || loop->closing_head != NULL;
+}
+
+void evmux_stop(evmux_loop *loop)
+{
+    loop->stop_requested = true;
+}
+
+void evmux__loop_stats(const evmux_loop *loop, struct evmux_loop_stats *out)
+{
+    *out = loop->stats;
+}
+
+/* ---- handles ---- */
+
+void evmux__handle_init(evmux_loop *loop, evmux_handle *h, unsigned type)
+{
+    h->loop = loop;
+    h->close_cb = NULL;
+    h->next_closing = NULL;
+    h->type = type;
+    h->flags = EVMUX_FLAG_REF;
+    loop->open_handles++;
+}
+
+void evmux__handle_activate(evmux_handle *h)
+{
+    if (h->flags & EVMUX_FLAG_ACTIVE)
+        return;
+    h->flags |= EVMUX_FLAG_ACTIVE;
+    if (h->flags & EVMUX_FLAG_REF)
+        h->loop->active_refs++;
+}
+
+void evmux__handle_deactivate(evmux_handle *h)
+{
+    if (!(h->flags & EVMUX_FLAG_ACTIVE))
+        return;
+    h->flags &= ~EVMUX_FLAG_ACTIVE;
+    if (h->flags & EVMUX_FLAG_REF)
+        h->loop->active_refs--;
+}
+
+void evmux_ref(evmux_handle *h)
+{
+    if (h->flags & EVMUX_FLAG_REF)
+        return;
+    h->flags |= EVMUX_FLAG_REF;
+    if (h->flags & EVMUX_FLAG_ACTIVE)
+        h->loop->active_refs++;
+}
+
+void evmux_unref(evmux_handle *h)
+{
+    if (!(h->flags & EVMUX_FLAG_REF))
+        return;
+    if (h->flags & EVMUX_FLAG_ACTIVE)
+        h->loop->active_refs--;
+    h->flags &= ~EVMUX_FLAG_REF;
+}
+
+int evmux_is_closing(const evmux_handle *h)
+{
+    return (h->flags & (EVMUX_FLAG_CLOSING | EVMUX_FLAG_CLOSED)) != 0;
+}
+
+int evmux_is_active(const evmux_handle *h)
+{
+    return (h->flags & EVMUX_FLAG_ACTIVE) != 0;
+}
+
+int evmux_close(evmux_handle *h, evmux_close_cb close_cb)
+{
+    if (h == NULL || h->loop == NULL)
+        return -EINVAL;
+    if (evmux_is_closing(h))
+        return -EALREADY;
+    switch (h->type) {
+    case EVMUX_HANDLE_IO:
+        evmux_io_stop((evmux_io *)h);
+        break;
+    case EVMUX_HANDLE_TIMER:
+        evmux_timer_stop((evmux_timer *)h);
+        break;
+    default:
+        return -EINVAL;
+    }
+    h->flags |= EVMUX_FLAG_CLOSING;
+    h->close_cb = close_cb;
+    h->next_closing = NULL;
+    evmux_loop *loop = h->loop;
+    if (loop->closing_tail != NULL)
+        loop->closing_tail->next_closing = h;
+    else
+        loop->closing_head = h;
+    loop->closing_tail = h;
+    return 0;
+}
+
+/* Close callbacks queued by other close callbacks run in the same pass. */
+static void run_closing(evmux_loop *loop)
+{
+    evmux_handle *h;
+    while ((h = loop->closing_head) != NULL) {
+        loop->closing_head = h->next_closing;
+        if (loop->closing_head == NULL)
+            loop->closing_tail = NULL;
+        h->next_closing = NULL;
+        h->flags = (h->flags & ~EVMUX_FLAG_CLOSING) | EVMUX_FLAG_CLOSED;
+        loop->open_handles--;
+        if (h->close_cb != NULL)
+            h->close_cb(h); /* may free h */
+    }
+}
+
+/* ---- running ---- */
+
+static uint64_t wait_timeout_ns(const evmux_loop *loop, evmux_run_mode mode)
+{
+    if (mode == EVMUX_RUN_NOWAIT || loop->stop_requested || loop->closing_head != NULL ||
+        loop->active_refs == 0)
+        return 0;
+    return evmux__timers_next_ns(loop);
+}
+
+int evmux_run(evmux_loop *loop, evmux_run_mode mode)
+{
+    if (loop == NULL || mode < EVMUX_RUN_DEFAULT || mode > EVMUX_RUN_NOWAIT)
+        return -EINVAL;
+    if (loop->running)
+        return -EBUSY;
+    loop->running = true;
+
+    int rc = 0;
+    evmux_update_time(loop);
+    while (!loop->stop_requested && evmux_loop_alive(loop)) {
+        evmux__timers_run(loop);
+        rc = loop->backend->wait(loop, wait_timeout_ns(loop, mode));
+        loop->stats.backend_waits++;
+        evmux_update_time(loop);
+        evmux__io_run_pending(loop);
+        if (mode == EVMUX_RUN_ONCE)
+            evmux__timers_run(loop); /* the timer that ended the wait */
+        run_closing(loop);
+        loop->stats.iterations++;
+        if (rc < 0 || mode != EVMUX_RUN_DEFAULT)
+            break;
+    }
+    loop->stop_requested = false;
+    loop->running = false;
+    return rc < 0 ? rc : 0;
+}
