@@ -8,9 +8,11 @@
  *  - Every function that can fail returns 0 or a negative errno value
  *    (-EINVAL, -ENOMEM, ...); evmux_strerror() names it. There is no global
  *    error state and nothing aborts on bad input.
- *  - The loop is opaque. Handles (evmux_io, evmux_timer) are structs that the
- *    caller allocates, may embed in its own structs, and must keep alive and
- *    unmoved from *_init until the close callback has run.
+ *  - The loop is opaque. Handles (evmux_io, evmux_timer, evmux_stream,
+ *    evmux_listener) and requests (evmux_write_req, evmux_connect_req) are
+ *    structs that the caller allocates, may embed in its own structs, and
+ *    must keep alive and unmoved: a handle from *_init until its close
+ *    callback has run, a request until its callback has run.
  *    Every handle begins with an evmux_handle named `handle`, whose `data`
  *    field belongs to the caller.
  *  - A loop belongs to the thread that runs it. No function here is safe to
@@ -23,6 +25,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -127,7 +131,11 @@ struct evmux_handle {
  * (which may be NULL) from the loop, after the current callbacks, exactly
  * once. The handle's memory may be freed in close_cb, not before. Closing a
  * handle twice returns -EALREADY. Does not close the caller's descriptor of
- * an evmux_io. */
+ * an evmux_io; does close a stream's or listener's socket, at once and
+ * exactly once. Requests still pending on a closed stream (writes,
+ * shutdown, connect) complete with -ECANCELED, exactly once, before
+ * close_cb; a write whose bytes had all been sent completes with 0. For a
+ * graceful end, evmux_stream_shutdown first and close in its callback. */
 EVMUX_API int evmux_close(evmux_handle *handle, evmux_close_cb close_cb);
 
 /* 1 while a handle is closing or closed. */
@@ -223,6 +231,210 @@ EVMUX_API uint64_t evmux_timer_get_repeat(const evmux_timer *timer);
 
 /* Milliseconds until the timer fires (0 if due or stopped). */
 EVMUX_API uint64_t evmux_timer_get_due_in(const evmux_timer *timer);
+
+/* ------------------------------------------------------------------ */
+/* Addresses                                                           */
+/* ------------------------------------------------------------------ */
+
+/* Fills *out with an IPv4 or IPv6 literal ("127.0.0.1", "::1") and a port.
+ * Names are not resolved (that would block the loop): -EINVAL. */
+EVMUX_API int evmux_addr_ip(const char *ip, unsigned port, struct sockaddr_storage *out,
+                            socklen_t *out_len);
+
+/* Fills *out with a Unix-domain socket path. A path that does not fit in
+ * sun_path is -ENAMETOOLONG, never truncated; an empty path is -EINVAL. */
+EVMUX_API int evmux_addr_unix(const char *path, struct sockaddr_storage *out,
+                              socklen_t *out_len);
+
+/* Writes "1.2.3.4:80", "[::1]:80" or the socket path into buf (always
+ * terminated). Returns 0, -EINVAL (unknown family) or -ENOSPC. */
+EVMUX_API int evmux_addr_format(const struct sockaddr *addr, socklen_t len, char *buf,
+                                size_t size);
+
+/* ------------------------------------------------------------------ */
+/* Streams: buffered TCP and Unix-domain connections                    */
+/* ------------------------------------------------------------------ */
+
+/* nread of a read callback when the peer has finished sending. It is not
+ * an errno value; evmux_strerror names it. */
+#define EVMUX_EOF (-4095)
+
+typedef struct evmux_buf {
+    const void *base;
+    size_t len;
+} evmux_buf;
+
+typedef struct evmux_stream evmux_stream;
+typedef struct evmux_write_req evmux_write_req;
+typedef struct evmux_connect_req evmux_connect_req;
+typedef struct evmux_listener evmux_listener;
+struct evmux_chunk;
+
+/* nread > 0: buf holds nread bytes. The buffer belongs to the loop and is
+ * lent for the duration of the callback: modify it freely, copy what you
+ * keep (evmux_stream_write copies what it cannot send at once, so echoing
+ * buf back is safe).
+ * nread == EVMUX_EOF: the peer shut down its side; reading has stopped, and
+ * the stream can still write.
+ * nread < 0 otherwise: a negative errno (-ECONNRESET, ...); reading has
+ * stopped; the stream should be closed. buf is NULL in both cases. */
+typedef void (*evmux_read_cb)(evmux_stream *stream, ssize_t nread, char *buf);
+
+/* Called exactly once per accepted write: 0 once its bytes are all handed
+ * to the kernel, or a negative errno (-EPIPE, -ECONNRESET when the peer is
+ * gone; -ECANCELED when the stream was closed first). */
+typedef void (*evmux_write_cb)(evmux_write_req *req, int status);
+
+/* The write queue fell to the low watermark after passing the high one;
+ * also when a write error emptied it (the next read or write reports the
+ * error), so a reader paused on the high watermark always hears back. */
+typedef void (*evmux_drain_cb)(evmux_stream *stream);
+
+/* Shutdown done (0), or failed (negative errno; -ECANCELED on close). */
+typedef void (*evmux_shutdown_cb)(evmux_stream *stream, int status);
+
+/* Connected (0), or failed: -ECONNREFUSED, -ETIMEDOUT (the timeout passed),
+ * -ENOENT (no such Unix socket), -ECANCELED (the stream was closed), ... */
+typedef void (*evmux_connect_cb)(evmux_connect_req *req, int status);
+
+/* A connection is waiting (status 0): take it with evmux_accept() inside
+ * the callback, or leave it and it is closed when the callback returns.
+ * A negative status reports trouble accepting (-EMFILE, -ENFILE: out of
+ * descriptors; the listener copes by itself and keeps going); nothing is
+ * waiting then. */
+typedef void (*evmux_accept_cb)(evmux_listener *listener, int status);
+
+struct evmux_write_req {
+    void *data;
+    /* private */
+    evmux_stream *stream;
+    evmux_write_cb cb;
+    uint64_t end; /* stream offset at which this write is complete */
+    evmux_write_req *next;
+};
+
+struct evmux_stream {
+    evmux_handle handle;
+    /* private */
+    evmux_io io;
+    evmux_read_cb read_cb;
+    evmux_drain_cb drain_cb;
+    evmux_shutdown_cb shutdown_cb;
+    evmux_connect_req *connect_req;
+    struct evmux_chunk *out_head, *out_tail;
+    size_t queued;
+    size_t high_water, low_water;
+    uint64_t accepted; /* bytes taken by evmux_stream_write so far */
+    uint64_t sent;     /* bytes handed to the kernel so far */
+    evmux_write_req *req_head, *req_tail;
+    evmux_stream *next_deferred;
+    int error;
+    unsigned state;
+};
+
+struct evmux_connect_req {
+    void *data;
+    /* private */
+    evmux_stream *stream;
+    evmux_connect_cb cb;
+    evmux_timer timeout;
+};
+
+struct evmux_listener {
+    evmux_handle handle;
+    /* private */
+    evmux_io io;
+    evmux_timer retry;
+    evmux_accept_cb cb;
+    int pending_fd;
+    int reserve_fd;
+    unsigned state;
+    char *unix_path; /* removed on close */
+};
+
+/* Prepares a stream; then evmux_accept, evmux_connect or evmux_stream_open
+ * gives it a socket. */
+EVMUX_API int evmux_stream_init(evmux_loop *loop, evmux_stream *stream);
+
+/* Adopts a connected socket (made non-blocking). The stream owns it from
+ * now on and closes it exactly once, in evmux_close. */
+EVMUX_API int evmux_stream_open(evmux_stream *stream, int fd);
+
+/* The socket, or -1 before one is attached or after close. */
+EVMUX_API int evmux_stream_fd(const evmux_stream *stream);
+
+/* Starts calling cb with what arrives. -ENOTCONN without a connected
+ * socket; EVMUX_EOF if the peer has already finished sending. */
+EVMUX_API int evmux_stream_read_start(evmux_stream *stream, evmux_read_cb cb);
+EVMUX_API int evmux_stream_read_stop(evmux_stream *stream);
+
+/* Writes nbufs buffers, in order after every earlier write. What the
+ * kernel takes at once is sent at once (no extra loop iteration); the rest
+ * is copied into the stream's queue, so the caller may reuse its buffers as
+ * soon as this returns. req may be NULL when cb is NULL. On 0, cb runs
+ * exactly once, later, from the loop; on a negative return it never runs:
+ * -EPIPE (after shutdown), -ENOTCONN (no socket yet), the stream's earlier
+ * write error, -EINVAL (closing stream or bad arguments), -ENOMEM. */
+EVMUX_API int evmux_stream_write(evmux_write_req *req, evmux_stream *stream, const evmux_buf bufs[],
+                                 size_t nbufs, evmux_write_cb cb);
+
+/* Bytes accepted by evmux_stream_write and not yet handed to the kernel. */
+EVMUX_API size_t evmux_stream_queued(const evmux_stream *stream);
+
+/* When the queue passes `high`, a server should stop reading from the
+ * peer (evmux_stream_read_stop); drain_cb runs once it falls to `low`.
+ * Requires low < high. Writes beyond `high` are still accepted. */
+EVMUX_API int evmux_stream_set_watermarks(evmux_stream *stream, size_t high, size_t low,
+                                          evmux_drain_cb drain_cb);
+
+/* 1 while the queue is above the high watermark (and has not drained). */
+EVMUX_API int evmux_stream_over_high(const evmux_stream *stream);
+
+/* Half-close: once every queued byte is sent, shuts down our sending side
+ * (the peer reads EOF) and calls cb (which may be NULL). Reading goes on. */
+EVMUX_API int evmux_stream_shutdown(evmux_stream *stream, evmux_shutdown_cb cb);
+
+/* TCP options; -ENOTSUP on a Unix-domain stream. idle_s: seconds of silence
+ * before the first keepalive probe (0: the system default). */
+EVMUX_API int evmux_stream_set_nodelay(evmux_stream *stream, int on);
+EVMUX_API int evmux_stream_set_keepalive(evmux_stream *stream, int on, unsigned idle_s);
+
+/* The peer's address. */
+EVMUX_API int evmux_stream_peer(const evmux_stream *stream, struct sockaddr_storage *out,
+                                socklen_t *out_len);
+
+/* Connects stream (initialised, without a socket) to addr without
+ * blocking. timeout_ms 0: no timeout but the kernel's. cb runs exactly
+ * once; req may be freed in it. */
+EVMUX_API int evmux_connect(evmux_connect_req *req, evmux_stream *stream, const struct sockaddr *addr,
+                            socklen_t addr_len, uint64_t timeout_ms, evmux_connect_cb cb);
+
+enum {
+    EVMUX_LISTEN_REUSEPORT = 1u << 0, /* SO_REUSEPORT: several listeners share a port */
+    EVMUX_LISTEN_IPV6_ONLY = 1u << 1  /* an IPv6 listener that does not take IPv4 */
+};
+
+typedef struct evmux_listen_options {
+    int backlog;    /* 0: SOMAXCONN */
+    unsigned flags; /* EVMUX_LISTEN_* */
+} evmux_listen_options;
+
+/* Binds and listens on addr (TCP over IPv4 or IPv6, or a Unix path; a
+ * stale Unix socket file nobody listens on is replaced), then calls cb for
+ * each connection. opts may be NULL. Out of descriptors, the listener
+ * neither spins nor stops: it keeps a reserve descriptor to accept and
+ * close the surplus, or pauses briefly when even that fails. */
+EVMUX_API int evmux_listen(evmux_loop *loop, evmux_listener *listener, const struct sockaddr *addr,
+                           socklen_t addr_len, const evmux_listen_options *opts,
+                           evmux_accept_cb cb);
+
+/* The bound address (to learn the port picked for port 0). */
+EVMUX_API int evmux_listener_address(const evmux_listener *listener, struct sockaddr_storage *out,
+                                     socklen_t *out_len);
+
+/* Inside the accept callback: gives the waiting connection to client
+ * (initialised by evmux_stream_init). -EAGAIN if none is waiting. */
+EVMUX_API int evmux_accept(evmux_listener *listener, evmux_stream *client);
 
 #ifdef __cplusplus
 }

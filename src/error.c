@@ -9,6 +9,10 @@ const char *evmux_strerror(int err)
 {
     switch (err) {
     case 0: return "success";
+    case EVMUX_EOF: return "end of stream";
+    case -ENAMETOOLONG: return "path too long for a Unix socket address";
+    case -ENOTCONN: return "not connected";
+    case -EISCONN: return "already connected";
     case -EINVAL: return "invalid argument";
     case -ENOMEM: return "out of memory";
     case -EBUSY: return "resource busy: handles still open";

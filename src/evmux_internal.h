@@ -10,7 +10,9 @@
 
 enum evmux_handle_type {
     EVMUX_HANDLE_IO = 1,
-    EVMUX_HANDLE_TIMER = 2
+    EVMUX_HANDLE_TIMER = 2,
+    EVMUX_HANDLE_STREAM = 3,
+    EVMUX_HANDLE_LISTENER = 4
 };
 
 enum evmux_handle_flag {
@@ -18,7 +20,10 @@ enum evmux_handle_flag {
     EVMUX_FLAG_REF = 1u << 1,
     EVMUX_FLAG_CLOSING = 1u << 2,
     EVMUX_FLAG_CLOSED = 1u << 3,
-    EVMUX_FLAG_PENDING = 1u << 4 /* io: on the pending queue */
+    EVMUX_FLAG_PENDING = 1u << 4, /* io: on the pending queue */
+    /* Part of another handle (a stream's watcher, a connect timeout): not
+     * counted as open, never closed on its own, only stopped. */
+    EVMUX_FLAG_INTERNAL = 1u << 5
 };
 
 /* Counters for tests and tuning; cheap enough to keep always. */
@@ -55,6 +60,12 @@ struct evmux_loop {
     evmux_handle *closing_head;
     evmux_handle *closing_tail;
 
+    evmux_stream *deferred_head; /* streams with completions to report */
+    evmux_stream *deferred_tail;
+    struct evmux_chunk *chunk_pool; /* free write-queue chunks, reused */
+    size_t chunk_pool_len;
+    char *read_buf; /* lent to read callbacks */
+
     size_t open_handles;   /* initialised, close callback not yet run */
     size_t active_refs;    /* active and referenced */
     bool stop_requested;
@@ -69,6 +80,7 @@ void evmux__loop_stats(const evmux_loop *loop, struct evmux_loop_stats *out);
 void evmux__handle_init(evmux_loop *loop, evmux_handle *h, unsigned type);
 void evmux__handle_activate(evmux_handle *h);
 void evmux__handle_deactivate(evmux_handle *h);
+void evmux__handle_make_internal(evmux_handle *h);
 
 /* Time */
 uint64_t evmux__clock_ns(void);
@@ -87,5 +99,17 @@ bool evmux__io_ready(evmux_loop *loop, int fd, unsigned events);
 void evmux__io_run_pending(evmux_loop *loop);
 void evmux__io_free(evmux_loop *loop);
 int evmux__io_reinstall_all(evmux_loop *loop);
+/* -ERANGE if the backend cannot watch this descriptor number at all. */
+int evmux__io_check_fd(const evmux_loop *loop, int fd);
+
+/* Streams and listeners (stream.c, listen.c) */
+void evmux__stream_close_begin(evmux_stream *s);
+void evmux__stream_close_finish(evmux_stream *s);
+void evmux__streams_run_deferred(evmux_loop *loop);
+void evmux__streams_free(evmux_loop *loop);
+/* Gives an initialised stream its connected, non-blocking socket. */
+int evmux__stream_attach(evmux_stream *s, int fd);
+void evmux__listener_close_begin(evmux_listener *l);
+void evmux__listener_close_finish(evmux_listener *l);
 
 #endif

@@ -140,6 +140,11 @@ void evmux__io_run_pending(evmux_loop *loop)
     }
 }
 
+int evmux__io_check_fd(const evmux_loop *loop, int fd)
+{
+    return fd < 0 || fd > loop->backend->highest_fd ? -ERANGE : 0;
+}
+
 int evmux__io_reinstall_all(evmux_loop *loop)
 {
     for (size_t fd = 0; fd < loop->fds_len; fd++) {

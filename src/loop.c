@@ -5,7 +5,10 @@
  *   2. ask the backend to wait, at most until the next timer; it only
  *      collects ready watchers into the pending queue;
  *   3. refresh the clock, run the pending io callbacks;
- *   4. run the close callbacks of handles closed so far.
+ *   4. report stream requests that completed without waiting (a write the
+ *      kernel took at once), so their callbacks never run inside the call
+ *      that made the request;
+ *   5. run the close callbacks of handles closed so far.
  * Callbacks never run inside the backend's wait, so stopping or closing a
  * watcher from any callback takes effect for the rest of the batch. */
 #include "evmux_internal.h"
@@ -118,6 +121,7 @@ int evmux_loop_free(evmux_loop *loop)
     if (loop->open_handles > 0 || loop->running)
         return -EBUSY;
     loop->backend->destroy(loop);
+    evmux__streams_free(loop);
     evmux__io_free(loop);
     evmux__timers_free(loop);
     free(loop);
@@ -151,7 +155,7 @@ void evmux_update_time(evmux_loop *loop)
 
 int evmux_loop_alive(const evmux_loop *loop)
 {
-    return loop->active_refs > 0 || loop->closing_head != NULL;
+    return loop->active_refs > 0 || loop->closing_head != NULL || loop->deferred_head != NULL;
 }
 
 void evmux_stop(evmux_loop *loop)
@@ -176,6 +180,14 @@ void evmux__handle_init(evmux_loop *loop, evmux_handle *h, unsigned type)
     loop->open_handles++;
 }
 
+void evmux__handle_make_internal(evmux_handle *h)
+{
+    if (h->flags & EVMUX_FLAG_INTERNAL)
+        return;
+    h->flags |= EVMUX_FLAG_INTERNAL;
+    h->loop->open_handles--;
+}
+
 void evmux__handle_activate(evmux_handle *h)
 {
     if (h->flags & EVMUX_FLAG_ACTIVE)
@@ -194,22 +206,43 @@ void evmux__handle_deactivate(evmux_handle *h)
         h->loop->active_refs--;
 }
 
+static void set_ref(evmux_handle *h, bool ref)
+{
+    if (ref == ((h->flags & EVMUX_FLAG_REF) != 0))
+        return;
+    if (h->flags & EVMUX_FLAG_ACTIVE) {
+        if (ref)
+            h->loop->active_refs++;
+        else
+            h->loop->active_refs--;
+    }
+    h->flags ^= EVMUX_FLAG_REF;
+}
+
+/* A stream or listener is kept running by its internal watchers, so the
+ * reference follows them. */
+static void set_ref_deep(evmux_handle *h, bool ref)
+{
+    set_ref(h, ref);
+    if (h->type == EVMUX_HANDLE_STREAM) {
+        evmux_stream *s = (evmux_stream *)h;
+        set_ref(&s->io.handle, ref);
+        if (s->connect_req != NULL)
+            set_ref(&s->connect_req->timeout.handle, ref);
+    } else if (h->type == EVMUX_HANDLE_LISTENER) {
+        set_ref(&((evmux_listener *)h)->io.handle, ref);
+        set_ref(&((evmux_listener *)h)->retry.handle, ref);
+    }
+}
+
 void evmux_ref(evmux_handle *h)
 {
-    if (h->flags & EVMUX_FLAG_REF)
-        return;
-    h->flags |= EVMUX_FLAG_REF;
-    if (h->flags & EVMUX_FLAG_ACTIVE)
-        h->loop->active_refs++;
+    set_ref_deep(h, true);
 }
 
 void evmux_unref(evmux_handle *h)
 {
-    if (!(h->flags & EVMUX_FLAG_REF))
-        return;
-    if (h->flags & EVMUX_FLAG_ACTIVE)
-        h->loop->active_refs--;
-    h->flags &= ~EVMUX_FLAG_REF;
+    set_ref_deep(h, false);
 }
 
 int evmux_is_closing(const evmux_handle *h)
@@ -219,12 +252,17 @@ int evmux_is_closing(const evmux_handle *h)
 
 int evmux_is_active(const evmux_handle *h)
 {
+    if (h->type == EVMUX_HANDLE_STREAM)
+        return evmux_is_active(&((const evmux_stream *)h)->io.handle);
+    if (h->type == EVMUX_HANDLE_LISTENER)
+        return evmux_is_active(&((const evmux_listener *)h)->io.handle) ||
+               evmux_is_active(&((const evmux_listener *)h)->retry.handle);
     return (h->flags & EVMUX_FLAG_ACTIVE) != 0;
 }
 
 int evmux_close(evmux_handle *h, evmux_close_cb close_cb)
 {
-    if (h == NULL || h->loop == NULL)
+    if (h == NULL || h->loop == NULL || (h->flags & EVMUX_FLAG_INTERNAL))
         return -EINVAL;
     if (evmux_is_closing(h))
         return -EALREADY;
@@ -234,6 +272,12 @@ int evmux_close(evmux_handle *h, evmux_close_cb close_cb)
         break;
     case EVMUX_HANDLE_TIMER:
         evmux_timer_stop((evmux_timer *)h);
+        break;
+    case EVMUX_HANDLE_STREAM:
+        evmux__stream_close_begin((evmux_stream *)h);
+        break;
+    case EVMUX_HANDLE_LISTENER:
+        evmux__listener_close_begin((evmux_listener *)h);
         break;
     default:
         return -EINVAL;
@@ -259,6 +303,10 @@ static void run_closing(evmux_loop *loop)
         if (loop->closing_head == NULL)
             loop->closing_tail = NULL;
         h->next_closing = NULL;
+        if (h->type == EVMUX_HANDLE_STREAM)
+            evmux__stream_close_finish((evmux_stream *)h); /* -ECANCELED requests */
+        else if (h->type == EVMUX_HANDLE_LISTENER)
+            evmux__listener_close_finish((evmux_listener *)h);
         h->flags = (h->flags & ~EVMUX_FLAG_CLOSING) | EVMUX_FLAG_CLOSED;
         loop->open_handles--;
         if (h->close_cb != NULL)
@@ -271,7 +319,7 @@ static void run_closing(evmux_loop *loop)
 static uint64_t wait_timeout_ns(const evmux_loop *loop, evmux_run_mode mode)
 {
     if (mode == EVMUX_RUN_NOWAIT || loop->stop_requested || loop->closing_head != NULL ||
-        loop->active_refs == 0)
+        loop->deferred_head != NULL || loop->active_refs == 0)
         return 0;
     return evmux__timers_next_ns(loop);
 }
@@ -292,6 +340,7 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
         loop->stats.backend_waits++;
         evmux_update_time(loop);
         evmux__io_run_pending(loop);
+        evmux__streams_run_deferred(loop);
         if (mode == EVMUX_RUN_ONCE)
             evmux__timers_run(loop); /* the timer that ended the wait */
         run_closing(loop);

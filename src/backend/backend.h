@@ -25,6 +25,8 @@ enum evmux_backend_feature {
 struct evmux_backend {
     const char *name;
     unsigned features;
+    /* The highest descriptor number it can watch. */
+    int highest_fd;
     /* Sets loop->backend_state. Returns 0 or a negative errno value. */
     int (*init)(struct evmux_loop *loop);
     void (*destroy)(struct evmux_loop *loop);

@@ -26,6 +26,7 @@
 #include "../evmux_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <time.h>
@@ -164,6 +165,7 @@ static int epoll_after_fork(evmux_loop *loop)
 const struct evmux_backend evmux__backend_epoll = {
     .name = "epoll",
     .features = EVMUX_FEATURE_LARGE_FDS | EVMUX_FEATURE_SCALABLE | EVMUX_FEATURE_KERNEL_STATE,
+    .highest_fd = INT_MAX,
     .init = epoll_init,
     .destroy = epoll_destroy,
     .change = epoll_change,

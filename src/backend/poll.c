@@ -16,6 +16,7 @@
 #include "../evmux_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 
@@ -136,6 +137,7 @@ static int poll_wait(evmux_loop *loop, uint64_t timeout_ns)
 const struct evmux_backend evmux__backend_poll = {
     .name = "poll",
     .features = EVMUX_FEATURE_LARGE_FDS,
+    .highest_fd = INT_MAX,
     .init = poll_init,
     .destroy = poll_destroy,
     .change = poll_change,

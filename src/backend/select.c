@@ -130,6 +130,7 @@ static int select_wait(evmux_loop *loop, uint64_t timeout_ns)
 const struct evmux_backend evmux__backend_select = {
     .name = "select",
     .features = 0,
+    .highest_fd = FD_SETSIZE - 1,
     .init = select_init,
     .destroy = select_destroy,
     .change = select_change,

@@ -1,0 +1,279 @@
+/* Listening sockets and accepting connections.
+ *
+ * The hard case is running out of descriptors. accept() then fails with
+ * EMFILE but leaves the connection in the backlog, so the listener stays
+ * readable and a level-triggered loop would spin at full speed doing
+ * nothing. We keep one spare descriptor open: when accept() fails for lack
+ * of descriptors, we close the spare, accept the waiting connection, close
+ * it at once (the peer sees the connection end instead of hanging), and
+ * open the spare again. If even that fails, we stop watching the listener
+ * for a short while and try again, so the process never spins. */
+#include "evmux_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define ACCEPTS_PER_WAKEUP 64
+#define ACCEPT_RETRY_MS 100
+
+enum listener_state {
+    LS_OUT_OF_FDS = 1u << 0 /* reported once per episode */
+};
+
+static int open_reserve(void)
+{
+    return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void pause_accepting(evmux_listener *l)
+{
+    evmux_io_stop(&l->io);
+    evmux_timer_start(&l->retry, ACCEPT_RETRY_MS, 0);
+}
+
+static void on_retry(evmux_timer *t)
+{
+    evmux_listener *l = t->handle.data;
+    if (l->reserve_fd < 0)
+        l->reserve_fd = open_reserve();
+    evmux_io_start(&l->io, EVMUX_READABLE);
+}
+
+/* Accepts and closes one waiting connection with the spare descriptor.
+ * Returns 1 to go on, 0 when the backlog is empty, -1 to pause. */
+static int shed_one(evmux_listener *l)
+{
+    if (l->reserve_fd < 0)
+        return -1;
+    close(l->reserve_fd);
+    int fd = accept4(l->io.fd, NULL, NULL, SOCK_CLOEXEC);
+    int accept_errno = errno;
+    if (fd >= 0)
+        close(fd);
+    l->reserve_fd = open_reserve();
+    if (l->reserve_fd < 0)
+        return -1;
+    if (fd < 0)
+        return accept_errno == EAGAIN || accept_errno == EWOULDBLOCK ? 0 : -1;
+    return 1;
+}
+
+static void on_listener_io(evmux_io *io, unsigned events)
+{
+    (void)events;
+    evmux_listener *l = io->handle.data;
+    for (int i = 0; i < ACCEPTS_PER_WAKEUP && !evmux_is_closing(&l->handle); i++) {
+        int fd = accept4(l->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            switch (err) {
+            case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+            case EWOULDBLOCK:
+#endif
+                return;
+            case EINTR:
+            case ECONNABORTED:
+            case EPROTO:
+                continue;
+            case EMFILE:
+            case ENFILE:
+            case ENOBUFS:
+            case ENOMEM: {
+                /* Linux fails accept4 with EMFILE even on an empty backlog
+                 * when no descriptor is free, so report only once shedding
+                 * shows that a connection was really turned away. */
+                int shed = shed_one(l);
+                if (shed == 0)
+                    return;
+                if (!(l->state & LS_OUT_OF_FDS)) {
+                    l->state |= LS_OUT_OF_FDS;
+                    l->cb(l, -err);
+                    if (evmux_is_closing(&l->handle))
+                        return;
+                }
+                if (shed > 0)
+                    continue;
+                pause_accepting(l);
+                return;
+            }
+            default:
+                l->cb(l, -err);
+                if (!evmux_is_closing(&l->handle))
+                    pause_accepting(l);
+                return;
+            }
+        }
+        l->state &= ~LS_OUT_OF_FDS;
+        l->pending_fd = fd;
+        l->cb(l, 0);
+        if (l->pending_fd >= 0) { /* not taken: refused */
+            close(l->pending_fd);
+            l->pending_fd = -1;
+        }
+    }
+}
+
+int evmux_accept(evmux_listener *l, evmux_stream *client)
+{
+    if (l == NULL || client == NULL || evmux_is_closing(&client->handle) ||
+        client->handle.type != EVMUX_HANDLE_STREAM)
+        return -EINVAL;
+    if (l->pending_fd < 0)
+        return -EAGAIN;
+    if (evmux_stream_fd(client) >= 0)
+        return -EISCONN;
+    int rc = evmux__stream_attach(client, l->pending_fd);
+    if (rc < 0)
+        return rc; /* stays pending: closed when the callback returns */
+    l->pending_fd = -1;
+    return 0;
+}
+
+/* A Unix socket file left by a process that died blocks bind() with
+ * EADDRINUSE. Replace it only if it is a socket nobody accepts on. */
+static bool remove_stale_socket(const struct sockaddr *addr, socklen_t len)
+{
+    const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
+    struct stat st;
+    if (un->sun_path[0] == '\0' || stat(un->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
+        return false;
+    /* Non-blocking: a live server with a full backlog must not stall us
+     * (EAGAIN means someone is there). A live server does see the probe as
+     * a connection that closes at once. */
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return false;
+    bool stale = connect(probe, addr, len) < 0 && errno == ECONNREFUSED;
+    close(probe);
+    return stale && unlink(un->sun_path) == 0;
+}
+
+static int open_listening_socket(const struct sockaddr *addr, socklen_t len,
+                                 const evmux_listen_options *opts)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    int rc = 0;
+    if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) {
+        /* Restarting a server must not wait for old connections' TIME_WAIT. */
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+            rc = -errno;
+        if (rc == 0 && (opts->flags & EVMUX_LISTEN_REUSEPORT)) {
+#ifdef SO_REUSEPORT
+            if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+                rc = -errno;
+#else
+            rc = -ENOTSUP;
+#endif
+        }
+        if (rc == 0 && addr->sa_family == AF_INET6) {
+            int v6only = (opts->flags & EVMUX_LISTEN_IPV6_ONLY) != 0;
+            if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) < 0)
+                rc = -errno;
+        }
+    } else if (opts->flags & EVMUX_LISTEN_REUSEPORT) {
+        rc = -EINVAL;
+    }
+    if (rc == 0 && bind(fd, addr, len) < 0) {
+        rc = -errno;
+        if (rc == -EADDRINUSE && addr->sa_family == AF_UNIX && remove_stale_socket(addr, len))
+            rc = bind(fd, addr, len) < 0 ? -errno : 0;
+    }
+    if (rc == 0 && listen(fd, opts->backlog > 0 ? opts->backlog : SOMAXCONN) < 0)
+        rc = -errno;
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int evmux_listen(evmux_loop *loop, evmux_listener *l, const struct sockaddr *addr,
+                 socklen_t addr_len, const evmux_listen_options *opts, evmux_accept_cb cb)
+{
+    static const evmux_listen_options defaults = {0, 0};
+    if (loop == NULL || l == NULL || addr == NULL || cb == NULL)
+        return -EINVAL;
+    if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6 && addr->sa_family != AF_UNIX)
+        return -EAFNOSUPPORT;
+    if (opts == NULL)
+        opts = &defaults;
+
+    char *unix_path = NULL;
+    if (addr->sa_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
+        if (un->sun_path[0] != '\0' && (unix_path = strdup(un->sun_path)) == NULL)
+            return -ENOMEM;
+    }
+    int fd = open_listening_socket(addr, addr_len, opts);
+    if (fd >= 0 && evmux__io_check_fd(loop, fd) < 0) {
+        close(fd);
+        fd = -ERANGE;
+    }
+    if (fd < 0) {
+        free(unix_path);
+        return fd;
+    }
+
+    void *data = l->handle.data;
+    memset(l, 0, sizeof *l);
+    l->handle.data = data;
+    evmux__handle_init(loop, &l->handle, EVMUX_HANDLE_LISTENER);
+    l->cb = cb;
+    l->pending_fd = -1;
+    l->unix_path = unix_path;
+    l->reserve_fd = open_reserve();
+    evmux_io_init(loop, &l->io, fd, on_listener_io);
+    evmux__handle_make_internal(&l->io.handle);
+    l->io.handle.data = l;
+    evmux_timer_init(loop, &l->retry, on_retry);
+    evmux__handle_make_internal(&l->retry.handle);
+    l->retry.handle.data = l;
+
+    int rc = evmux_io_start(&l->io, EVMUX_READABLE);
+    if (rc < 0) {
+        evmux__listener_close_begin(l);
+        evmux__listener_close_finish(l);
+        loop->open_handles--; /* never handed to the caller */
+        return rc;
+    }
+    return 0;
+}
+
+int evmux_listener_address(const evmux_listener *l, struct sockaddr_storage *out,
+                           socklen_t *out_len)
+{
+    if (l == NULL || out == NULL || out_len == NULL || l->io.fd < 0)
+        return -EINVAL;
+    *out_len = sizeof *out;
+    return getsockname(l->io.fd, (struct sockaddr *)out, out_len) < 0 ? -errno : 0;
+}
+
+void evmux__listener_close_begin(evmux_listener *l)
+{
+    evmux_io_stop(&l->io);
+    evmux_timer_stop(&l->retry);
+    if (l->io.fd >= 0)
+        close(l->io.fd);
+    l->io.fd = -1;
+    if (l->reserve_fd >= 0)
+        close(l->reserve_fd);
+    l->reserve_fd = -1;
+    if (l->unix_path != NULL)
+        unlink(l->unix_path);
+}
+
+void evmux__listener_close_finish(evmux_listener *l)
+{
+    free(l->unix_path);
+    l->unix_path = NULL;
+}

@@ -1,0 +1,787 @@
+/* Buffered streams over connected sockets (TCP or Unix-domain).
+ *
+ * Reading: one recv() per readiness event into a buffer owned by the loop
+ * and lent to the read callback, so an idle connection holds no read buffer
+ * and a busy one allocates nothing.
+ *
+ * Writing: a write is tried at once when nothing is queued; whatever the
+ * kernel does not take is copied into fixed-size chunks taken from a
+ * per-loop pool, so callers may reuse their buffers on return and steady
+ * traffic allocates nothing. Each write request remembers the stream offset
+ * at which it is complete; its callback runs once the bytes sent reach that
+ * offset. Requests that complete inside evmux_stream_write are reported
+ * from the loop's deferred phase, never from inside the call.
+ *
+ * The chunk and offset design also fits a completion-based backend: the
+ * queued bytes belong to the library and stay put until the kernel is done
+ * with them. */
+#include "evmux_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define CHUNK_BYTES (16 * 1024 - 3 * sizeof(void *))
+#define CHUNK_POOL_MAX 64  /* chunks kept for reuse per loop: 1 MiB */
+#define READ_BUF_BYTES (64 * 1024)
+#define SEND_IOV_MAX 64
+
+struct evmux_chunk {
+    struct evmux_chunk *next;
+    size_t start, end;
+    char data[CHUNK_BYTES];
+};
+
+enum stream_state {
+    ST_OPEN = 1u << 0,         /* has a connected socket */
+    ST_CONNECTING = 1u << 1,
+    ST_READING = 1u << 2,
+    ST_EOF = 1u << 3,          /* the peer finished sending */
+    ST_SHUT_WANTED = 1u << 4,  /* shutdown after the queue drains */
+    ST_SHUT_DONE = 1u << 5,
+    ST_SHUT_REPORT = 1u << 6,  /* shutdown callback owed */
+    ST_OVER_HIGH = 1u << 7,
+    ST_DEFERRED = 1u << 8,     /* on the loop's deferred list */
+    ST_CONNECT_FAILED = 1u << 9 /* connect failed at once; reported deferred */
+};
+
+/* ---- chunk pool ---- */
+
+static struct evmux_chunk *chunk_get(evmux_loop *loop)
+{
+    struct evmux_chunk *c = loop->chunk_pool;
+    if (c != NULL) {
+        loop->chunk_pool = c->next;
+        loop->chunk_pool_len--;
+    } else {
+        c = malloc(sizeof *c);
+        if (c == NULL)
+            return NULL;
+    }
+    c->next = NULL;
+    c->start = c->end = 0;
+    return c;
+}
+
+static void chunk_put(evmux_loop *loop, struct evmux_chunk *c)
+{
+    if (loop->chunk_pool_len >= CHUNK_POOL_MAX) {
+        free(c);
+        return;
+    }
+    c->next = loop->chunk_pool;
+    loop->chunk_pool = c;
+    loop->chunk_pool_len++;
+}
+
+void evmux__streams_free(evmux_loop *loop)
+{
+    while (loop->chunk_pool != NULL) {
+        struct evmux_chunk *c = loop->chunk_pool;
+        loop->chunk_pool = c->next;
+        free(c);
+    }
+    loop->chunk_pool_len = 0;
+    free(loop->read_buf);
+    loop->read_buf = NULL;
+}
+
+static void drop_queue(evmux_stream *s)
+{
+    evmux_loop *loop = s->handle.loop;
+    while (s->out_head != NULL) {
+        struct evmux_chunk *c = s->out_head;
+        s->out_head = c->next;
+        chunk_put(loop, c);
+    }
+    s->out_tail = NULL;
+    s->queued = 0;
+}
+
+static int queue_bytes(evmux_stream *s, const char *p, size_t n)
+{
+    while (n > 0) {
+        struct evmux_chunk *c = s->out_tail;
+        if (c == NULL || c->end == CHUNK_BYTES) {
+            c = chunk_get(s->handle.loop);
+            if (c == NULL)
+                return -ENOMEM;
+            if (s->out_tail != NULL)
+                s->out_tail->next = c;
+            else
+                s->out_head = c;
+            s->out_tail = c;
+        }
+        size_t k = CHUNK_BYTES - c->end < n ? CHUNK_BYTES - c->end : n;
+        memcpy(c->data + c->end, p, k);
+        c->end += k;
+        s->queued += k;
+        p += k;
+        n -= k;
+    }
+    return 0;
+}
+
+static void consume_queue(evmux_stream *s, size_t n)
+{
+    s->queued -= n;
+    s->sent += n;
+    while (n > 0) {
+        struct evmux_chunk *c = s->out_head;
+        size_t k = c->end - c->start < n ? c->end - c->start : n;
+        c->start += k;
+        n -= k;
+        if (c->start == c->end) {
+            s->out_head = c->next;
+            if (s->out_head == NULL)
+                s->out_tail = NULL;
+            chunk_put(s->handle.loop, c);
+        }
+    }
+}
+
+/* ---- deferred reporting ---- */
+
+static void defer(evmux_stream *s)
+{
+    if (s->state & ST_DEFERRED)
+        return;
+    evmux_loop *loop = s->handle.loop;
+    s->state |= ST_DEFERRED;
+    s->next_deferred = NULL;
+    if (loop->deferred_tail != NULL)
+        loop->deferred_tail->next_deferred = s;
+    else
+        loop->deferred_head = s;
+    loop->deferred_tail = s;
+}
+
+static void undefer(evmux_stream *s)
+{
+    if (!(s->state & ST_DEFERRED))
+        return;
+    evmux_loop *loop = s->handle.loop;
+    evmux_stream *prev = NULL;
+    for (evmux_stream *p = loop->deferred_head; p != NULL; prev = p, p = p->next_deferred) {
+        if (p != s)
+            continue;
+        if (prev != NULL)
+            prev->next_deferred = s->next_deferred;
+        else
+            loop->deferred_head = s->next_deferred;
+        if (loop->deferred_tail == s)
+            loop->deferred_tail = prev;
+        break;
+    }
+    s->next_deferred = NULL;
+    s->state &= ~ST_DEFERRED;
+}
+
+/* Reports, in order, every write whose bytes have all been sent. Stops if
+ * a callback closes the stream; close reports the rest. */
+static void report_sent_writes(evmux_stream *s)
+{
+    evmux_write_req *req;
+    while ((req = s->req_head) != NULL && req->end <= s->sent &&
+           !evmux_is_closing(&s->handle)) {
+        s->req_head = req->next;
+        if (s->req_head == NULL)
+            s->req_tail = NULL;
+        req->next = NULL;
+        if (req->cb != NULL)
+            req->cb(req, 0);
+    }
+}
+
+static void report_shutdown(evmux_stream *s, int status)
+{
+    s->state &= ~ST_SHUT_REPORT;
+    if (s->shutdown_cb != NULL)
+        s->shutdown_cb(s, status);
+}
+
+static void report_connect(evmux_stream *s, int status);
+static void fail_writes(evmux_stream *s, int err);
+
+void evmux__streams_run_deferred(evmux_loop *loop)
+{
+    /* Streams deferred by these callbacks wait for the next iteration, so
+     * a callback that keeps writing cannot hold the loop here. */
+    evmux_stream *s = loop->deferred_head;
+    loop->deferred_head = loop->deferred_tail = NULL;
+    while (s != NULL) {
+        evmux_stream *next = s->next_deferred;
+        s->next_deferred = NULL;
+        s->state &= ~ST_DEFERRED;
+        if (!evmux_is_closing(&s->handle)) {
+            if (s->state & ST_CONNECT_FAILED) {
+                s->state &= ~ST_CONNECT_FAILED;
+                report_connect(s, s->error);
+            }
+            report_sent_writes(s);
+            if (s->error != 0 && s->req_head != NULL && !evmux_is_closing(&s->handle))
+                fail_writes(s, s->error);
+            if ((s->state & ST_SHUT_REPORT) && !evmux_is_closing(&s->handle) && s->req_head == NULL)
+                report_shutdown(s, s->error);
+        }
+        s = next;
+    }
+}
+
+/* ---- interest ---- */
+
+static int update_interest(evmux_stream *s)
+{
+    if (!(s->state & (ST_OPEN | ST_CONNECTING)) || evmux_is_closing(&s->handle))
+        return 0;
+    unsigned want;
+    if (s->state & ST_CONNECTING)
+        want = EVMUX_WRITABLE;
+    else
+        want = ((s->state & ST_READING) ? EVMUX_READABLE : 0) |
+               (s->queued > 0 ? EVMUX_WRITABLE : 0);
+    if (want == s->io.events)
+        return 0;
+    return evmux_io_start(&s->io, want);
+}
+
+/* A write failed: the peer is gone. Every request not yet fully sent gets
+ * the error, exactly once; later writes are refused with it. */
+static void fail_writes(evmux_stream *s, int err)
+{
+    if (s->error == 0)
+        s->error = err;
+    drop_queue(s);
+    evmux_write_req *req;
+    while ((req = s->req_head) != NULL && !evmux_is_closing(&s->handle)) {
+        s->req_head = req->next;
+        if (s->req_head == NULL)
+            s->req_tail = NULL;
+        req->next = NULL;
+        if (req->cb != NULL)
+            req->cb(req, req->end <= s->sent ? 0 : err);
+    }
+    if (s->req_head == NULL)
+        s->sent = s->accepted; /* discarded bytes retire their offsets too */
+    if ((s->state & ST_SHUT_WANTED) && !(s->state & ST_SHUT_DONE) &&
+        !evmux_is_closing(&s->handle)) {
+        s->state |= ST_SHUT_DONE;
+        report_shutdown(s, err);
+    }
+    /* The queue is empty now, if by discarding: a reader paused on the high
+     * watermark must hear of it, or it would wait forever. */
+    if ((s->state & ST_OVER_HIGH) && !evmux_is_closing(&s->handle)) {
+        s->state &= ~ST_OVER_HIGH;
+        if (s->drain_cb != NULL)
+            s->drain_cb(s);
+    }
+    update_interest(s);
+}
+
+static void finish_shutdown(evmux_stream *s)
+{
+    s->state |= ST_SHUT_DONE | ST_SHUT_REPORT;
+    if (shutdown(s->io.fd, SHUT_WR) < 0 && s->error == 0)
+        s->error = -errno;
+}
+
+/* ---- sending ---- */
+
+static ssize_t send_iov(int fd, struct iovec *iov, size_t n)
+{
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = n;
+    ssize_t w;
+    do
+        w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    return w;
+}
+
+/* Sends what is queued until the kernel stops taking it. */
+static void flush_queue(evmux_stream *s)
+{
+    while (s->queued > 0) {
+        struct iovec iov[SEND_IOV_MAX];
+        size_t n = 0, total = 0;
+        for (struct evmux_chunk *c = s->out_head; c != NULL && n < SEND_IOV_MAX; c = c->next) {
+            iov[n].iov_base = c->data + c->start;
+            iov[n].iov_len = c->end - c->start;
+            total += iov[n].iov_len;
+            n++;
+        }
+        ssize_t w = send_iov(s->io.fd, iov, n);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            fail_writes(s, -errno);
+            return;
+        }
+        consume_queue(s, (size_t)w);
+        if ((size_t)w < total)
+            break;
+    }
+
+    report_sent_writes(s);
+    if (evmux_is_closing(&s->handle))
+        return;
+    if (s->queued == 0 && (s->state & ST_SHUT_WANTED) && !(s->state & ST_SHUT_DONE)) {
+        finish_shutdown(s);
+        report_shutdown(s, s->error);
+        if (evmux_is_closing(&s->handle))
+            return;
+    }
+    if ((s->state & ST_OVER_HIGH) && s->queued <= s->low_water) {
+        s->state &= ~ST_OVER_HIGH;
+        if (s->drain_cb != NULL)
+            s->drain_cb(s);
+        if (evmux_is_closing(&s->handle))
+            return;
+    }
+    update_interest(s);
+}
+
+int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bufs[], size_t nbufs,
+                       evmux_write_cb cb)
+{
+    if (s == NULL || (nbufs > 0 && bufs == NULL) || (cb != NULL && req == NULL) ||
+        evmux_is_closing(&s->handle))
+        return -EINVAL;
+    if (!(s->state & (ST_OPEN | ST_CONNECTING)))
+        return -ENOTCONN;
+    if (s->error != 0)
+        return s->error;
+    if (s->state & ST_SHUT_WANTED)
+        return -EPIPE;
+
+    size_t total = 0;
+    for (size_t i = 0; i < nbufs; i++) {
+        if (bufs[i].len > SIZE_MAX - total)
+            return -EINVAL;
+        total += bufs[i].len;
+    }
+
+    /* Send at once what the kernel takes, if nothing is ahead of us. */
+    size_t done = 0;
+    if (s->queued == 0 && (s->state & ST_OPEN) && total > 0) {
+        size_t first = 0;
+        while (first < nbufs) {
+            struct iovec iov[SEND_IOV_MAX];
+            size_t n = 0, batch = 0;
+            for (; first + n < nbufs && n < SEND_IOV_MAX; n++) {
+                iov[n].iov_base = (void *)bufs[first + n].base;
+                iov[n].iov_len = bufs[first + n].len;
+                batch += bufs[first + n].len;
+            }
+            ssize_t w = send_iov(s->io.fd, iov, n);
+            if (w < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    break;
+                /* The peer is gone. Earlier writes were all sent (nothing
+                 * was queued); they are reported from the loop. */
+                s->error = -errno;
+                if (s->req_head != NULL)
+                    defer(s);
+                return s->error;
+            }
+            done += (size_t)w;
+            s->sent += (size_t)w;
+            if ((size_t)w < batch)
+                break;
+            first += n;
+        }
+    }
+
+    /* Queue the rest: skip the `done` bytes already sent. */
+    size_t skip = done;
+    for (size_t i = 0; i < nbufs; i++) {
+        size_t len = bufs[i].len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        int rc = queue_bytes(s, (const char *)bufs[i].base + skip, len - skip);
+        skip = 0;
+        if (rc < 0) {
+            /* Out of memory: the stream cannot keep its order any more.
+             * Earlier requests fail from the loop; this one is refused. */
+            s->accepted += total;
+            s->error = rc;
+            drop_queue(s);
+            defer(s);
+            return rc;
+        }
+    }
+    s->accepted += total;
+
+    if (req != NULL) {
+        req->stream = s;
+        req->cb = cb;
+        req->end = s->accepted;
+        req->next = NULL;
+        if (s->req_tail != NULL)
+            s->req_tail->next = req;
+        else
+            s->req_head = req;
+        s->req_tail = req;
+    }
+    if (s->high_water != 0 && s->queued > s->high_water)
+        s->state |= ST_OVER_HIGH;
+    if (s->queued == 0) {
+        if (req != NULL)
+            defer(s); /* complete already: reported from the loop */
+        return 0;
+    }
+    int rc = update_interest(s);
+    if (rc < 0) {
+        /* Cannot wait for the socket: fail every request from the loop. */
+        s->error = rc;
+        drop_queue(s);
+        defer(s);
+    }
+    return 0;
+}
+
+size_t evmux_stream_queued(const evmux_stream *s)
+{
+    return s->queued;
+}
+
+int evmux_stream_set_watermarks(evmux_stream *s, size_t high, size_t low, evmux_drain_cb drain_cb)
+{
+    if (s == NULL || high == 0 || low >= high)
+        return -EINVAL;
+    s->high_water = high;
+    s->low_water = low;
+    s->drain_cb = drain_cb;
+    if (s->queued > high)
+        s->state |= ST_OVER_HIGH;
+    return 0;
+}
+
+int evmux_stream_over_high(const evmux_stream *s)
+{
+    return (s->state & ST_OVER_HIGH) != 0;
+}
+
+int evmux_stream_shutdown(evmux_stream *s, evmux_shutdown_cb cb)
+{
+    if (s == NULL || evmux_is_closing(&s->handle))
+        return -EINVAL;
+    if (!(s->state & (ST_OPEN | ST_CONNECTING)))
+        return -ENOTCONN;
+    if (s->state & ST_SHUT_WANTED)
+        return -EALREADY;
+    if (s->error != 0)
+        return s->error;
+    s->state |= ST_SHUT_WANTED;
+    s->shutdown_cb = cb;
+    if (s->queued == 0 && (s->state & ST_OPEN)) {
+        finish_shutdown(s);
+        defer(s);
+    }
+    return 0;
+}
+
+/* ---- reading ---- */
+
+static void read_once(evmux_stream *s)
+{
+    evmux_loop *loop = s->handle.loop;
+    if (loop->read_buf == NULL && (loop->read_buf = malloc(READ_BUF_BYTES)) == NULL) {
+        s->state &= ~ST_READING;
+        update_interest(s);
+        s->read_cb(s, -ENOMEM, NULL);
+        return;
+    }
+    ssize_t n = recv(s->io.fd, loop->read_buf, READ_BUF_BYTES, 0);
+    if (n > 0) {
+        s->read_cb(s, n, loop->read_buf);
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    int status = n == 0 ? EVMUX_EOF : -errno;
+    if (n == 0)
+        s->state |= ST_EOF;
+    s->state &= ~ST_READING;
+    update_interest(s);
+    s->read_cb(s, status, NULL);
+}
+
+int evmux_stream_read_start(evmux_stream *s, evmux_read_cb cb)
+{
+    if (s == NULL || cb == NULL || evmux_is_closing(&s->handle))
+        return -EINVAL;
+    if (!(s->state & ST_OPEN))
+        return -ENOTCONN;
+    if (s->state & ST_EOF)
+        return EVMUX_EOF;
+    s->read_cb = cb;
+    s->state |= ST_READING;
+    int rc = update_interest(s);
+    if (rc < 0)
+        s->state &= ~ST_READING;
+    return rc;
+}
+
+int evmux_stream_read_stop(evmux_stream *s)
+{
+    if (s == NULL)
+        return -EINVAL;
+    s->state &= ~ST_READING;
+    return update_interest(s);
+}
+
+/* ---- connecting ---- */
+
+static void detach_socket(evmux_stream *s)
+{
+    if (!(s->state & (ST_OPEN | ST_CONNECTING)))
+        return;
+    evmux_io_stop(&s->io);
+    close(s->io.fd);
+    s->io.fd = -1;
+    s->state &= ~(ST_OPEN | ST_CONNECTING);
+}
+
+static void report_connect(evmux_stream *s, int status)
+{
+    evmux_connect_req *req = s->connect_req;
+    s->connect_req = NULL;
+    evmux_timer_stop(&req->timeout);
+    if (status != 0) {
+        detach_socket(s);
+        s->error = 0; /* the stream may try again */
+    }
+    req->cb(req, status); /* may free req */
+    /* Writes made while connecting cannot go anywhere now. */
+    if (status != 0 && (s->req_head != NULL || s->queued > 0 || (s->state & ST_SHUT_WANTED)) &&
+        !evmux_is_closing(&s->handle)) {
+        fail_writes(s, status);
+        s->error = 0;
+        s->state &= ~(ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT);
+    }
+}
+
+static void on_connect_timeout(evmux_timer *t)
+{
+    evmux_connect_req *req = t->handle.data;
+    report_connect(req->stream, -ETIMEDOUT);
+}
+
+static void on_stream_io(evmux_io *io, unsigned events);
+
+int evmux__stream_attach(evmux_stream *s, int fd)
+{
+    evmux_loop *loop = s->handle.loop;
+    int rc = evmux__io_check_fd(loop, fd);
+    if (rc < 0)
+        return rc;
+    rc = evmux_io_init(loop, &s->io, fd, on_stream_io);
+    if (rc < 0)
+        return rc;
+    evmux__handle_make_internal(&s->io.handle);
+    if (!(s->handle.flags & EVMUX_FLAG_REF))
+        evmux_unref(&s->io.handle);
+    s->io.handle.data = s;
+    s->state = (s->state & ~(ST_EOF | ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT)) | ST_OPEN;
+    s->error = 0;
+    return 0;
+}
+
+static void connect_settled(evmux_stream *s)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(s->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err != 0) {
+        report_connect(s, -err);
+        return;
+    }
+    s->state = (s->state & ~ST_CONNECTING) | ST_OPEN;
+    report_connect(s, 0);
+    if (evmux_is_closing(&s->handle))
+        return;
+    /* Writes and a shutdown asked for while connecting go out now. */
+    if (s->queued > 0) {
+        flush_queue(s);
+        return;
+    }
+    if ((s->state & ST_SHUT_WANTED) && !(s->state & ST_SHUT_DONE)) {
+        finish_shutdown(s);
+        defer(s);
+    }
+    update_interest(s);
+}
+
+int evmux_connect(evmux_connect_req *req, evmux_stream *s, const struct sockaddr *addr,
+                  socklen_t addr_len, uint64_t timeout_ms, evmux_connect_cb cb)
+{
+    if (req == NULL || s == NULL || addr == NULL || cb == NULL || evmux_is_closing(&s->handle))
+        return -EINVAL;
+    if (s->state & ST_OPEN)
+        return -EISCONN;
+    if (s->state & ST_CONNECTING)
+        return -EALREADY;
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int rc = evmux__stream_attach(s, fd);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    s->state = (s->state & ~ST_OPEN) | ST_CONNECTING;
+    req->stream = s;
+    req->cb = cb;
+    s->connect_req = req;
+    evmux_timer_init(s->handle.loop, &req->timeout, on_connect_timeout);
+    evmux__handle_make_internal(&req->timeout.handle);
+    if (!(s->handle.flags & EVMUX_FLAG_REF))
+        evmux_unref(&req->timeout.handle);
+    req->timeout.handle.data = req;
+
+    if (connect(fd, addr, addr_len) < 0 && errno != EINPROGRESS) {
+        /* Refused at once (a Unix socket nobody listens on, say): still
+         * reported through the callback, from the loop. */
+        s->error = -errno;
+        s->state |= ST_CONNECT_FAILED;
+        defer(s);
+        return 0;
+    }
+    rc = update_interest(s);
+    if (rc < 0) {
+        detach_socket(s);
+        s->connect_req = NULL;
+        return rc;
+    }
+    if (timeout_ms > 0)
+        evmux_timer_start(&req->timeout, timeout_ms, 0);
+    return 0;
+}
+
+/* ---- the watcher ---- */
+
+static void on_stream_io(evmux_io *io, unsigned events)
+{
+    evmux_stream *s = io->handle.data;
+    if (s->state & ST_CONNECTING) {
+        connect_settled(s);
+        return;
+    }
+    if ((events & EVMUX_WRITABLE) && s->queued > 0) {
+        flush_queue(s);
+        if (evmux_is_closing(&s->handle))
+            return;
+    }
+    if ((events & EVMUX_READABLE) && (s->state & ST_READING))
+        read_once(s);
+}
+
+/* ---- life cycle ---- */
+
+int evmux_stream_init(evmux_loop *loop, evmux_stream *s)
+{
+    if (loop == NULL || s == NULL)
+        return -EINVAL;
+    void *data = s->handle.data;
+    memset(s, 0, sizeof *s);
+    s->handle.data = data;
+    evmux__handle_init(loop, &s->handle, EVMUX_HANDLE_STREAM);
+    s->io.fd = -1;
+    return 0;
+}
+
+int evmux_stream_open(evmux_stream *s, int fd)
+{
+    if (s == NULL || fd < 0 || evmux_is_closing(&s->handle))
+        return -EINVAL;
+    if (s->state & (ST_OPEN | ST_CONNECTING))
+        return -EISCONN;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0)
+        return -errno;
+    if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return -errno;
+    return evmux__stream_attach(s, fd);
+}
+
+int evmux_stream_fd(const evmux_stream *s)
+{
+    return s->io.fd;
+}
+
+void evmux__stream_close_begin(evmux_stream *s)
+{
+    if (s->connect_req != NULL)
+        evmux_timer_stop(&s->connect_req->timeout);
+    s->state &= ~ST_READING;
+    detach_socket(s);
+}
+
+void evmux__stream_close_finish(evmux_stream *s)
+{
+    undefer(s);
+    evmux_connect_req *creq = s->connect_req;
+    s->connect_req = NULL;
+    if (creq != NULL)
+        creq->cb(creq, -ECANCELED);
+    evmux_write_req *req;
+    while ((req = s->req_head) != NULL) {
+        s->req_head = req->next;
+        req->next = NULL;
+        if (req->cb != NULL)
+            req->cb(req, req->end <= s->sent ? 0 : -ECANCELED);
+    }
+    s->req_tail = NULL;
+    bool done = (s->state & ST_SHUT_DONE) != 0;
+    bool owed = (s->state & ST_SHUT_WANTED) && (!done || (s->state & ST_SHUT_REPORT));
+    if (owed && s->shutdown_cb != NULL)
+        s->shutdown_cb(s, done ? s->error : -ECANCELED);
+    drop_queue(s);
+}
+
+/* ---- socket options ---- */
+
+int evmux_stream_set_nodelay(evmux_stream *s, int on)
+{
+    if (!(s->state & (ST_OPEN | ST_CONNECTING)))
+        return -ENOTCONN;
+    int v = on != 0;
+    return setsockopt(s->io.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) < 0 ? -errno : 0;
+}
+
+int evmux_stream_set_keepalive(evmux_stream *s, int on, unsigned idle_s)
+{
+    if (!(s->state & (ST_OPEN | ST_CONNECTING)))
+        return -ENOTCONN;
+    int v = on != 0;
+    if (setsockopt(s->io.fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) < 0)
+        return -errno;
+    if (on && idle_s > 0) {
+#ifdef TCP_KEEPIDLE
+        int idle = idle_s > INT_MAX ? INT_MAX : (int)idle_s;
+        if (setsockopt(s->io.fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) < 0)
+            return -errno;
+#endif
+    }
+    return 0;
+}
+
+int evmux_stream_peer(const evmux_stream *s, struct sockaddr_storage *out, socklen_t *out_len)
+{
+    if (!(s->state & ST_OPEN))
+        return -ENOTCONN;
+    *out_len = sizeof *out;
+    return getpeername(s->io.fd, (struct sockaddr *)out, out_len) < 0 ? -errno : 0;
+}
