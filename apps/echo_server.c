@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define OWED_HIGH (1024 * 1024)
@@ -402,6 +403,16 @@ static int start_listening(struct server *srv, const struct options *opt)
     return 0;
 }
 
+/* Every connection is a descriptor: take all the system allows us. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct options opt = {.host = "127.0.0.1", .port = 8081, .backend = "auto"};
@@ -409,6 +420,7 @@ int main(int argc, char **argv)
     if (status >= 0)
         return status;
 
+    raise_fd_limit();
     struct server srv = {.max_conns = opt.max_conns};
     evmux_loop_options lopt = {.backend = opt.backend};
     int rc = evmux_loop_new(&srv.loop, &lopt);

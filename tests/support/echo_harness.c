@@ -216,9 +216,9 @@ void echo_spawn_io(echo_proc *p, char *const argv[], int stdin_fd, unsigned pipe
         if (nofile > 0) {
             struct rlimit rl;
             getrlimit(RLIMIT_NOFILE, &rl);
+            /* Hard limit too: the server raises its soft limit to the hard one. */
             rl.rlim_cur = (rlim_t)nofile;
-            if (rl.rlim_max < rl.rlim_cur)
-                rl.rlim_max = rl.rlim_cur;
+            rl.rlim_max = rl.rlim_cur;
             if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
                 _exit(126);
         }
