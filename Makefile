@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 ARGS ?=
 
-.PHONY: all build run test asan tsan clean
+.PHONY: all build run test asan tsan lab bench clean
 
 all: build
 
@@ -27,6 +27,15 @@ asan:
 
 tsan:
 	$(MAKE) test BUILD=build-tsan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DEVMUX_SANITIZE=thread"
+
+# The I/O-models lab: results/lab.csv and docs/lab-*.png (bench/setup.sh
+# installs the peer libraries and gnuplot first).
+lab: build
+	python3 bench/run.py lab
+
+# Every benchmark: lab, echo comparison, memory, event-loop core, timers.
+bench: build
+	python3 bench/run.py all
 
 clean:
 	rm -rf build build-asan build-tsan

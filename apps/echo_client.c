@@ -4,9 +4,12 @@
  * Reads lines from stdin, strips them, skips empty ones, sends each with a
  * newline to the uppercase echo server and prints the replies. Unlike the
  * seed it does not wait for each reply before sending the next line: stdin
- * and the socket are watched together, so a whole file can be piped through
- * with bounded memory. The prompt `msg>: ` is shown only on a terminal.
+ * and the connection are watched together, so a whole file can be piped
+ * through with bounded memory. The prompt `msg>: ` is shown only on a
+ * terminal.
  */
+#include <evmux.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -14,87 +17,53 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
-
-#include "evmux.h"
 
 #define PROG "evmux-echo-client"
 #define PROMPT "msg>: "
-#define CHUNK (64 * 1024)        /* one read from stdin or the socket */
-#define OUT_LIMIT (1024 * 1024)  /* stop reading stdin above this much unsent */
+#define CHUNK (64 * 1024)          /* one read from stdin */
+#define UNSENT_HIGH (1024 * 1024)  /* stop reading stdin above this much unsent */
+#define UNSENT_LOW (256 * 1024)    /* and go on once it is down to this */
 
-/* A byte queue: bytes [off, len) of data are still to be used. */
-struct buf {
-    char *data;
-    size_t off, len, cap;
+struct target {
+    struct sockaddr_storage addr;
+    socklen_t len;
 };
 
 struct client {
     evmux_loop *loop;
-    const char *host;
-    char port[8];
-    char where[300];              /* "host:port" for messages */
-    struct addrinfo *addrs, *next_addr;
-    int last_error;               /* errno of the last failed attempt */
+    const char *host, *unix_path;
+    unsigned port;
+    char where[300];        /* "host:port" or the socket path, for messages */
+    struct target *addrs;   /* tried in order until one connects */
+    size_t naddrs, next_addr;
+    int last_error;
 
-    int fd;                       /* the socket, -1 when none */
-    evmux_io sock_io;
-    bool sock_live;               /* initialised and not being closed */
-    bool connected;
+    evmux_stream stream;
+    evmux_connect_req connect;
 
-    evmux_io in_io;               /* stdin, when the backend can watch it */
-    evmux_timer in_timer;         /* stdin otherwise: a regular file */
-    bool in_io_live, in_timer_live;
-    bool in_reading;              /* the watcher or timer is started */
+    evmux_io in_io;         /* stdin, when the backend can watch it */
+    evmux_timer in_timer;   /* stdin otherwise: a regular file */
+    bool in_timer_mode;
+    bool in_reading;        /* the watcher or timer is started */
     bool in_eof;
     bool tty;
-    bool at_prompt;               /* the cursor sits after the prompt */
+    bool at_prompt;         /* the cursor sits after the prompt */
 
-    /* Stripping the current input line on the fly. */
-    bool line_started;            /* a non-space byte of it was queued */
-    struct buf spaces;            /* whitespace run held back: may be trailing */
+    bool line_started;      /* the current line has a non-blank byte */
+    char *held;             /* blanks from earlier reads that may be trailing */
+    size_t held_len, held_cap;
 
-    struct buf out;               /* bytes to send */
-    unsigned long long queued, received;
-
+    unsigned long long sent, received;
     bool finishing;
     int exit_code;
 };
-
-/* ---- small helpers ---- */
-
-static size_t buf_pending(const struct buf *b)
-{
-    return b->len - b->off;
-}
-
-static void buf_append(struct buf *b, const char *p, size_t n)
-{
-    if (b->len + n > b->cap && b->off > 0) { /* reuse the consumed prefix */
-        memmove(b->data, b->data + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-    }
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n)
-            cap *= 2;
-        char *data = realloc(b->data, cap);
-        if (data == NULL) {
-            fputs(PROG ": out of memory\n", stderr);
-            exit(1);
-        }
-        b->data = data;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
 
 /* Whitespace as Python's str.strip() sees it, ASCII part, minus '\n'. */
 static bool is_blank(unsigned char ch)
@@ -110,7 +79,7 @@ static int write_out(const char *p, size_t n)
         ssize_t w = write(STDOUT_FILENO, p, n);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                struct pollfd pfd = { .fd = STDOUT_FILENO, .events = POLLOUT };
+                struct pollfd pfd = {.fd = STDOUT_FILENO, .events = POLLOUT};
                 poll(&pfd, 1, -1);
             } else if (errno != EINTR) {
                 return -1;
@@ -151,7 +120,7 @@ static void make_stdin_nonblocking(void)
     int flags = fcntl(STDIN_FILENO, F_GETFL);
     if (flags < 0 || (flags & O_NONBLOCK))
         return;
-    struct sigaction sa = { .sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND };
+    struct sigaction sa = {.sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
@@ -161,25 +130,16 @@ static void make_stdin_nonblocking(void)
 
 /* ---- ending: close every handle; the loop runs their callbacks ---- */
 
-static void close_handle(evmux_handle *h, bool *live)
-{
-    if (*live)
-        evmux_close(h, NULL);
-    *live = false;
-}
-
 static void finish(struct client *c, int code)
 {
     if (c->finishing)
         return;
     c->finishing = true;
     c->exit_code = code;
-    close_handle(&c->in_io.handle, &c->in_io_live);
-    close_handle(&c->in_timer.handle, &c->in_timer_live);
-    close_handle(&c->sock_io.handle, &c->sock_live);
-    if (c->fd >= 0)
-        close(c->fd); /* after its watcher: closing stops it at once */
-    c->fd = -1;
+    c->in_reading = false;
+    evmux_close(&c->in_io.handle, NULL);
+    evmux_close(&c->in_timer.handle, NULL);
+    evmux_close(&c->stream.handle, NULL); /* drops what is unsent */
 }
 
 static void leave_prompt(struct client *c)
@@ -219,26 +179,26 @@ static void prompt(struct client *c)
 /* Done once stdin has ended and every byte sent has come back. */
 static bool all_answered(const struct client *c)
 {
-    return c->received >= c->queued;
+    return c->received >= c->sent;
 }
 
-/* ---- watching: stdin only while the send queue is short ---- */
-
-static void update_socket(struct client *c)
+static void connection_lost(struct client *c, int err)
 {
-    unsigned events = EVMUX_READABLE | (buf_pending(&c->out) ? EVMUX_WRITABLE : 0);
-    int rc = evmux_io_start(&c->sock_io, events);
-    if (rc < 0)
-        fail(c, "cannot watch the socket: %s", evmux_strerror(rc));
+    if (err == EVMUX_EOF || err == -EPIPE || err == -ECONNRESET)
+        fail(c, "server closed the connection");
+    else
+        fail(c, "connection to %s failed: %s", c->where, evmux_strerror(err));
 }
+
+/* ---- stdin: read only while the stream's queue is short ---- */
 
 static void update_stdin(struct client *c)
 {
-    bool want = !c->in_eof && !c->finishing && buf_pending(&c->out) < OUT_LIMIT;
+    bool want = !c->in_eof && !c->finishing && !evmux_stream_over_high(&c->stream);
     if (want == c->in_reading)
         return;
     int rc;
-    if (c->in_timer_live) /* one-shot 0 ms timer, re-armed after each read */
+    if (c->in_timer_mode) /* one-shot 0 ms timer, re-armed after each read */
         rc = want ? evmux_timer_start(&c->in_timer, 0, 0) : evmux_timer_stop(&c->in_timer);
     else
         rc = want ? evmux_io_start(&c->in_io, EVMUX_READABLE) : evmux_io_stop(&c->in_io);
@@ -249,79 +209,101 @@ static void update_stdin(struct client *c)
     c->in_reading = want;
 }
 
-/* ---- stdin: strip each line on the fly and queue it for sending ---- */
-
-static void queue(struct client *c, const char *p, size_t n)
+static void on_drained(evmux_stream *s)
 {
-    buf_append(&c->out, p, n);
-    c->queued += n;
+    update_stdin(s->handle.data);
 }
 
-static void end_line(struct client *c)
+static void send_bufs(struct client *c, const evmux_buf *bufs, size_t n)
 {
-    if (c->line_started)
-        queue(c, "\n", 1);
-    else if (c->tty && all_answered(c))
-        prompt(c); /* an empty line: ask again, as the seed does */
-    c->line_started = false;
-    c->spaces.off = c->spaces.len = 0; /* trailing: dropped */
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (total == 0 || c->finishing)
+        return;
+    int rc = evmux_stream_write(NULL, &c->stream, bufs, n, NULL);
+    if (rc < 0)
+        connection_lost(c, rc);
+    else
+        c->sent += total;
 }
 
-static void feed_input(struct client *c, const char *p, size_t n)
+static void hold(struct client *c, const char *p, size_t n)
 {
-    while (n > 0) {
-        size_t k = 0;
-        if (*p == '\n') {
-            end_line(c);
-            k = 1;
-        } else if (is_blank(*p)) {
-            while (k < n && is_blank(p[k]))
-                k++;
-            if (c->line_started) /* leading spaces are simply skipped */
-                buf_append(&c->spaces, p, k);
+    if (c->held_len + n > c->held_cap) {
+        size_t cap = c->held_cap ? c->held_cap : 256;
+        while (cap < c->held_len + n)
+            cap *= 2;
+        if ((c->held = realloc(c->held, cap)) == NULL) {
+            fputs(PROG ": out of memory\n", stderr);
+            exit(1);
+        }
+        c->held_cap = cap;
+    }
+    memcpy(c->held + c->held_len, p, n);
+    c->held_len += n;
+}
+
+/* Strips lines on the fly, compacting p in place, then sends it with one
+ * write. Blanks inside a line wait until a non-blank shows they are not
+ * trailing: p[run..] in this read, c->held from earlier ones (these come
+ * first, as nothing of this read was kept before them). */
+static void send_stripped(struct client *c, char *p, size_t n)
+{
+    evmux_buf out[2] = {{c->held, 0}, {p, 0}};
+    size_t w = 0, run = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n') {
+            if (c->line_started)
+                p[w++] = '\n';
+            else if (c->tty && w == 0 && all_answered(c))
+                prompt(c); /* an empty line: ask again, as the seed does */
+            c->line_started = false;
+            c->held_len = 0;
+            run = SIZE_MAX;
+        } else if (is_blank((unsigned char)p[i])) {
+            if (c->line_started && run == SIZE_MAX) /* leading blanks are dropped */
+                run = i;
         } else {
-            while (k < n && p[k] != '\n' && !is_blank(p[k]))
-                k++;
-            if (buf_pending(&c->spaces)) { /* not trailing after all */
-                queue(c, c->spaces.data + c->spaces.off, buf_pending(&c->spaces));
-                c->spaces.off = c->spaces.len = 0;
+            if (run != SIZE_MAX) {
+                memmove(p + w, p + run, i - run);
+                w += i - run;
+                run = SIZE_MAX;
             }
-            queue(c, p, k);
+            if (c->held_len > 0) { /* only ever before anything of this read */
+                out[0].len = c->held_len;
+                c->held_len = 0;
+            }
+            p[w++] = p[i];
             c->line_started = true;
         }
-        p += k;
-        n -= k;
     }
+    out[1].len = w;
+    send_bufs(c, out, 2);
+    if (run != SIZE_MAX)
+        hold(c, p + run, n - run);
 }
 
 static void read_stdin(struct client *c)
 {
     char chunk[CHUNK];
     ssize_t n = read(STDIN_FILENO, chunk, sizeof chunk);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            update_stdin(c); /* try again later (re-arms the timer) */
-        else
-            fail(c, "cannot read stdin: %s", strerror(errno));
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        fail(c, "cannot read stdin: %s", strerror(errno));
         return;
     }
     if (n > 0) {
         c->at_prompt = false; /* the terminal echoed the user's line */
-        feed_input(c, chunk, (size_t)n);
-    } else {
+        send_stripped(c, chunk, (size_t)n);
+    } else if (n == 0) {
         if (c->line_started) /* a last line without its newline */
-            end_line(c);
+            send_bufs(c, &(evmux_buf){"\n", 1}, 1);
         c->in_eof = true;
         leave_prompt(c); /* Ctrl-D echoes nothing */
     }
-    if (c->finishing)
-        return;
-    if (c->in_eof && all_answered(c)) {
+    if (c->in_eof && all_answered(c))
         finish(c, 0);
-        return;
-    }
-    update_socket(c);
-    update_stdin(c);
+    update_stdin(c); /* pauses on a long queue; re-arms the timer */
 }
 
 static void on_stdin_readable(evmux_io *io, unsigned events)
@@ -340,187 +322,85 @@ static void on_stdin_timer(evmux_timer *timer)
 static void start_stdin(struct client *c)
 {
     make_stdin_nonblocking();
-    evmux_io_init(c->loop, &c->in_io, STDIN_FILENO, on_stdin_readable);
-    c->in_io.handle.data = c;
-    c->in_io_live = true;
     int rc = evmux_io_start(&c->in_io, EVMUX_READABLE);
     if (rc == -EPERM) {
         /* The backend cannot watch it (a regular file under epoll); such a
          * file never blocks, so read it a chunk per loop iteration. */
-        close_handle(&c->in_io.handle, &c->in_io_live);
-        evmux_timer_init(c->loop, &c->in_timer, on_stdin_timer);
-        c->in_timer.handle.data = c;
-        c->in_timer_live = true;
+        c->in_timer_mode = true;
         rc = evmux_timer_start(&c->in_timer, 0, 0);
     }
-    if (rc < 0) {
+    if (rc < 0)
         fail(c, "cannot watch stdin: %s", evmux_strerror(rc));
-        return;
-    }
-    c->in_reading = true;
-}
-
-/* ---- the socket: replies go straight to stdout ---- */
-
-static void connection_lost(struct client *c, int err)
-{
-    if (err == 0 || err == EPIPE || err == ECONNRESET)
-        fail(c, "server closed the connection");
     else
-        fail(c, "connection to %s failed: %s", c->where, strerror(err));
+        c->in_reading = true;
 }
 
-static void read_socket(struct client *c)
+/* ---- the connection: replies go straight to stdout ---- */
+
+static void on_read(evmux_stream *s, ssize_t nread, char *buf)
 {
-    char chunk[CHUNK];
-    ssize_t n = recv(c->fd, chunk, sizeof chunk, 0);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            connection_lost(c, errno);
+    struct client *c = s->handle.data;
+    if (nread < 0) { /* we would have finished had nothing been outstanding */
+        connection_lost(c, (int)nread);
         return;
     }
-    if (n == 0) { /* we would have finished had nothing been outstanding */
-        connection_lost(c, 0);
-        return;
-    }
-    c->received += (size_t)n;
+    c->received += (size_t)nread;
     c->at_prompt = false;
-    if (write_out(chunk, (size_t)n) < 0) {
+    if (write_out(buf, (size_t)nread) < 0)
         stdout_failed(c);
-        return;
-    }
-    if (!all_answered(c))
-        return;
-    if (c->in_eof)
+    else if (all_answered(c) && c->in_eof)
         finish(c, 0);
-    else if (c->tty)
+    else if (all_answered(c) && c->tty)
         prompt(c);
-}
-
-static void write_socket(struct client *c)
-{
-    struct buf *b = &c->out;
-    while (buf_pending(b) > 0) {
-        ssize_t n = send(c->fd, b->data + b->off, buf_pending(b), MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            if (errno != EINTR) {
-                connection_lost(c, errno);
-                return;
-            }
-            continue;
-        }
-        b->off += (size_t)n;
-    }
-    if (buf_pending(b) == 0)
-        b->off = b->len = 0;
-    update_socket(c);
-    update_stdin(c);
 }
 
 static void connect_next(struct client *c);
 
-/* A failed attempt's watcher has closed: its struct can be reused. */
-static void on_attempt_closed(evmux_handle *h)
+static void on_connect(evmux_connect_req *req, int status)
 {
-    struct client *c = h->data;
-    if (!c->finishing)
+    struct client *c = req->data;
+    if (c->finishing)
+        return;
+    if (status < 0) {
+        c->last_error = status;
         connect_next(c);
-}
-
-/* The socket became writable while connecting: connected, or failed. */
-static void connect_done(struct client *c)
-{
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-    if (err != 0) {
-        c->last_error = err;
-        c->sock_live = false;
-        evmux_close(&c->sock_io.handle, on_attempt_closed);
-        close(c->fd);
-        c->fd = -1;
         return;
     }
-    c->connected = true;
-    update_socket(c);
-    if (!c->finishing)
-        start_stdin(c);
+    int rc = evmux_stream_read_start(&c->stream, on_read);
+    if (rc < 0) {
+        fail(c, "cannot watch the connection: %s", evmux_strerror(rc));
+        return;
+    }
+    start_stdin(c);
     if (!c->finishing && c->tty)
         prompt(c);
 }
 
-static void on_socket(evmux_io *io, unsigned events)
-{
-    struct client *c = io->handle.data;
-    if (!c->connected) {
-        connect_done(c);
-        return;
-    }
-    if (events & EVMUX_READABLE)
-        read_socket(c);
-    if ((events & EVMUX_WRITABLE) && !c->finishing)
-        write_socket(c);
-}
-
-/* Starts a non-blocking connect to the next address, if any is left. */
+/* Starts connecting to the next address; the stream takes a new socket
+ * for each attempt. */
 static void connect_next(struct client *c)
 {
-    for (struct addrinfo *ai; (ai = c->next_addr) != NULL;) {
-        c->next_addr = ai->ai_next;
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        ai->ai_protocol);
-        if (fd < 0) {
-            c->last_error = errno;
-            continue;
-        }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
-            c->last_error = errno;
-            close(fd);
-            continue;
-        }
-        /* Writable once the outcome is known, even an immediate success. */
-        c->fd = fd;
-        evmux_io_init(c->loop, &c->sock_io, fd, on_socket);
-        c->sock_io.handle.data = c;
-        c->sock_live = true;
-        int rc = evmux_io_start(&c->sock_io, EVMUX_WRITABLE);
-        if (rc < 0)
-            fail(c, "cannot watch the socket: %s", evmux_strerror(rc));
-        return;
+    while (c->next_addr < c->naddrs) {
+        struct target *t = &c->addrs[c->next_addr++];
+        int rc = evmux_connect(&c->connect, &c->stream, (struct sockaddr *)&t->addr, t->len, 0,
+                               on_connect);
+        if (rc == 0)
+            return;
+        c->last_error = rc; /* e.g. no IPv6 on this host */
     }
-    fail(c, "cannot connect to %s: %s", c->where, strerror(c->last_error));
-}
-
-static void start_connect(struct client *c)
-{
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC,
-        .ai_socktype = SOCK_STREAM,
-        .ai_flags = AI_NUMERICSERV,
-    };
-    int rc = getaddrinfo(c->host, c->port, &hints, &c->addrs);
-    if (rc != 0) {
-        fail(c, "cannot connect to %s: %s", c->where,
-             rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
-        return;
-    }
-    c->next_addr = c->addrs;
-    c->last_error = ECONNREFUSED;
-    connect_next(c);
+    fail(c, "cannot connect to %s: %s", c->where, evmux_strerror(c->last_error));
 }
 
 /* ---- command line ---- */
 
 static void usage(FILE *f)
 {
-    fputs("usage: " PROG " [--host HOST] [--port PORT]\n"
+    fputs("usage: " PROG " [--host HOST] [--port PORT] [--unix PATH]\n"
           "Sends each line of stdin, stripped, to an uppercase echo server and\n"
           "prints the replies. Shows the prompt `" PROMPT "` when stdin is a terminal.\n"
           "  --host HOST  server address or name (default 127.0.0.1)\n"
           "  --port PORT  server port, 1-65535 (default 8081)\n"
+          "  --unix PATH  connect to a Unix-domain socket instead of TCP\n"
           "  --help       show this help and exit\n",
           f);
 }
@@ -532,7 +412,7 @@ static int bad_usage(const char *what, const char *arg)
     return 2;
 }
 
-static bool parse_port(const char *s, long *out)
+static bool parse_port(const char *s, unsigned *out)
 {
     char *end;
     if (*s < '0' || *s > '9')
@@ -541,14 +421,13 @@ static bool parse_port(const char *s, long *out)
     long v = strtol(s, &end, 10);
     if (errno != 0 || *end != '\0' || v < 1 || v > 65535)
         return false;
-    *out = v;
+    *out = (unsigned)v;
     return true;
 }
 
 /* Returns -1 to go on, or the status to exit with. */
 static int parse_args(struct client *c, int argc, char **argv)
 {
-    long port = 8081;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0) {
@@ -559,9 +438,10 @@ static int parse_args(struct client *c, int argc, char **argv)
         size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
         bool is_host = name_len == 6 && strncmp(arg, "--host", 6) == 0;
         bool is_port = name_len == 6 && strncmp(arg, "--port", 6) == 0;
+        bool is_unix = name_len == 6 && strncmp(arg, "--unix", 6) == 0;
         if (strncmp(arg, "--", 2) != 0)
             return bad_usage("unexpected argument", arg);
-        if (!is_host && !is_port)
+        if (!is_host && !is_port && !is_unix)
             return bad_usage("unknown option", arg);
         const char *val;
         if (eq)
@@ -570,28 +450,76 @@ static int parse_args(struct client *c, int argc, char **argv)
             val = argv[++i];
         else
             return bad_usage("missing value for", arg);
-        if (is_host && *val == '\0')
-            return bad_usage("empty host in", arg);
+        if ((is_host || is_unix) && *val == '\0')
+            return bad_usage(is_host ? "empty host in" : "empty path in", arg);
         if (is_host)
             c->host = val;
-        else if (!parse_port(val, &port))
+        else if (is_unix)
+            c->unix_path = val;
+        else if (!parse_port(val, &c->port))
             return bad_usage("port must be a number in 1..65535, not", val);
     }
-    snprintf(c->port, sizeof c->port, "%ld", port);
-    /* IPv6 literals in brackets, so the port stands apart. */
-    snprintf(c->where, sizeof c->where, strchr(c->host, ':') ? "[%s]:%s" : "%s:%s", c->host,
-             c->port);
+    if (c->unix_path)
+        snprintf(c->where, sizeof c->where, "%s", c->unix_path);
+    else /* IPv6 literals in brackets, so the port stands apart */
+        snprintf(c->where, sizeof c->where,
+                 strchr(c->host, ':') && c->host[0] != '[' ? "[%s]:%u" : "%s:%u", c->host,
+                 c->port);
     return -1;
+}
+
+/* Fills c->addrs: a socket path, an address literal, or every address of a
+ * host name (resolving blocks, but the loop is not running yet). Returns
+ * -1 to go on, or the status to exit with. */
+static int resolve(struct client *c)
+{
+    struct target t;
+    int rc = c->unix_path ? evmux_addr_unix(c->unix_path, &t.addr, &t.len)
+                          : evmux_addr_ip(c->host, c->port, &t.addr, &t.len);
+    if (rc == -ENAMETOOLONG) {
+        fprintf(stderr, PROG ": --unix: %s (%zu bytes, at most %zu) '%s'\n", evmux_strerror(rc),
+                strlen(c->unix_path), sizeof ((struct sockaddr_un *)0)->sun_path - 1, c->unix_path);
+        usage(stderr);
+        return 2;
+    }
+    if (rc == 0) {
+        c->addrs = malloc(sizeof *c->addrs);
+        if (c->addrs != NULL)
+            c->addrs[c->naddrs++] = t;
+        return c->addrs != NULL ? -1 : 1;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+    char port[8];
+    snprintf(port, sizeof port, "%u", c->port);
+    if ((rc = getaddrinfo(c->host, port, &hints, &res)) != 0) {
+        fprintf(stderr, PROG ": cannot connect to %s: %s\n", c->where,
+                rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        return 1;
+    }
+    size_t n = 0;
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
+        n++;
+    c->addrs = calloc(n, sizeof *c->addrs);
+    for (struct addrinfo *ai = res; ai != NULL && c->addrs != NULL; ai = ai->ai_next) {
+        memcpy(&c->addrs[c->naddrs].addr, ai->ai_addr, ai->ai_addrlen);
+        c->addrs[c->naddrs++].len = ai->ai_addrlen;
+    }
+    freeaddrinfo(res);
+    return c->addrs != NULL ? -1 : 1;
 }
 
 int main(int argc, char **argv)
 {
-    struct client c = { .host = "127.0.0.1", .fd = -1 };
+    struct client c = {.host = "127.0.0.1", .port = 8081, .last_error = -ECONNREFUSED};
     int status = parse_args(&c, argc, argv);
-    if (status >= 0)
+    if (status < 0)
+        status = resolve(&c);
+    if (status >= 0) {
+        free(c.addrs);
         return status;
+    }
 
-    signal(SIGPIPE, SIG_IGN); /* a closed socket or stdout is an error, not death */
+    signal(SIGPIPE, SIG_IGN); /* a closed stdout is an error, not death */
     atexit(restore_stdin);
     c.tty = isatty(STDIN_FILENO);
 
@@ -600,8 +528,13 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": cannot create the event loop: %s\n", evmux_strerror(rc));
         return 1;
     }
+    evmux_stream_init(c.loop, &c.stream);
+    evmux_stream_set_watermarks(&c.stream, UNSENT_HIGH, UNSENT_LOW, on_drained);
+    evmux_io_init(c.loop, &c.in_io, STDIN_FILENO, on_stdin_readable);
+    evmux_timer_init(c.loop, &c.in_timer, on_stdin_timer);
+    c.stream.handle.data = c.in_io.handle.data = c.in_timer.handle.data = c.connect.data = &c;
 
-    start_connect(&c);
+    connect_next(&c);
     rc = evmux_run(c.loop, EVMUX_RUN_DEFAULT);
     if (!c.finishing) { /* the loop failed, or ran out of work unexpectedly */
         fail(&c, "event loop stopped: %s", evmux_strerror(rc));
@@ -609,10 +542,8 @@ int main(int argc, char **argv)
     }
 
     restore_stdin();
-    if (c.addrs)
-        freeaddrinfo(c.addrs);
-    free(c.out.data);
-    free(c.spaces.data);
+    free(c.addrs);
+    free(c.held);
     rc = evmux_loop_free(c.loop);
     if (rc < 0) {
         fprintf(stderr, PROG ": cannot free the event loop: %s\n", evmux_strerror(rc));

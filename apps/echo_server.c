@@ -390,14 +390,15 @@ static int start_listening(struct server *srv, const struct options *opt)
     }
     srv->listener.handle.data = srv;
     rc = evmux_listen(srv->loop, &srv->listener, (struct sockaddr *)&addr, len, NULL, on_accept);
-    if (rc == 0)
-        rc = evmux_listener_address(&srv->listener, &addr, &len);
-    char where[256];
-    if (rc < 0 || evmux_addr_format((struct sockaddr *)&addr, len, where, sizeof where) < 0) {
+    if (rc < 0) {
         fprintf(stderr, "evmux-echo-server: cannot listen on %s: %s\n",
                 opt->unix_path ? opt->unix_path : opt->host, evmux_strerror(rc));
         return 1;
     }
+    char where[256];
+    if (evmux_listener_address(&srv->listener, &addr, &len) < 0 ||
+        evmux_addr_format((struct sockaddr *)&addr, len, where, sizeof where) < 0)
+        snprintf(where, sizeof where, "%s", opt->unix_path ? opt->unix_path : opt->host);
     printf("listening on %s (backend %s)\n", where, evmux_loop_backend(srv->loop));
     fflush(stdout);
     return 0;
@@ -436,19 +437,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "evmux-echo-server: cannot handle signals: %s\n", evmux_strerror(rc));
         return 1;
     }
-    if ((status = start_listening(&srv, &opt)) != 0)
-        return status;
+    if ((status = start_listening(&srv, &opt)) != 0) {
+        evmux_close(&srv.grace.handle, NULL);
+        evmux_close(&srv.signals.handle, NULL);
+    }
 
     rc = evmux_run(srv.loop, EVMUX_RUN_DEFAULT);
     if (rc < 0) {
         fprintf(stderr, "evmux-echo-server: event loop failed: %s\n", evmux_strerror(rc));
         return 1;
     }
-    fprintf(stderr, "evmux-echo-server: served %llu connections, refused %llu\n", srv.served,
-            srv.refused);
+    if (status == 0)
+        fprintf(stderr, "evmux-echo-server: served %llu connections, refused %llu\n",
+                srv.served, srv.refused);
     if (evmux_loop_free(srv.loop) < 0)
         fprintf(stderr, "evmux-echo-server: handles left open at exit\n");
     close(srv.signal_pipe[0]);
     close(srv.signal_pipe[1]);
-    return 0;
+    return status;
 }

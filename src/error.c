@@ -32,6 +32,17 @@ const char *evmux_strerror(int err)
     case -ETIMEDOUT: return "timed out";
     case -EADDRINUSE: return "address already in use";
     case -EINTR: return "interrupted system call";
+    case -ENOENT: return "no such file or directory";
+    case -EACCES: return "permission denied";
+    case -ECONNABORTED: return "connection aborted";
+    case -ENETUNREACH: return "network unreachable";
+    case -EHOSTUNREACH: return "host unreachable";
+    case -EADDRNOTAVAIL: return "address not available";
+    case -EAFNOSUPPORT: return "address family not supported";
+    case -ENOTSUP: return "operation not supported";
+    case -ENOSPC: return "no space left";
+    case -ENOBUFS: return "no buffer space available";
+    case -ENOTSOCK: return "not a socket";
     default: break;
     }
     if (err < 0 && err > -4096) {

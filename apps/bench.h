@@ -1,0 +1,59 @@
+/* evmux-bench: what the command line asks for and what a run found.
+ * bench_args.c parses the one, bench_report.c prints the other, and
+ * evmux_bench.c runs the load in between. */
+#ifndef EVMUX_BENCH_H
+#define EVMUX_BENCH_H
+
+#include "bench_hist.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define PROG "evmux-bench"
+
+enum bench_format {
+    FORMAT_TEXT = 0,
+    FORMAT_CSV,
+    FORMAT_JSON
+};
+
+struct bench_options {
+    const char *host;
+    unsigned port;
+    const char *backend; /* "auto", "select", "poll" or "epoll" */
+    size_t conns;        /* connections that carry traffic */
+    size_t idle;         /* extra connections that stay silent */
+    size_t size;         /* bytes per message */
+    size_t depth;        /* messages in flight per connection */
+    double duration_s;
+    double warmup_s;
+    pid_t server_pid;    /* 0: not given */
+    enum bench_format format;
+};
+
+/* Parses argv into *opt (which holds the defaults on entry). Returns -1 to
+ * go on, or an exit status: 0 after --help, 2 after a usage error (already
+ * reported on stderr with the usage). */
+int bench_parse_args(int argc, char **argv, struct bench_options *opt);
+
+struct bench_results {
+    const char *backend;
+    char target[300];           /* "host:port" as connected to */
+    size_t active_ok, idle_ok;  /* connections that were established */
+    uint64_t connect_failures;
+    uint64_t errors;            /* resets, EOF, write errors, missing replies */
+    uint64_t mismatches;        /* connections whose replies were wrong */
+    uint64_t messages;          /* completed inside the measured window */
+    uint64_t bytes_checked;     /* every reply byte compared, whole run */
+    double connect_s;
+    double duration_s;          /* measured window as it really lasted */
+    double server_cpu_s;        /* < 0: not measured */
+    double client_cpu_s;
+    bench_hist hist;            /* latencies of the counted messages */
+};
+
+/* Prints the results on stdout in the chosen format. */
+void bench_report(const struct bench_options *opt, const struct bench_results *r);
+
+#endif

@@ -1,0 +1,687 @@
+/*
+ * evmux-bench: load generator for the uppercase echo protocol, on evmux.
+ *
+ * One thread, one loop. All connections (active and idle) are opened first,
+ * a bounded number at a time so the server's listen backlog never
+ * overflows. Then each active connection keeps `depth` messages in flight:
+ * every time the last byte of a reply arrives, the next message goes out.
+ * Traffic runs through a warmup, then the measured window, then sending
+ * stops and the replies still owed are awaited, so every byte sent is
+ * checked.
+ *
+ * Checking: connection i sends a fixed pseudo-random pattern (lowercase
+ * letters, bytes >= 0x80, everything else) starting at its own offset; the
+ * reply stream must be that pattern uppercased, byte for byte. Streams may
+ * split or merge messages anywhere, so the check follows stream offsets,
+ * not message boundaries. The pattern's period is a prime, so consecutive
+ * messages and different connections carry different bytes and a reply
+ * from the wrong place is caught too.
+ */
+#include "bench.h"
+
+#include <evmux.h>
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CONNECTS_IN_FLIGHT 256  /* well below a default listen backlog */
+#define CONNECT_TIMEOUT_MS 10000
+#define DRAIN_TIMEOUT_MS 5000   /* for the replies owed when sending stops */
+#define PATTERN_PERIOD 65521    /* prime, so the pattern never lines up with a message */
+#define CONN_STRIDE 4099        /* how far apart connections start in the pattern */
+#define WRITE_SEGMENTS 16       /* pattern pieces per evmux_stream_write */
+#define MAX_NOTES 5             /* problems described on stderr; the rest are counted */
+
+enum phase {
+    PHASE_CONNECT, /* opening every connection */
+    PHASE_WARMUP,  /* traffic runs; nothing is counted */
+    PHASE_MEASURE, /* messages completed now are counted */
+    PHASE_DRAIN,   /* no new messages; waiting for the replies owed */
+    PHASE_DONE
+};
+
+struct bench;
+
+struct conn {
+    evmux_stream stream;
+    evmux_connect_req connect_req;
+    struct bench *bench;
+    uint64_t *sent_at;     /* ring of `depth` send times in ns; NULL when idle */
+    uint64_t base;         /* pattern position of the stream's first byte */
+    uint64_t sent;         /* bytes given to evmux_stream_write */
+    uint64_t received;     /* reply bytes received and checked */
+    uint64_t msgs_sent, msgs_done;
+    size_t index;
+    bool active;           /* carries traffic; else stays silent */
+    bool open;             /* the stream is initialised and not yet closed */
+    bool live;             /* connected, and neither failed nor dropped */
+};
+
+struct bench {
+    const struct bench_options *opt;
+    struct bench_results *res;
+    evmux_loop *loop;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    struct conn *conns;
+    size_t nconns;         /* active first, then idle */
+    uint64_t *rings;       /* every active connection's sent_at, in one block */
+    uint8_t *payload;      /* PATTERN_PERIOD bytes to send */
+    uint8_t *expected;     /* the same, uppercased: what must come back */
+    enum phase phase;
+    evmux_timer timer;     /* ends warmup, the window, the drain */
+    size_t next_connect, connecting, settled;
+    size_t live_active;
+    size_t owed;           /* during the drain: live connections still owed replies */
+    int first_connect_error;
+    uint64_t connect_start_ns, window_start_ns;
+    double server_cpu_start, client_cpu_start;
+    unsigned notes;
+    bool no_connection;    /* nothing to measure: no active connection opened */
+};
+
+/* ---- clocks and CPU time ---- */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* utime + stime of a process from /proc/PID/stat, or -1. */
+static double process_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name may hold spaces and ')': count fields from the last ')'. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long utime, stime;
+    if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                            &utime, &stime) != 2)
+        return -1;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* ---- problems worth a line on stderr ---- */
+
+static void note(struct bench *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void note(struct bench *b, const char *fmt, ...)
+{
+    if (b->notes++ >= MAX_NOTES) {
+        if (b->notes == MAX_NOTES + 1)
+            fputs(PROG ": (further problems are counted, not shown)\n", stderr);
+        return;
+    }
+    va_list ap;
+    fputs(PROG ": ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* ---- the payload ---- */
+
+static uint8_t upper(uint8_t c)
+{
+    return (c >= 'a' && c <= 'z') ? (uint8_t)(c - 'a' + 'A') : c;
+}
+
+/* A fixed pattern, the same on every run: a quarter lowercase letters (the
+ * bytes the server must change), a quarter bytes >= 0x80 (which it must
+ * not touch, whatever the sign of char), the rest anything at all. */
+static void make_pattern(uint8_t *payload, uint8_t *expected, size_t n)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x >> 12; /* xorshift64* */
+        x ^= x << 25;
+        x ^= x >> 27;
+        uint64_t r = (x * 0x2545f4914f6cdd1dull) >> 32;
+        uint8_t v = (uint8_t)(r >> 8);
+        switch (r & 3) {
+        case 0: payload[i] = (uint8_t)('a' + v % 26); break;
+        case 1: payload[i] = (uint8_t)(0x80 | v); break;
+        default: payload[i] = v; break;
+        }
+        expected[i] = upper(payload[i]);
+    }
+}
+
+/* ---- one connection ---- */
+
+static void finish(struct bench *b);
+
+/* Takes a connection out of the run: closes its stream and its place in
+ * the counts. Ends the run early once no active connection is left. */
+static void conn_end(struct conn *c)
+{
+    struct bench *b = c->bench;
+    if (c->open) {
+        c->open = false;
+        evmux_close(&c->stream.handle, NULL);
+    }
+    if (!c->live)
+        return;
+    c->live = false;
+    if (!c->active)
+        return;
+    b->live_active--;
+    if (b->phase == PHASE_DRAIN && c->received < c->sent)
+        b->owed--;
+    bool traffic = b->phase == PHASE_WARMUP || b->phase == PHASE_MEASURE;
+    if ((traffic && b->live_active == 0) || (b->phase == PHASE_DRAIN && b->owed == 0))
+        finish(b);
+}
+
+/* The server dropped the connection, or writing to it failed. */
+static void conn_failed(struct conn *c, int status)
+{
+    struct bench *b = c->bench;
+    const char *kind = c->active ? "" : " (idle)";
+    b->res->errors++;
+    if (status == EVMUX_EOF)
+        note(b, "connection %zu%s: the server closed it with %llu of %llu bytes echoed", c->index,
+             kind, (unsigned long long)c->received, (unsigned long long)c->sent);
+    else
+        note(b, "connection %zu%s: %s, with %llu of %llu bytes echoed", c->index, kind,
+             evmux_strerror(status), (unsigned long long)c->received,
+             (unsigned long long)c->sent);
+    conn_end(c);
+}
+
+/* Compares reply bytes with what must come back at this stream offset.
+ * On the first wrong byte the connection is counted as a mismatch and
+ * ended: after a lost or extra byte everything that follows is wrong too. */
+static bool conn_check(struct conn *c, const uint8_t *buf, size_t n)
+{
+    struct bench *b = c->bench;
+    if (c->received + n > c->sent) {
+        b->res->mismatches++;
+        note(b, "connection %zu%s: %llu reply bytes where only %llu were sent", c->index,
+             c->active ? "" : " (idle)", (unsigned long long)(c->received + n),
+             (unsigned long long)c->sent);
+        conn_end(c);
+        return false;
+    }
+    size_t done = 0;
+    while (done < n) {
+        size_t pos = (size_t)((c->base + c->received + done) % PATTERN_PERIOD);
+        size_t len = n - done < PATTERN_PERIOD - pos ? n - done : PATTERN_PERIOD - pos;
+        if (memcmp(buf + done, b->expected + pos, len) != 0) {
+            size_t i = 0;
+            while (buf[done + i] == b->expected[pos + i])
+                i++;
+            b->res->mismatches++;
+            note(b, "connection %zu: reply byte %llu is 0x%02x, expected 0x%02x (sent 0x%02x)",
+                 c->index, (unsigned long long)(c->received + done + i), buf[done + i],
+                 b->expected[pos + i], b->payload[pos + i]);
+            conn_end(c);
+            return false;
+        }
+        done += len;
+    }
+    return true;
+}
+
+/* Sends the next `count` messages, stamping each with the send time. */
+static void conn_send(struct conn *c, uint64_t count)
+{
+    struct bench *b = c->bench;
+    size_t depth = b->opt->depth;
+    uint64_t now = now_ns();
+    for (uint64_t m = c->msgs_sent; m < c->msgs_sent + count; m++)
+        c->sent_at[m % depth] = now;
+
+    /* The bytes are the pattern from the stream offset on, in pieces that
+     * end where the pattern wraps; evmux copies what the kernel defers. */
+    uint64_t left = count * b->opt->size;
+    while (left > 0) {
+        evmux_buf bufs[WRITE_SEGMENTS];
+        size_t n = 0;
+        uint64_t batch = 0;
+        for (; n < WRITE_SEGMENTS && left > 0; n++) {
+            size_t pos = (size_t)((c->base + c->sent + batch) % PATTERN_PERIOD);
+            size_t len = left < PATTERN_PERIOD - pos ? (size_t)left : PATTERN_PERIOD - pos;
+            bufs[n] = (evmux_buf){b->payload + pos, len};
+            batch += len;
+            left -= len;
+        }
+        int rc = evmux_stream_write(NULL, &c->stream, bufs, n, NULL);
+        if (rc < 0) {
+            conn_failed(c, rc);
+            return;
+        }
+        c->sent += batch;
+    }
+    c->msgs_sent += count;
+}
+
+/* Retires every message whose reply is now complete and, while traffic
+ * runs, replaces it with a new one. */
+static void conn_complete(struct conn *c, uint64_t now)
+{
+    struct bench *b = c->bench;
+    size_t size = b->opt->size, depth = b->opt->depth;
+    bool counted = b->phase == PHASE_MEASURE;
+    uint64_t completed = 0;
+    while (c->msgs_done < c->msgs_sent && c->received >= (c->msgs_done + 1) * size) {
+        if (counted) {
+            hist_record(&b->res->hist, now - c->sent_at[c->msgs_done % depth]);
+            b->res->messages++;
+        }
+        c->msgs_done++;
+        completed++;
+    }
+    if (completed == 0)
+        return;
+    if (b->phase == PHASE_WARMUP || b->phase == PHASE_MEASURE)
+        conn_send(c, completed);
+    else if (b->phase == PHASE_DRAIN && c->received == c->sent && --b->owed == 0)
+        finish(b);
+}
+
+static void on_read(evmux_stream *s, ssize_t nread, char *buf)
+{
+    struct conn *c = s->handle.data;
+    if (nread < 0) {
+        conn_failed(c, (int)nread);
+        return;
+    }
+    uint64_t now = now_ns(); /* before checking, which takes time of its own */
+    if (!conn_check(c, (const uint8_t *)buf, (size_t)nread))
+        return;
+    c->received += (uint64_t)nread;
+    c->bench->res->bytes_checked += (uint64_t)nread;
+    conn_complete(c, now);
+}
+
+/* ---- phases ---- */
+
+static uint64_t seconds_to_ms(double s)
+{
+    uint64_t ms = (uint64_t)(s * 1000.0 + 0.5);
+    return ms > 0 ? ms : 1;
+}
+
+/* The timer counts from the loop's cached time: refresh it first, or a
+ * long callback would shorten the phase. */
+static void start_timer(struct bench *b, uint64_t ms)
+{
+    evmux_update_time(b->loop);
+    evmux_timer_start(&b->timer, ms, 0);
+}
+
+static void start_window(struct bench *b)
+{
+    b->phase = PHASE_MEASURE;
+    hist_reset(&b->res->hist);
+    b->res->messages = 0;
+    if (b->opt->server_pid > 0)
+        b->server_cpu_start = process_cpu_s(b->opt->server_pid);
+    b->client_cpu_start = self_cpu_s();
+    b->window_start_ns = now_ns();
+    start_timer(b, seconds_to_ms(b->opt->duration_s));
+}
+
+/* Closes the measured window: its length and the CPU spent in it. */
+static void close_window(struct bench *b)
+{
+    struct bench_results *r = b->res;
+    r->duration_s = (double)(now_ns() - b->window_start_ns) / 1e9;
+    r->client_cpu_s = self_cpu_s() - b->client_cpu_start;
+    if (b->opt->server_pid > 0 && b->server_cpu_start >= 0) {
+        double end = process_cpu_s(b->opt->server_pid);
+        r->server_cpu_s = end >= 0 ? end - b->server_cpu_start : -1;
+    }
+}
+
+/* Sending stops; the replies still owed are awaited so that every byte
+ * sent is checked. */
+static void start_drain(struct bench *b)
+{
+    close_window(b);
+    b->phase = PHASE_DRAIN;
+    b->owed = 0;
+    for (size_t i = 0; i < b->nconns; i++)
+        if (b->conns[i].live && b->conns[i].received < b->conns[i].sent)
+            b->owed++;
+    if (b->owed == 0)
+        finish(b);
+    else
+        start_timer(b, DRAIN_TIMEOUT_MS);
+}
+
+static void drain_timed_out(struct bench *b)
+{
+    for (size_t i = 0; i < b->nconns; i++) {
+        struct conn *c = &b->conns[i];
+        if (!c->live || c->received == c->sent)
+            continue;
+        b->res->errors++;
+        note(b, "connection %zu: %llu of %llu bytes still not echoed %d s after sending stopped",
+             c->index, (unsigned long long)c->received, (unsigned long long)c->sent,
+             DRAIN_TIMEOUT_MS / 1000);
+    }
+    finish(b);
+}
+
+static void start_traffic(struct bench *b)
+{
+    b->phase = PHASE_WARMUP;
+    for (size_t i = 0; i < b->nconns && b->phase == PHASE_WARMUP; i++)
+        if (b->conns[i].live && b->conns[i].active)
+            conn_send(&b->conns[i], b->opt->depth);
+    if (b->phase != PHASE_WARMUP)
+        return; /* every connection failed at once */
+    if (b->opt->warmup_s > 0)
+        start_timer(b, seconds_to_ms(b->opt->warmup_s));
+    else
+        start_window(b);
+}
+
+static void on_timer(evmux_timer *t)
+{
+    struct bench *b = t->handle.data;
+    switch (b->phase) {
+    case PHASE_WARMUP: start_window(b); break;
+    case PHASE_MEASURE: start_drain(b); break;
+    case PHASE_DRAIN: drain_timed_out(b); break;
+    default: break;
+    }
+}
+
+/* Ends the run: closes every stream and the timer, so evmux_run returns. */
+static void finish(struct bench *b)
+{
+    if (b->phase == PHASE_DONE)
+        return;
+    if (b->phase == PHASE_MEASURE)
+        close_window(b); /* cut short: every active connection is gone */
+    b->phase = PHASE_DONE;
+    evmux_close(&b->timer.handle, NULL);
+    for (size_t i = 0; i < b->nconns; i++)
+        conn_end(&b->conns[i]);
+}
+
+/* ---- connecting ---- */
+
+static void connect_more(struct bench *b);
+
+static void connect_failed(struct conn *c, int status)
+{
+    struct bench *b = c->bench;
+    b->res->connect_failures++;
+    if (b->first_connect_error == 0)
+        b->first_connect_error = status;
+    conn_end(c);
+}
+
+static void conn_established(struct conn *c)
+{
+    struct bench *b = c->bench;
+    evmux_stream_set_nodelay(&c->stream, 1); /* messages must not wait for ACKs */
+    /* Idle connections read too: to notice the server dropping them. */
+    int rc = evmux_stream_read_start(&c->stream, on_read);
+    if (rc < 0) {
+        connect_failed(c, rc);
+        return;
+    }
+    c->live = true;
+    if (c->active) {
+        b->live_active++;
+        b->res->active_ok++;
+    } else {
+        b->res->idle_ok++;
+    }
+}
+
+static void on_connected(evmux_connect_req *req, int status)
+{
+    struct conn *c = req->data;
+    struct bench *b = c->bench;
+    b->connecting--;
+    if (b->phase == PHASE_DONE)
+        return; /* cancelled by the end of the run */
+    b->settled++;
+    if (status < 0)
+        connect_failed(c, status);
+    else
+        conn_established(c);
+    connect_more(b);
+}
+
+static void connect_phase_done(struct bench *b)
+{
+    b->res->connect_s = (double)(now_ns() - b->connect_start_ns) / 1e9;
+    if (b->live_active == 0) {
+        b->no_connection = true;
+        finish(b);
+        return;
+    }
+    start_traffic(b);
+}
+
+/* Keeps up to CONNECTS_IN_FLIGHT connects going until all have settled. */
+static void connect_more(struct bench *b)
+{
+    while (b->connecting < CONNECTS_IN_FLIGHT && b->next_connect < b->nconns &&
+           b->phase == PHASE_CONNECT) {
+        struct conn *c = &b->conns[b->next_connect++];
+        evmux_stream_init(b->loop, &c->stream);
+        c->open = true;
+        int rc = evmux_connect(&c->connect_req, &c->stream, (struct sockaddr *)&b->addr,
+                               b->addr_len, CONNECT_TIMEOUT_MS, on_connected);
+        if (rc < 0) {
+            b->settled++;
+            connect_failed(c, rc); /* e.g. out of descriptors */
+        } else {
+            b->connecting++;
+        }
+    }
+    if (b->phase == PHASE_CONNECT && b->settled == b->nconns)
+        connect_phase_done(b);
+}
+
+/* ---- setting up ---- */
+
+/* An IP literal, or a name resolved once before the loop starts. */
+static int resolve(const struct bench_options *opt, struct sockaddr_storage *addr,
+                   socklen_t *len)
+{
+    if (evmux_addr_ip(opt->host, opt->port, addr, len) == 0)
+        return 0;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+    char port[8];
+    snprintf(port, sizeof port, "%u", opt->port);
+    if (getaddrinfo(opt->host, port, &hints, &res) != 0)
+        return -EINVAL;
+    memcpy(addr, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* Every connection is a descriptor: take all the system allows us. */
+static void raise_fd_limit(size_t needed)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && needed > rl.rlim_cur)
+        fprintf(stderr, PROG ": warning: %zu connections need more descriptors than the "
+                        "limit of %llu; expect connect failures\n",
+                needed, (unsigned long long)rl.rlim_cur);
+}
+
+/* Allocates everything the run needs, so that traffic allocates nothing. */
+static int bench_alloc(struct bench *b)
+{
+    const struct bench_options *opt = b->opt;
+    b->nconns = opt->conns + opt->idle;
+    if (opt->depth > SIZE_MAX / sizeof(uint64_t) / opt->conns)
+        return -ENOMEM;
+    b->conns = calloc(b->nconns, sizeof *b->conns);
+    b->rings = calloc(opt->conns * opt->depth, sizeof *b->rings);
+    b->payload = malloc(PATTERN_PERIOD);
+    b->expected = malloc(PATTERN_PERIOD);
+    if (!b->conns || !b->rings || !b->payload || !b->expected)
+        return -ENOMEM;
+    make_pattern(b->payload, b->expected, PATTERN_PERIOD);
+    for (size_t i = 0; i < b->nconns; i++) {
+        struct conn *c = &b->conns[i];
+        c->bench = b;
+        c->index = i;
+        c->active = i < opt->conns;
+        c->sent_at = c->active ? b->rings + i * opt->depth : NULL;
+        c->base = (uint64_t)i * CONN_STRIDE % PATTERN_PERIOD;
+        c->stream.handle.data = c; /* evmux_stream_init keeps it */
+        c->connect_req.data = c;
+    }
+    return 0;
+}
+
+static void bench_free(struct bench *b)
+{
+    free(b->conns);
+    free(b->rings);
+    free(b->payload);
+    free(b->expected);
+}
+
+static void report_connect_failures(struct bench *b)
+{
+    if (b->res->connect_failures == 0)
+        return;
+    fprintf(stderr, PROG ": %llu of %zu connections to %s failed (first error: %s)\n",
+            (unsigned long long)b->res->connect_failures, b->nconns, b->res->target,
+            evmux_strerror(b->first_connect_error));
+}
+
+/* The exit status a finished run deserves, with the reason on stderr. */
+static int verdict(const struct bench *b)
+{
+    const struct bench_results *r = b->res;
+    if (r->mismatches > 0) {
+        fprintf(stderr, PROG ": FAILED: %llu connections got replies that differ from what "
+                        "was sent, uppercased\n", (unsigned long long)r->mismatches);
+        return 1;
+    }
+    if (r->errors > 0) {
+        fprintf(stderr, PROG ": FAILED: %llu connections were dropped or left replies "
+                        "unanswered\n", (unsigned long long)r->errors);
+        return 1;
+    }
+    if (r->messages == 0) {
+        fprintf(stderr, PROG ": FAILED: no message completed in the measured window\n");
+        return 1;
+    }
+    return 0;
+}
+
+static int run(const struct bench_options *opt, struct bench_results *res)
+{
+    struct bench b = {.opt = opt, .res = res, .phase = PHASE_CONNECT};
+    res->server_cpu_s = -1;
+    hist_reset(&res->hist);
+
+    if (resolve(opt, &b.addr, &b.addr_len) < 0) {
+        fprintf(stderr, PROG ": bad address '%s': not an address or known host name\n",
+                opt->host);
+        return 2;
+    }
+    evmux_addr_format((struct sockaddr *)&b.addr, b.addr_len, res->target, sizeof res->target);
+    raise_fd_limit(opt->conns + opt->idle + 16);
+
+    evmux_loop_options lopt = {.backend = opt->backend};
+    int rc = evmux_loop_new(&b.loop, &lopt);
+    if (rc < 0) {
+        fprintf(stderr, PROG ": cannot start the %s backend: %s\n", opt->backend,
+                evmux_strerror(rc));
+        return 1;
+    }
+    res->backend = evmux_loop_backend(b.loop);
+    if (bench_alloc(&b) < 0) {
+        fprintf(stderr, PROG ": out of memory for %zu connections\n", opt->conns + opt->idle);
+        bench_free(&b);
+        evmux_loop_free(b.loop);
+        return 1;
+    }
+    evmux_timer_init(b.loop, &b.timer, on_timer);
+    b.timer.handle.data = &b;
+
+    b.connect_start_ns = now_ns();
+    connect_more(&b);
+    rc = evmux_run(b.loop, EVMUX_RUN_DEFAULT);
+    if (rc < 0) {
+        fprintf(stderr, PROG ": event loop failed: %s\n", evmux_strerror(rc));
+        return 1; /* the loop cannot be trusted to close cleanly now */
+    }
+    if (evmux_loop_free(b.loop) < 0)
+        fprintf(stderr, PROG ": handles left open at exit\n");
+
+    int status;
+    report_connect_failures(&b);
+    if (b.no_connection) {
+        fprintf(stderr, PROG ": no connection to %s could be used\n", res->target);
+        status = 1;
+    } else {
+        bench_report(opt, res);
+        status = verdict(&b);
+    }
+    bench_free(&b);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    struct bench_options opt = {
+        .host = "127.0.0.1",
+        .port = 8081,
+        .backend = "auto",
+        .conns = 1,
+        .idle = 0,
+        .size = 64,
+        .depth = 1,
+        .duration_s = 5,
+        .warmup_s = 1,
+    };
+    int status = bench_parse_args(argc, argv, &opt);
+    if (status >= 0)
+        return status;
+    signal(SIGPIPE, SIG_IGN); /* evmux sends with MSG_NOSIGNAL; this is belt and braces */
+
+    static struct bench_results res; /* the histogram is large for a stack */
+    return run(&opt, &res);
+}

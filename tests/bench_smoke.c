@@ -1,0 +1,413 @@
+/* evmux-bench end to end, run as: bench_smoke SERVER_PATH BENCH_PATH.
+ *  - Against the real server (--csv --server-pid): exit 0, messages > 0, no
+ *    mismatch, no error, p50 <= p99 <= p99.9 <= max, server CPU reported;
+ *    --json and the text summary with idle connections and --flag=value.
+ *  - Against wrong servers this test runs itself (an evmux loop in a forked
+ *    child): one that echoes without uppercasing, one that flips a single
+ *    byte deep into one connection's stream, one that drops a connection
+ *    halfway: exit 1, with mismatches (or errors) counted.
+ *  - Nobody listening: exit 1 with a message. Bad flags: exit 2, one line
+ *    plus the usage on stderr, nothing on stdout; --help: exit 0. */
+#include "echo_harness.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_COLS 64
+
+static const char *bench_path;
+
+/* ---- running evmux-bench ---- */
+
+/* Runs evmux-bench with the given arguments (NULL-terminated). */
+static void run_bench(echo_output *o, const char *const *args)
+{
+    char *argv[48];
+    int argc = 0;
+    argv[argc++] = (char *)bench_path;
+    for (; *args; args++) {
+        CHECK(argc < 47);
+        argv[argc++] = (char *)*args;
+    }
+    argv[argc] = NULL;
+    echo_run(argv, NULL, 0, ECHO_SANITIZED ? 60000 : 30000, o);
+    if (o->timed_out)
+        echo_fail("evmux-bench timed out (stderr \"%.300s\")", o->err);
+}
+
+static int exit_code(const echo_output *o)
+{
+    return WIFEXITED(o->status) ? WEXITSTATUS(o->status) : -1;
+}
+
+static void expect_exit(const char *what, const echo_output *o, int want)
+{
+    char st[96];
+    if (exit_code(o) != want)
+        echo_fail("%s: evmux-bench %s, expected exit %d\nstdout: %.600s\nstderr: %.600s", what,
+                  echo_status_str(o->status, st, sizeof st), want, o->out, o->err);
+}
+
+/* ---- the CSV result ---- */
+
+struct csv {
+    char buf[2048];
+    char *names[MAX_COLS], *values[MAX_COLS];
+    int cols;
+};
+
+static int split(char *line, char **fields)
+{
+    int n = 0;
+    for (char *p = line;; p++) {
+        CHECK(n < MAX_COLS);
+        fields[n++] = p;
+        p = strchr(p, ',');
+        if (p == NULL)
+            return n;
+        *p = '\0';
+    }
+}
+
+/* Exactly a header line and a data line with as many fields. */
+static void parse_csv(const char *what, const echo_output *o, struct csv *c)
+{
+    if (o->out_len == 0 || o->out_len >= sizeof c->buf || o->out[o->out_len - 1] != '\n')
+        echo_fail("%s: expected two CSV lines on stdout, got \"%.600s\"", what, o->out);
+    memcpy(c->buf, o->out, o->out_len + 1);
+    char *nl = strchr(c->buf, '\n');
+    if (nl == NULL || strchr(nl + 1, '\n') != c->buf + o->out_len - 1)
+        echo_fail("%s: expected exactly two lines on stdout, got \"%.600s\"", what, o->out);
+    *nl = '\0';
+    c->buf[o->out_len - 1] = '\0';
+    c->cols = split(c->buf, c->names);
+    if (split(nl + 1, c->values) != c->cols)
+        echo_fail("%s: the CSV header and data line differ in length: \"%.600s\"", what, o->out);
+}
+
+static const char *csv_get(const struct csv *c, const char *name)
+{
+    for (int i = 0; i < c->cols; i++)
+        if (strcmp(c->names[i], name) == 0)
+            return c->values[i];
+    echo_fail("CSV has no column \"%s\"", name);
+}
+
+static double csv_num(const struct csv *c, const char *name)
+{
+    const char *v = csv_get(c, name);
+    char *end;
+    double d = strtod(v, &end);
+    if (*v == '\0' || *end != '\0')
+        echo_fail("CSV column %s is \"%s\", not a number", name, v);
+    return d;
+}
+
+/* ---- a deliberately wrong echo server, in a child process ---- */
+
+enum wrong_mode {
+    WRONG_NO_UPPERCASE, /* echoes every byte unchanged */
+    WRONG_FLIP_BYTE,    /* right, except one byte of the first connection */
+    WRONG_DROP          /* right, but closes the first connection halfway */
+};
+
+#define WRONG_AT 40000 /* stream offset of the flipped byte, or of the drop */
+
+static enum wrong_mode wrong_mode;
+static size_t wrong_accepted;
+
+struct wrong_conn {
+    evmux_stream stream;
+    uint64_t seen; /* bytes of this connection echoed so far */
+    bool first;
+};
+
+static void wrong_free(evmux_handle *h)
+{
+    free(h->data);
+}
+
+static void wrong_on_read(evmux_stream *s, ssize_t nread, char *buf)
+{
+    struct wrong_conn *c = s->handle.data;
+    if (nread < 0) {
+        evmux_close(&s->handle, wrong_free);
+        return;
+    }
+    size_t n = (size_t)nread;
+    for (size_t i = 0; i < n; i++) {
+        if (wrong_mode != WRONG_NO_UPPERCASE)
+            buf[i] = (char)echo_upper((uint8_t)buf[i]);
+        if (wrong_mode == WRONG_FLIP_BYTE && c->first && c->seen + i == WRONG_AT)
+            buf[i] ^= 0x01;
+    }
+    if (wrong_mode == WRONG_DROP && c->first && c->seen + n >= WRONG_AT) {
+        evmux_close(&s->handle, wrong_free);
+        return;
+    }
+    c->seen += n;
+    evmux_buf reply = {buf, n};
+    if (evmux_stream_write(NULL, s, &reply, 1, NULL) < 0)
+        evmux_close(&s->handle, wrong_free);
+}
+
+static void wrong_on_accept(evmux_listener *l, int status)
+{
+    if (status < 0)
+        return;
+    struct wrong_conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return;
+    c->stream.handle.data = c;
+    c->first = wrong_accepted++ == 0;
+    evmux_stream_init(l->handle.loop, &c->stream);
+    if (evmux_accept(l, &c->stream) < 0 || evmux_stream_read_start(&c->stream, wrong_on_read) < 0)
+        evmux_close(&c->stream.handle, wrong_free);
+}
+
+/* The child: listens on a free port, tells the parent which, serves. */
+static void wrong_server_main(int port_fd)
+{
+    evmux_loop *loop;
+    evmux_listener listener;
+    struct sockaddr_storage addr;
+    socklen_t len;
+    if (evmux_loop_new(&loop, NULL) < 0 || evmux_addr_ip("127.0.0.1", 0, &addr, &len) < 0 ||
+        evmux_listen(loop, &listener, (struct sockaddr *)&addr, len, NULL, wrong_on_accept) < 0 ||
+        evmux_listener_address(&listener, &addr, &len) < 0)
+        _exit(1);
+    int port = ntohs(((struct sockaddr_in *)&addr)->sin_port);
+    if (write(port_fd, &port, sizeof port) != (ssize_t)sizeof port)
+        _exit(1);
+    close(port_fd);
+    evmux_run(loop, EVMUX_RUN_DEFAULT);
+    _exit(0);
+}
+
+static pid_t wrong_pid;
+
+static void wrong_server_stop(void)
+{
+    if (wrong_pid > 0) {
+        kill(wrong_pid, SIGKILL);
+        waitpid(wrong_pid, NULL, 0);
+        wrong_pid = 0;
+    }
+}
+
+/* Starts a wrong server; returns its port. */
+static int wrong_server_start(enum wrong_mode mode)
+{
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        if (getppid() != parent)
+            _exit(1);
+        alarm(0);
+        close(fds[0]);
+        wrong_mode = mode;
+        wrong_server_main(fds[1]);
+    }
+    wrong_pid = pid;
+    close(fds[1]);
+    struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+    int port = 0;
+    if (poll(&pfd, 1, 10000) != 1 || read(fds[0], &port, sizeof port) != (ssize_t)sizeof port)
+        echo_fail("the wrong echo server did not start");
+    close(fds[0]);
+    return port;
+}
+
+/* ---- the tests ---- */
+
+static echo_server srv;
+
+static void test_real_server_csv(void)
+{
+    char port[16], pid[16];
+    snprintf(port, sizeof port, "%d", srv.port);
+    snprintf(pid, sizeof pid, "%d", (int)srv.proc.pid);
+    const char *args[] = {"--port", port, "--conns", "4", "--depth", "4", "--size", "1000",
+                          "--duration", "1", "--warmup", "0.2", "--csv", "--server-pid", pid,
+                          NULL};
+    echo_output o;
+    run_bench(&o, args);
+    expect_exit("real server, --csv", &o, 0);
+    struct csv c;
+    parse_csv("real server, --csv", &o, &c);
+    double messages = csv_num(&c, "messages");
+    double p50 = csv_num(&c, "p50_us"), p99 = csv_num(&c, "p99_us");
+    double p999 = csv_num(&c, "p999_us"), max = csv_num(&c, "max_us");
+    double server_cpu = csv_num(&c, "server_cpu_s");
+    if (messages <= 0)
+        echo_fail("real server: no messages counted: %s", o.out);
+    CHECK_EQ(csv_num(&c, "mismatches"), 0);
+    CHECK_EQ(csv_num(&c, "errors"), 0);
+    CHECK_EQ(csv_num(&c, "connect_failures"), 0);
+    CHECK_EQ(csv_num(&c, "conns"), 4);
+    CHECK_EQ(csv_num(&c, "size"), 1000);
+    CHECK_EQ(csv_num(&c, "depth"), 4);
+    if (!(p50 > 0 && p50 <= p99 && p99 <= p999 && p999 <= max))
+        echo_fail("real server: percentiles out of order: p50 %g p99 %g p99.9 %g max %g", p50,
+                  p99, p999, max);
+    if (server_cpu < 0)
+        echo_fail("real server: server_cpu_s is %g", server_cpu);
+    csv_num(&c, "server_ns_per_msg");
+    /* Every byte of every counted message was checked, and more (warmup). */
+    if (csv_num(&c, "bytes_checked") < messages * 1000)
+        echo_fail("real server: bytes_checked %s < messages x size", csv_get(&c, "bytes_checked"));
+    double secs = csv_num(&c, "duration_s");
+    if (secs < 0.9 || secs > 3)
+        echo_fail("real server: measured %g s for --duration 1", secs);
+    echo_note("real server: %.0f messages in %.3f s (%s msg/s), p50 %g us, p99 %g us, "
+              "p99.9 %g us, server CPU %g s", messages, secs, csv_get(&c, "msgs_per_s"), p50,
+              p99, p999, server_cpu);
+    echo_output_free(&o);
+}
+
+static void test_real_server_json_and_text(void)
+{
+    char port[32];
+    snprintf(port, sizeof port, "--port=%d", srv.port);
+    const char *json_args[] = {port, "--conns=3", "--idle=16", "--size=100", "--depth=8",
+                               "--duration=0.3", "--warmup=0", "--json", NULL};
+    echo_output o;
+    run_bench(&o, json_args);
+    expect_exit("real server, --json", &o, 0);
+    if (o.out_len < 2 || o.out[0] != '{' || strcmp(o.out + o.out_len - 2, "}\n") != 0 ||
+        strchr(o.out, '\n') != o.out + o.out_len - 1)
+        echo_fail("--json: expected one JSON object on one line, got \"%.600s\"", o.out);
+    const char *want[] = {"\"conns\":3,", "\"idle\":16,", "\"mismatches\":0,", "\"errors\":0,",
+                          "\"connect_failures\":0,", "\"server_cpu_s\":null,", "\"p999_us\":"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (strstr(o.out, want[i]) == NULL)
+            echo_fail("--json: no %s in \"%.600s\"", want[i], o.out);
+    echo_output_free(&o);
+
+    const char *text_args[] = {port, "--conns", "2", "--duration", "0.2", "--warmup", "0.1",
+                               NULL};
+    run_bench(&o, text_args);
+    expect_exit("real server, text", &o, 0);
+    if (!strstr(o.out, "0 mismatches") || !strstr(o.out, "p99.9") || !strstr(o.out, "msg/s"))
+        echo_fail("text summary lacks its figures: \"%.600s\"", o.out);
+    echo_output_free(&o);
+    echo_note("--json with 16 idle connections and the text summary: clean");
+}
+
+/* A wrong server must make evmux-bench fail: exit 1, with the damage
+ * counted in `column` (and the other problem column as given). */
+static void expect_caught(enum wrong_mode mode, const char *what, const char *column)
+{
+    int port = wrong_server_start(mode);
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    const char *args[] = {"--port", p, "--conns", "3", "--depth", "2", "--size", "1000",
+                          "--duration", "0.5", "--warmup", "0", "--csv", NULL};
+    echo_output o;
+    uint64_t t0 = echo_now_ms();
+    run_bench(&o, args);
+    wrong_server_stop();
+    expect_exit(what, &o, 1);
+    struct csv c;
+    parse_csv(what, &o, &c);
+    if (csv_num(&c, column) < 1)
+        echo_fail("%s: expected %s > 0, got %s\n%s", what, column, csv_get(&c, column), o.out);
+    if (strstr(o.err, "FAILED") == NULL)
+        echo_fail("%s: no FAILED verdict on stderr: \"%.600s\"", what, o.err);
+    echo_note("%s: exit 1 after %llu ms, mismatches %s, errors %s; stderr starts \"%.*s\"", what,
+              (unsigned long long)(echo_now_ms() - t0), csv_get(&c, "mismatches"),
+              csv_get(&c, "errors"), (int)strcspn(o.err, "\n"), o.err);
+    echo_output_free(&o);
+}
+
+static void test_wrong_servers(void)
+{
+    expect_caught(WRONG_NO_UPPERCASE, "server that does not uppercase", "mismatches");
+    expect_caught(WRONG_FLIP_BYTE, "server that flips one byte", "mismatches");
+    expect_caught(WRONG_DROP, "server that drops a connection", "errors");
+}
+
+static void test_no_server(void)
+{
+    char p[16];
+    snprintf(p, sizeof p, "%d", echo_unused_port());
+    const char *args[] = {"--port", p, "--conns", "2", "--duration", "0.2", NULL};
+    echo_output o;
+    run_bench(&o, args);
+    expect_exit("nobody listening", &o, 1);
+    if (strstr(o.err, "refused") == NULL)
+        echo_fail("nobody listening: expected the connect error on stderr, got \"%.300s\"", o.err);
+    echo_note("nobody listening: exit 1, \"%.*s\"", (int)strcspn(o.err, "\n"), o.err);
+    echo_output_free(&o);
+}
+
+static void expect_usage_error(const char *const *args)
+{
+    echo_output o;
+    run_bench(&o, args);
+    char what[128];
+    snprintf(what, sizeof what, "flags \"%s%s%s\"", args[0], args[1] ? " " : "",
+             args[1] ? args[1] : "");
+    expect_exit(what, &o, 2);
+    if (o.out_len != 0)
+        echo_fail("%s: printed on stdout: \"%.200s\"", what, o.out);
+    if (strncmp(o.err, "evmux-bench: ", 13) != 0 || strstr(o.err, "usage:") == NULL)
+        echo_fail("%s: expected an error line and the usage on stderr, got \"%.300s\"", what,
+                  o.err);
+    echo_output_free(&o);
+}
+
+static void test_flags(void)
+{
+    static const char *const bad[][4] = {
+        {"--conns", "0"},          {"--size=abc"},          {"--bogus"},
+        {"--port"},                {"--csv", "--json"},     {"--depth", "-1"},
+        {"--duration", "0"},       {"--warmup=x"},          {"--backend", "kqueue"},
+        {"--csv=yes"},             {"--port", "70000"},     {"--server-pid", "0"},
+        {"--idle", "1e3"},         {"--duration", "nan"},   {"stray"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_usage_error(bad[i]);
+
+    echo_output o;
+    const char *help[] = {"--help", NULL};
+    run_bench(&o, help);
+    expect_exit("--help", &o, 0);
+    if (strstr(o.out, "--conns") == NULL || strstr(o.out, "--server-pid") == NULL)
+        echo_fail("--help: expected the usage on stdout, got \"%.300s\"", o.out);
+    echo_output_free(&o);
+    echo_note("%zu bad command lines: exit 2 with a message and the usage; --help: exit 0",
+              sizeof bad / sizeof bad[0]);
+}
+
+int main(int argc, char **argv)
+{
+    echo_init(argc, argv, 60);
+    bench_path = echo_client_path; /* the harness's second program */
+    atexit(wrong_server_stop);
+
+    RUN_TEST(test_flags);
+    echo_server_start(&srv, NULL);
+    RUN_TEST(test_real_server_csv);
+    RUN_TEST(test_real_server_json_and_text);
+    echo_server_check_alive(&srv, "after the benchmarks");
+    echo_server_stop_ok(&srv);
+    RUN_TEST(test_wrong_servers);
+    RUN_TEST(test_no_server);
+    echo_note("ok");
+    return 0;
+}
