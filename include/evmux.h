@@ -405,7 +405,9 @@ EVMUX_API int evmux_stream_peer(const evmux_stream *stream, struct sockaddr_stor
 
 /* Connects stream (initialised, without a socket) to addr without
  * blocking. timeout_ms 0: no timeout but the kernel's. cb runs exactly
- * once; req may be freed in it. */
+ * once; req may be freed in it. Writes and a shutdown made while
+ * connecting go out once connected, or fail with the connect error. After
+ * a failure the stream has no socket and may connect again. */
 EVMUX_API int evmux_connect(evmux_connect_req *req, evmux_stream *stream, const struct sockaddr *addr,
                             socklen_t addr_len, uint64_t timeout_ms, evmux_connect_cb cb);
 
