@@ -26,6 +26,14 @@ enum evmux_handle_flag {
     EVMUX_FLAG_INTERNAL = 1u << 5
 };
 
+/* A timer heap entry carries the sort key (deadline, then start order)
+ * next to the timer, so sifting never touches the timers themselves. */
+struct evmux_timer_slot {
+    uint64_t deadline_ns;
+    uint64_t start_seq;
+    evmux_timer *timer;
+};
+
 /* Counters for tests and tuning; cheap enough to keep always. */
 struct evmux_loop_stats {
     uint64_t iterations;
@@ -52,7 +60,7 @@ struct evmux_loop {
     evmux_io *pending_head; /* io watchers with collected events */
     evmux_io *pending_tail;
 
-    evmux_timer **timer_heap;
+    struct evmux_timer_slot *timer_heap;
     size_t timer_count;
     size_t timer_capacity;
     uint64_t timer_seq;
@@ -76,10 +84,32 @@ struct evmux_loop {
 
 void evmux__loop_stats(const evmux_loop *loop, struct evmux_loop_stats *out);
 
-/* Handles */
+/* Handles. The state tests and (de)activation sit on hot paths (every timer
+ * start, every watcher change), hence inline. */
 void evmux__handle_init(evmux_loop *loop, evmux_handle *h, unsigned type);
-void evmux__handle_activate(evmux_handle *h);
-void evmux__handle_deactivate(evmux_handle *h);
+
+static inline bool evmux__closing(const evmux_handle *h)
+{
+    return (h->flags & (EVMUX_FLAG_CLOSING | EVMUX_FLAG_CLOSED)) != 0;
+}
+
+static inline void evmux__handle_activate(evmux_handle *h)
+{
+    if (h->flags & EVMUX_FLAG_ACTIVE)
+        return;
+    h->flags |= EVMUX_FLAG_ACTIVE;
+    if (h->flags & EVMUX_FLAG_REF)
+        h->loop->active_refs++;
+}
+
+static inline void evmux__handle_deactivate(evmux_handle *h)
+{
+    if (!(h->flags & EVMUX_FLAG_ACTIVE))
+        return;
+    h->flags &= ~EVMUX_FLAG_ACTIVE;
+    if (h->flags & EVMUX_FLAG_REF)
+        h->loop->active_refs--;
+}
 void evmux__handle_make_internal(evmux_handle *h);
 
 /* Time */

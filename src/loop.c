@@ -188,24 +188,6 @@ void evmux__handle_make_internal(evmux_handle *h)
     h->loop->open_handles--;
 }
 
-void evmux__handle_activate(evmux_handle *h)
-{
-    if (h->flags & EVMUX_FLAG_ACTIVE)
-        return;
-    h->flags |= EVMUX_FLAG_ACTIVE;
-    if (h->flags & EVMUX_FLAG_REF)
-        h->loop->active_refs++;
-}
-
-void evmux__handle_deactivate(evmux_handle *h)
-{
-    if (!(h->flags & EVMUX_FLAG_ACTIVE))
-        return;
-    h->flags &= ~EVMUX_FLAG_ACTIVE;
-    if (h->flags & EVMUX_FLAG_REF)
-        h->loop->active_refs--;
-}
-
 static void set_ref(evmux_handle *h, bool ref)
 {
     if (ref == ((h->flags & EVMUX_FLAG_REF) != 0))
@@ -247,7 +229,7 @@ void evmux_unref(evmux_handle *h)
 
 int evmux_is_closing(const evmux_handle *h)
 {
-    return (h->flags & (EVMUX_FLAG_CLOSING | EVMUX_FLAG_CLOSED)) != 0;
+    return evmux__closing(h);
 }
 
 int evmux_is_active(const evmux_handle *h)

@@ -1,0 +1,325 @@
+/* What every benchmark peer shares: the command line, the listening socket,
+ * the start-up line the scripts parse, the uppercase transform, the
+ * descriptor limit, a queue for bytes owed to a client, and exit on
+ * SIGINT/SIGTERM. Header-only: each peer is one .c file that includes it.
+ *
+ * The behaviour to match is apps/echo_server.c: every byte comes back with
+ * a-z uppercased; past PEER_OWED_HIGH bytes owed to a client we stop reading
+ * from it until that drains to PEER_OWED_LOW; on the client's EOF we send
+ * what is owed, then close.
+ */
+#ifndef PEER_COMMON_H
+#define PEER_COMMON_H
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define PEER_OWED_HIGH (1024 * 1024) /* stop reading from a client owed more */
+#define PEER_OWED_LOW (256 * 1024)   /* ...and resume once it is down to this */
+#define PEER_READ_SIZE (64 * 1024)   /* one read, as evmux's loop buffer */
+
+static const char *peer_name = "peer";
+static const char *peer_model = "";
+static volatile unsigned long peer_refused; /* connections closed unserved */
+
+struct peer_options {
+    const char *host;
+    unsigned port;
+};
+
+static inline void peer_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: evmux-peer-%s [--host ADDR] [--port N]\n"
+            "\n"
+            "Echoes every byte each client sends, with a-z uppercased, as\n"
+            "evmux-echo-server does: a benchmark peer for evmux.\n"
+            "Model: %s.\n"
+            "\n"
+            "  --host ADDR   address or host name to listen on (default 127.0.0.1)\n"
+            "  --port N      TCP port, 0 picks a free one (default 0)\n"
+            "  --help        show this help\n"
+            "\n"
+            "On start it prints 'listening on ADDRESS:PORT (peer %s)'. SIGINT or SIGTERM\n"
+            "exits 0 at once.\n",
+            peer_name, peer_model, peer_name);
+}
+
+/* Returns -1 to go on, or an exit status. Takes "--flag value" and "--flag=value". */
+static inline int peer_parse_args(int argc, char **argv, const char *name, const char *model,
+                                  struct peer_options *opt)
+{
+    peer_name = name;
+    peer_model = model;
+    opt->host = "127.0.0.1";
+    opt->port = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *value = NULL;
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            peer_usage(stdout);
+            return 0;
+        }
+        bool is_host = strncmp(arg, "--host", 6) == 0 && (arg[6] == '\0' || arg[6] == '=');
+        bool is_port = strncmp(arg, "--port", 6) == 0 && (arg[6] == '\0' || arg[6] == '=');
+        if (!is_host && !is_port) {
+            fprintf(stderr, "evmux-peer-%s: unknown argument '%s'\n", name, arg);
+            peer_usage(stderr);
+            return 2;
+        }
+        if (arg[6] == '=')
+            value = arg + 7;
+        else if (i + 1 < argc)
+            value = argv[++i];
+        else {
+            fprintf(stderr, "evmux-peer-%s: %s needs a value\n", name, arg);
+            return 2;
+        }
+        if (is_host) {
+            opt->host = value;
+            continue;
+        }
+        char *end;
+        errno = 0;
+        unsigned long n = strtoul(value, &end, 10);
+        if (value[0] < '0' || value[0] > '9' || *end != '\0' || errno != 0 || n > 65535) {
+            fprintf(stderr, "evmux-peer-%s: --port must be a number from 0 to 65535, not '%s'\n",
+                    name, value);
+            return 2;
+        }
+        opt->port = (unsigned)n;
+    }
+    return -1;
+}
+
+/* The address to listen on: a literal, or a name resolved once at start. */
+static inline void peer_resolve(const struct peer_options *opt, struct sockaddr_storage *addr,
+                         socklen_t *len)
+{
+    char port[8];
+    snprintf(port, sizeof port, "%u", opt->port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+    int rc = getaddrinfo(opt->host, port, &hints, &res);
+    if (rc != 0) {
+        fprintf(stderr, "evmux-peer-%s: bad address '%s': %s\n", peer_name, opt->host,
+                gai_strerror(rc));
+        exit(2);
+    }
+    memcpy(addr, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+}
+
+/* A listening TCP socket (SOMAXCONN backlog, as evmux's listener), optionally
+ * non-blocking. Exits on failure. */
+static inline int peer_listen(const struct peer_options *opt, bool nonblock)
+{
+    struct sockaddr_storage addr;
+    socklen_t len;
+    peer_resolve(opt, &addr, &len);
+    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, (struct sockaddr *)&addr, len) < 0 || listen(fd, SOMAXCONN) < 0) {
+        fprintf(stderr, "evmux-peer-%s: cannot listen on %s:%u: %s\n", peer_name, opt->host,
+                opt->port, strerror(errno));
+        exit(1);
+    }
+    return fd;
+}
+
+/* Prints the line the scripts parse: "listening on 127.0.0.1:PORT (peer NAME)". */
+static inline void peer_announce(int listen_fd)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (getsockname(listen_fd, (struct sockaddr *)&addr, &len) == 0) {
+        if (addr.ss_family == AF_INET6) {
+            struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
+            inet_ntop(AF_INET6, &v6->sin6_addr, ip, sizeof ip);
+            port = ntohs(v6->sin6_port);
+            printf("listening on [%s]:%u (peer %s)\n", ip, port, peer_name);
+        } else {
+            struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
+            inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof ip);
+            port = ntohs(v4->sin_port);
+            printf("listening on %s:%u (peer %s)\n", ip, port, peer_name);
+        }
+    }
+    fflush(stdout);
+}
+
+static inline void peer_uppercase(char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)(p[i] - 'a') < 26)
+            p[i] = (char)(p[i] - ('a' - 'A'));
+}
+
+static inline void peer_set_nodelay(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* Every connection is a descriptor: take all the system allows us. Also
+ * ignores SIGPIPE, so that a write to a reset connection is just an error. */
+static inline void peer_init_process(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* Counts a connection closed without being served, and says so on the 1st,
+ * 2nd, 4th, 8th... time (the total is printed at exit). */
+static inline void peer_count_refused(const char *why)
+{
+    unsigned long n = ++peer_refused;
+    if ((n & (n - 1)) == 0)
+        fprintf(stderr, "evmux-peer-%s: refused a connection (%s); %lu so far\n", peer_name,
+                why, n);
+}
+
+/* An accept() that failed for another reason than "nothing waiting": said
+ * on the 1st, 2nd, 4th... time, as running out of descriptors repeats. */
+static inline void peer_accept_failed(int err)
+{
+    static unsigned long count;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED)
+        return;
+    unsigned long n = ++count;
+    if ((n & (n - 1)) == 0)
+        fprintf(stderr, "evmux-peer-%s: accept: %s (%lu times)\n", peer_name, strerror(err), n);
+}
+
+/* At exit, a summary line if any connection was refused. */
+static inline void peer_print_summary(void)
+{
+    if (peer_refused == 0)
+        return;
+    char line[128], digits[24];
+    int d = 0;
+    unsigned long n = peer_refused;
+    do
+        digits[d++] = (char)('0' + n % 10);
+    while ((n /= 10) != 0);
+    size_t len = 0;
+    const char *parts[] = {"evmux-peer-", peer_name, ": refused "};
+    for (size_t i = 0; i < 3; i++)
+        for (const char *s = parts[i]; *s && len < 80; s++)
+            line[len++] = *s;
+    while (d > 0)
+        line[len++] = digits[--d];
+    memcpy(line + len, " connections\n", 13);
+    ssize_t ignored = write(STDERR_FILENO, line, len + 13); /* async-signal-safe */
+    (void)ignored;
+}
+
+static inline void peer_on_exit_signal(int signo)
+{
+    (void)signo;
+    peer_print_summary();
+    _exit(0);
+}
+
+/* For the peers without an event library: SIGINT/SIGTERM end the process at
+ * once, whatever it is doing (the benchmarks need no graceful flush). */
+static inline void peer_exit_on_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = peer_on_exit_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* ---- bytes owed to a client (used by the peers that manage their own) ----
+ *
+ * A queue of bytes with the unsent part at data[head, head+len). It holds no
+ * memory while empty, so an idle connection costs nothing here. */
+struct peer_owed {
+    char *data;
+    size_t head, len, cap;
+};
+
+/* Returns false when out of memory. */
+static inline bool peer_owed_append(struct peer_owed *q, const char *p, size_t n)
+{
+    if (q->cap - q->head - q->len < n) {
+        if (q->head > 0) {
+            memmove(q->data, q->data + q->head, q->len);
+            q->head = 0;
+        }
+        if (q->cap - q->len < n) {
+            size_t cap = q->cap ? q->cap : 1024; /* small replies stay in malloc's fast bins */
+            while (cap - q->len < n)
+                cap *= 2;
+            char *data = realloc(q->data, cap);
+            if (data == NULL)
+                return false;
+            q->data = data;
+            q->cap = cap;
+        }
+    }
+    memcpy(q->data + q->head + q->len, p, n);
+    q->len += n;
+    return true;
+}
+
+static inline void peer_owed_consume(struct peer_owed *q, size_t n)
+{
+    q->head += n;
+    q->len -= n;
+    if (q->len == 0) {
+        free(q->data);
+        *q = (struct peer_owed){0};
+    }
+}
+
+/* Sends as much of the queue as the socket takes. Returns false on a hard
+ * error (the connection is finished); EAGAIN is not one. */
+static inline bool peer_owed_send(struct peer_owed *q, int fd)
+{
+    while (q->len > 0) {
+        ssize_t n = send(fd, q->data + q->head, q->len, MSG_NOSIGNAL);
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+        peer_owed_consume(q, (size_t)n);
+    }
+    return true;
+}
+
+/* Sends a fresh reply: straight to the socket when nothing is queued, and
+ * queues what the socket does not take. Returns false on a hard error. */
+static inline bool peer_reply(struct peer_owed *q, int fd, const char *p, size_t n)
+{
+    if (q->len == 0) {
+        ssize_t sent = send(fd, p, n, MSG_NOSIGNAL);
+        if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return false;
+        if (sent > 0) {
+            p += sent;
+            n -= (size_t)sent;
+        }
+    }
+    return n == 0 || peer_owed_append(q, p, n);
+}
+
+#endif
