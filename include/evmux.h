@@ -190,7 +190,8 @@ EVMUX_API int evmux_io_start(evmux_io *io, unsigned events);
 
 /* Stops the watcher; its callback will not run again until restarted, even
  * for an event already collected. Stop (or close) the watcher before
- * closing its descriptor. */
+ * closing its descriptor; a new descriptor needs a new watcher, even if it
+ * has the same number. */
 EVMUX_API int evmux_io_stop(evmux_io *io);
 
 EVMUX_API int evmux_io_fd(const evmux_io *io);

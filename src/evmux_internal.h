@@ -23,7 +23,10 @@ enum evmux_handle_flag {
     EVMUX_FLAG_PENDING = 1u << 4, /* io: on the pending queue */
     /* Part of another handle (a stream's watcher, a connect timeout): not
      * counted as open, never closed on its own, only stopped. */
-    EVMUX_FLAG_INTERNAL = 1u << 5
+    EVMUX_FLAG_INTERNAL = 1u << 5,
+    /* io: not yet registered since init; its descriptor may be a new file
+     * behind a number whose old registration is still being removed. */
+    EVMUX_FLAG_IO_FRESH = 1u << 6
 };
 
 /* A timer heap entry carries the sort key (deadline, then start order)
@@ -46,6 +49,7 @@ struct evmux_loop_stats {
 struct evmux_fd_slot {
     evmux_io *watcher;      /* started watcher on this fd, or NULL */
     unsigned kernel_events; /* interest the backend holds for this fd */
+    bool dirty;             /* on the loop's list of removals to apply */
 };
 
 struct evmux_loop {
@@ -56,6 +60,9 @@ struct evmux_loop {
 
     struct evmux_fd_slot *fds;
     size_t fds_len;
+    int *dirty_fds; /* stopped watchers' descriptors, removed before waiting */
+    size_t dirty_count;
+    size_t dirty_capacity;
 
     evmux_io *pending_head; /* io watchers with collected events */
     evmux_io *pending_tail;
@@ -128,7 +135,13 @@ void evmux__timers_free(evmux_loop *loop);
 bool evmux__io_ready(evmux_loop *loop, int fd, unsigned events);
 void evmux__io_run_pending(evmux_loop *loop);
 void evmux__io_free(evmux_loop *loop);
+/* Registers every started watcher anew (a fresh kernel interest set). */
 int evmux__io_reinstall_all(evmux_loop *loop);
+/* Applies deferred removals; called before each wait. */
+void evmux__io_flush(evmux_loop *loop);
+/* Stops a watcher and removes its descriptor from the backend at once,
+ * for owners about to close the descriptor themselves. */
+void evmux__io_stop_now(evmux_io *io);
 /* -ERANGE if the backend cannot watch this descriptor number at all. */
 int evmux__io_check_fd(const evmux_loop *loop, int fd);
 

@@ -5,6 +5,14 @@
  * interest the backend holds. The backend is told only about real changes,
  * so a watcher that keeps its interest costs no system call per event.
  *
+ * Starting and changing interest reach the backend at once, so its errors
+ * (epoll refusing a regular file) come back from evmux_io_start. Removal is
+ * deferred to just before the next wait: a watcher stopped and started
+ * again in between (pausing a reader, re-registration) costs nothing. The
+ * deferral is safe because a watcher's descriptor cannot change: a new
+ * descriptor needs a new watcher, whose first start always registers anew
+ * (EVMUX_FLAG_IO_FRESH), even when the number is the same.
+ *
  * Events are collected per watcher, not per descriptor: a watcher stopped in
  * one callback has its collected events dropped, and a new watcher started
  * on a reused descriptor number was never in the batch, so it cannot
@@ -39,6 +47,7 @@ int evmux_io_init(evmux_loop *loop, evmux_io *io, int fd, evmux_io_cb cb)
     if (loop == NULL || io == NULL || fd < 0 || cb == NULL)
         return -EINVAL;
     evmux__handle_init(loop, &io->handle, EVMUX_HANDLE_IO);
+    io->handle.flags |= EVMUX_FLAG_IO_FRESH;
     io->fd = fd;
     io->events = 0;
     io->pending_events = 0;
@@ -67,13 +76,15 @@ int evmux_io_start(evmux_io *io, unsigned events)
     if (slot->watcher != NULL && slot->watcher != io)
         return -EEXIST;
 
-    if (slot->kernel_events != events) {
+    bool fresh = (io->handle.flags & EVMUX_FLAG_IO_FRESH) != 0;
+    if (slot->kernel_events != events || (fresh && slot->kernel_events != 0)) {
         loop->stats.interest_changes++;
         rc = loop->backend->change(loop, io->fd, slot->kernel_events, events);
         if (rc < 0)
             return rc; /* the old interest, if any, still holds */
         slot->kernel_events = events;
     }
+    io->handle.flags &= ~EVMUX_FLAG_IO_FRESH;
     slot->watcher = io;
     io->events = events;
     io->pending_events &= events;
@@ -81,24 +92,73 @@ int evmux_io_start(evmux_io *io, unsigned events)
     return 0;
 }
 
+static void forget_now(evmux_loop *loop, struct evmux_fd_slot *slot, int fd)
+{
+    if (slot->kernel_events == 0)
+        return;
+    loop->stats.interest_changes++;
+    loop->backend->forget(loop, fd, slot->kernel_events);
+    slot->kernel_events = 0;
+}
+
+static void mark_dirty(evmux_loop *loop, struct evmux_fd_slot *slot, int fd)
+{
+    if (slot->dirty)
+        return;
+    if (loop->dirty_count == loop->dirty_capacity) {
+        size_t cap = loop->dirty_capacity ? loop->dirty_capacity * 2 : 64;
+        int *fds = realloc(loop->dirty_fds, cap * sizeof *fds);
+        if (fds == NULL) {
+            forget_now(loop, slot, fd); /* cannot defer: remove at once */
+            return;
+        }
+        loop->dirty_fds = fds;
+        loop->dirty_capacity = cap;
+    }
+    loop->dirty_fds[loop->dirty_count++] = fd;
+    slot->dirty = true;
+}
+
 int evmux_io_stop(evmux_io *io)
 {
     if (io == NULL)
         return -EINVAL;
-    if (!evmux_is_active(&io->handle))
+    if (!(io->handle.flags & EVMUX_FLAG_ACTIVE))
         return 0;
     evmux_loop *loop = io->handle.loop;
     struct evmux_fd_slot *slot = &loop->fds[io->fd];
     if (slot->watcher == io) {
-        loop->stats.interest_changes++;
-        loop->backend->forget(loop, io->fd, slot->kernel_events);
-        slot->kernel_events = 0;
         slot->watcher = NULL;
+        mark_dirty(loop, slot, io->fd);
     }
     io->events = 0;
     io->pending_events = 0; /* stays queued if pending; dispatch skips it */
     evmux__handle_deactivate(&io->handle);
     return 0;
+}
+
+void evmux__io_stop_now(evmux_io *io)
+{
+    bool was_active = (io->handle.flags & EVMUX_FLAG_ACTIVE) != 0;
+    evmux_io_stop(io);
+    evmux_loop *loop = io->handle.loop;
+    if (was_active && (size_t)io->fd < loop->fds_len) {
+        struct evmux_fd_slot *slot = &loop->fds[io->fd];
+        if (slot->watcher == NULL)
+            forget_now(loop, slot, io->fd);
+    }
+}
+
+void evmux__io_flush(evmux_loop *loop)
+{
+    for (size_t i = 0; i < loop->dirty_count; i++) {
+        int fd = loop->dirty_fds[i];
+        struct evmux_fd_slot *slot = &loop->fds[fd];
+        slot->dirty = false;
+        if (slot->watcher == NULL)
+            forget_now(loop, slot, fd);
+    }
+    loop->dirty_count = 0;
 }
 
 bool evmux__io_ready(evmux_loop *loop, int fd, unsigned events)
@@ -107,7 +167,7 @@ bool evmux__io_ready(evmux_loop *loop, int fd, unsigned events)
         return false;
     evmux_io *io = loop->fds[fd].watcher;
     if (io == NULL)
-        return false;
+        return loop->fds[fd].kernel_events != 0; /* removal already pending */
     events &= io->events;
     if (events == 0)
         return true;
@@ -147,20 +207,27 @@ int evmux__io_check_fd(const evmux_loop *loop, int fd)
 
 int evmux__io_reinstall_all(evmux_loop *loop)
 {
+    int result = 0;
     for (size_t fd = 0; fd < loop->fds_len; fd++) {
         struct evmux_fd_slot *slot = &loop->fds[fd];
-        if (slot->kernel_events == 0)
+        slot->kernel_events = 0;
+        if (slot->watcher == NULL)
             continue;
         loop->stats.interest_changes++;
-        int rc = loop->backend->change(loop, (int)fd, 0, slot->kernel_events);
-        if (rc < 0)
-            return rc;
+        int rc = loop->backend->change(loop, (int)fd, 0, slot->watcher->events);
+        if (rc == 0)
+            slot->kernel_events = slot->watcher->events;
+        else if (result == 0)
+            result = rc;
     }
-    return 0;
+    return result;
 }
 
 void evmux__io_free(evmux_loop *loop)
 {
+    free(loop->dirty_fds);
+    loop->dirty_fds = NULL;
+    loop->dirty_count = loop->dirty_capacity = 0;
     free(loop->fds);
     loop->fds = NULL;
     loop->fds_len = 0;

@@ -260,7 +260,7 @@ int evmux_listener_address(const evmux_listener *l, struct sockaddr_storage *out
 
 void evmux__listener_close_begin(evmux_listener *l)
 {
-    evmux_io_stop(&l->io);
+    evmux__io_stop_now(&l->io);
     evmux_timer_stop(&l->retry);
     if (l->io.fd >= 0)
         close(l->io.fd);

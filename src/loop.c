@@ -132,6 +132,7 @@ int evmux_loop_fork(evmux_loop *loop)
 {
     if (loop == NULL)
         return -EINVAL;
+    evmux__io_flush(loop);
     if (loop->backend->after_fork == NULL)
         return 0; /* user-space interest sets survive fork as they are */
     int rc = loop->backend->after_fork(loop);
@@ -316,8 +317,10 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
 
     int rc = 0;
     evmux_update_time(loop);
+    evmux__io_flush(loop); /* even when nothing is left to run */
     while (!loop->stop_requested && evmux_loop_alive(loop)) {
         evmux__timers_run(loop);
+        evmux__io_flush(loop);
         rc = loop->backend->wait(loop, wait_timeout_ns(loop, mode));
         loop->stats.backend_waits++;
         evmux_update_time(loop);

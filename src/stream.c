@@ -547,7 +547,7 @@ static void detach_socket(evmux_stream *s)
 {
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return;
-    evmux_io_stop(&s->io);
+    evmux__io_stop_now(&s->io); /* while the descriptor still names the socket */
     close(s->io.fd);
     s->io.fd = -1;
     s->state &= ~(ST_OPEN | ST_CONNECTING);

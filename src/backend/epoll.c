@@ -5,11 +5,15 @@
  *  - close(fd) removes the registration only when it closes the last
  *    reference to the file. After dup() or fork() the file lives on under
  *    another descriptor and keeps reporting events under the old number,
- *    which EPOLL_CTL_DEL can no longer name (EBADF). We therefore stop a
- *    watcher with an explicit DEL while its descriptor is still open (the
- *    API asks callers to stop before closing), and when an event arrives for
- *    a number the loop does not watch we try to DEL it; if that fails the
- *    core still drops the event, so no callback ever sees it.
+ *    which EPOLL_CTL_DEL can no longer name (EBADF). The core removes a
+ *    stopped watcher's descriptor just before the next wait (streams and
+ *    listeners at once, before they close their sockets); if an event then
+ *    arrives for a number nobody watches and DEL cannot remove it, we build
+ *    a new epoll set from the core's records, so a level-triggered ghost
+ *    cannot keep waking the loop. Each registration also carries a
+ *    per-number generation in its event data, so a ghost is recognised
+ *    even when a new watcher has taken its number. No callback ever sees
+ *    such an event.
  *  - A closed and reused number is a new file: its old registration is
  *    gone, so MOD fails with ENOENT and we ADD instead; the reverse (ADD
  *    gives EEXIST, a registration left over) falls back to MOD.
@@ -28,6 +32,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +45,10 @@ struct epoll_state {
     bool pwait2_missing;
     int event_capacity;
     struct epoll_event *events;
+    /* Per descriptor, how many times it was ADDed: stamped into each event
+     * so that a ghost of an earlier registration is recognised. */
+    uint32_t *generation;
+    size_t generation_len;
 };
 
 static int epoll_open(struct epoll_state *st)
@@ -69,6 +78,7 @@ static void epoll_destroy(evmux_loop *loop)
 {
     struct epoll_state *st = loop->backend_state;
     close(st->epfd);
+    free(st->generation);
     free(st->events);
     free(st);
     loop->backend_state = NULL;
@@ -81,17 +91,49 @@ static int epoll_ctl_counted(evmux_loop *loop, int op, int fd, struct epoll_even
     return epoll_ctl(st->epfd, op, fd, ev) < 0 ? -errno : 0;
 }
 
+static int ensure_generation(struct epoll_state *st, int fd)
+{
+    size_t need = (size_t)fd + 1;
+    if (need <= st->generation_len)
+        return 0;
+    size_t len = st->generation_len ? st->generation_len : 64;
+    while (len < need)
+        len *= 2;
+    uint32_t *gen = realloc(st->generation, len * sizeof *gen);
+    if (gen == NULL)
+        return -ENOMEM;
+    memset(gen + st->generation_len, 0, (len - st->generation_len) * sizeof *gen);
+    st->generation = gen;
+    st->generation_len = len;
+    return 0;
+}
+
+static void set_event(struct epoll_event *ev, const struct epoll_state *st, int fd,
+                      unsigned events)
+{
+    ev->events = ((events & EVMUX_READABLE) ? EPOLLIN : 0u) |
+                 ((events & EVMUX_WRITABLE) ? EPOLLOUT : 0u);
+    ev->data.u64 = (uint64_t)(uint32_t)fd | (uint64_t)st->generation[fd] << 32;
+}
+
 static int epoll_change(evmux_loop *loop, int fd, unsigned old_events, unsigned new_events)
 {
+    struct epoll_state *st = loop->backend_state;
+    int rc = ensure_generation(st, fd);
+    if (rc < 0)
+        return rc;
     struct epoll_event ev = {0};
-    ev.events = ((new_events & EVMUX_READABLE) ? EPOLLIN : 0u) |
-                ((new_events & EVMUX_WRITABLE) ? EPOLLOUT : 0u);
-    ev.data.fd = fd;
-    int op = old_events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-    int rc = epoll_ctl_counted(loop, op, fd, &ev);
-    if (rc == -ENOENT && op == EPOLL_CTL_MOD)
-        rc = epoll_ctl_counted(loop, EPOLL_CTL_ADD, fd, &ev);
-    else if (rc == -EEXIST && op == EPOLL_CTL_ADD)
+    if (old_events != 0) {
+        set_event(&ev, st, fd, new_events);
+        rc = epoll_ctl_counted(loop, EPOLL_CTL_MOD, fd, &ev);
+        if (rc != -ENOENT)
+            return rc;
+        /* The number now names a new file: its old registration is gone. */
+    }
+    st->generation[fd]++;
+    set_event(&ev, st, fd, new_events);
+    rc = epoll_ctl_counted(loop, EPOLL_CTL_ADD, fd, &ev);
+    if (rc == -EEXIST) /* registered behind our back (a shared set after fork) */
         rc = epoll_ctl_counted(loop, EPOLL_CTL_MOD, fd, &ev);
     return rc;
 }
@@ -101,6 +143,13 @@ static void epoll_forget(evmux_loop *loop, int fd, unsigned old_events)
     (void)old_events;
     struct epoll_event ev = {0}; /* kernels before 2.6.9 insisted on one */
     epoll_ctl_counted(loop, EPOLL_CTL_DEL, fd, &ev);
+}
+
+static int epoll_after_fork(evmux_loop *loop)
+{
+    struct epoll_state *st = loop->backend_state;
+    close(st->epfd);
+    return epoll_open(st);
 }
 
 static int epoll_wait_ns(evmux_loop *loop, struct epoll_state *st, uint64_t timeout_ns)
@@ -130,9 +179,15 @@ static int epoll_wait_events(evmux_loop *loop, uint64_t timeout_ns)
     int n = epoll_wait_ns(loop, st, timeout_ns);
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
+    bool rebuild = false;
     for (int i = 0; i < n; i++) {
         uint32_t got = st->events[i].events;
-        int fd = st->events[i].data.fd;
+        int fd = (int)(uint32_t)st->events[i].data.u64;
+        uint32_t generation = (uint32_t)(st->events[i].data.u64 >> 32);
+        if ((size_t)fd >= st->generation_len || generation != st->generation[fd]) {
+            rebuild = true; /* a ghost: an older file once known by this number */
+            continue;
+        }
         unsigned events = 0;
         if (got & (EPOLLERR | EPOLLHUP))
             events = EVMUX_READABLE | EVMUX_WRITABLE;
@@ -140,9 +195,16 @@ static int epoll_wait_events(evmux_loop *loop, uint64_t timeout_ns)
             events |= EVMUX_READABLE;
         if (got & EPOLLOUT)
             events |= EVMUX_WRITABLE;
-        if (!evmux__io_ready(loop, fd, events))
-            epoll_forget(loop, fd, 0); /* a registration that outlived its watcher */
+        if (!evmux__io_ready(loop, fd, events)) {
+            /* A registration that outlived its descriptor (dup, fork):
+             * if DEL cannot name it any more, only a new set drops it. */
+            struct epoll_event ev = {0};
+            if (epoll_ctl_counted(loop, EPOLL_CTL_DEL, fd, &ev) < 0)
+                rebuild = true;
+        }
     }
+    if (rebuild && epoll_after_fork(loop) == 0)
+        evmux__io_reinstall_all(loop);
     /* A full batch suggests more were ready: take more next time. */
     if (n == st->event_capacity && st->event_capacity < EPOLL_EVENTS_MAX) {
         int cap = st->event_capacity * 2;
@@ -153,13 +215,6 @@ static int epoll_wait_events(evmux_loop *loop, uint64_t timeout_ns)
         }
     }
     return 0;
-}
-
-static int epoll_after_fork(evmux_loop *loop)
-{
-    struct epoll_state *st = loop->backend_state;
-    close(st->epfd);
-    return epoll_open(st);
 }
 
 const struct evmux_backend evmux__backend_epoll = {
