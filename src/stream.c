@@ -1,8 +1,8 @@
 /* Buffered streams over connected sockets (TCP or Unix-domain).
  *
- * Reading: one recv() per readiness event into a buffer owned by the loop
- * and lent to the read callback, so an idle connection holds no read buffer
- * and a busy one allocates nothing.
+ * Reading: recv() into a buffer owned by the loop and lent to the read
+ * callback, so an idle connection holds no read buffer and a busy one
+ * allocates nothing.
  *
  * Writing: a write is tried at once when nothing is queued; whatever the
  * kernel does not take is copied into fixed-size chunks taken from a
@@ -31,6 +31,7 @@
 #define CHUNK_POOL_MAX 64  /* chunks kept for reuse per loop: 1 MiB */
 #define READ_BUF_BYTES (64 * 1024)
 #define SEND_IOV_MAX 64
+#define READS_PER_EVENT 4
 
 struct evmux_chunk {
     struct evmux_chunk *next;
@@ -493,7 +494,10 @@ int evmux_stream_shutdown(evmux_stream *s, evmux_shutdown_cb cb)
 
 /* ---- reading ---- */
 
-static void read_once(evmux_stream *s)
+/* A read that fills the whole buffer suggests more is waiting: take up to
+ * READS_PER_EVENT buffers per readiness event, which saves a wait per
+ * buffer on a fast sender without letting one stream starve the others. */
+static void read_ready(evmux_stream *s)
 {
     evmux_loop *loop = s->handle.loop;
     if (loop->read_buf == NULL && (loop->read_buf = malloc(READ_BUF_BYTES)) == NULL) {
@@ -502,19 +506,24 @@ static void read_once(evmux_stream *s)
         s->read_cb(s, -ENOMEM, NULL);
         return;
     }
-    ssize_t n = recv(s->io.fd, loop->read_buf, READ_BUF_BYTES, 0);
-    if (n > 0) {
-        s->read_cb(s, n, loop->read_buf);
+    for (int i = 0; i < READS_PER_EVENT; i++) {
+        ssize_t n = recv(s->io.fd, loop->read_buf, READ_BUF_BYTES, 0);
+        if (n > 0) {
+            s->read_cb(s, n, loop->read_buf);
+            if (n < READ_BUF_BYTES || !(s->state & ST_READING) || evmux__closing(&s->handle))
+                return;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        int status = n == 0 ? EVMUX_EOF : -errno;
+        if (n == 0)
+            s->state |= ST_EOF;
+        s->state &= ~ST_READING;
+        update_interest(s);
+        s->read_cb(s, status, NULL);
         return;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return;
-    int status = n == 0 ? EVMUX_EOF : -errno;
-    if (n == 0)
-        s->state |= ST_EOF;
-    s->state &= ~ST_READING;
-    update_interest(s);
-    s->read_cb(s, status, NULL);
 }
 
 int evmux_stream_read_start(evmux_stream *s, evmux_read_cb cb)
@@ -685,7 +694,7 @@ static void on_stream_io(evmux_io *io, unsigned events)
             return;
     }
     if ((events & EVMUX_READABLE) && (s->state & ST_READING))
-        read_once(s);
+        read_ready(s);
 }
 
 /* ---- life cycle ---- */
