@@ -122,6 +122,11 @@ void evmux__handle_make_internal(evmux_handle *h);
 /* Time */
 uint64_t evmux__clock_ns(void);
 
+/* Arrays indexed by descriptor number: returns `items` grown (doubling from
+ * 64) so that `index` exists, with new elements zeroed and *len updated, or
+ * NULL if out of memory (the array is then unchanged). */
+void *evmux__grow_zeroed(void *items, size_t *len, size_t index, size_t elem_size);
+
 /* Timers (timer.c) */
 void evmux__timers_run(evmux_loop *loop);
 /* Nanoseconds until the next timer is due, 0 if one is due, UINT64_MAX if none. */

@@ -27,18 +27,11 @@
 
 static int ensure_slot(evmux_loop *loop, int fd)
 {
-    size_t need = (size_t)fd + 1;
-    if (need <= loop->fds_len)
-        return 0;
-    size_t len = loop->fds_len ? loop->fds_len : 64;
-    while (len < need)
-        len *= 2;
-    struct evmux_fd_slot *fds = realloc(loop->fds, len * sizeof *fds);
+    struct evmux_fd_slot *fds =
+        evmux__grow_zeroed(loop->fds, &loop->fds_len, (size_t)fd, sizeof *loop->fds);
     if (fds == NULL)
         return -ENOMEM;
-    memset(fds + loop->fds_len, 0, (len - loop->fds_len) * sizeof *fds);
     loop->fds = fds;
-    loop->fds_len = len;
     return 0;
 }
 

@@ -25,6 +25,21 @@ uint64_t evmux__clock_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+void *evmux__grow_zeroed(void *items, size_t *len, size_t index, size_t elem_size)
+{
+    if (index < *len)
+        return items;
+    size_t new_len = *len ? *len : 64;
+    while (new_len <= index)
+        new_len *= 2;
+    char *grown = realloc(items, new_len * elem_size);
+    if (grown == NULL)
+        return NULL;
+    memset(grown + *len * elem_size, 0, (new_len - *len) * elem_size);
+    *len = new_len;
+    return grown;
+}
+
 /* In order of preference for "auto". */
 static const struct evmux_backend *const compiled_backends[] = {
 #ifdef EVMUX_HAVE_EPOLL

@@ -32,7 +32,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,18 +92,11 @@ static int epoll_ctl_counted(evmux_loop *loop, int op, int fd, struct epoll_even
 
 static int ensure_generation(struct epoll_state *st, int fd)
 {
-    size_t need = (size_t)fd + 1;
-    if (need <= st->generation_len)
-        return 0;
-    size_t len = st->generation_len ? st->generation_len : 64;
-    while (len < need)
-        len *= 2;
-    uint32_t *gen = realloc(st->generation, len * sizeof *gen);
+    uint32_t *gen = evmux__grow_zeroed(st->generation, &st->generation_len, (size_t)fd,
+                                       sizeof *st->generation);
     if (gen == NULL)
         return -ENOMEM;
-    memset(gen + st->generation_len, 0, (len - st->generation_len) * sizeof *gen);
     st->generation = gen;
-    st->generation_len = len;
     return 0;
 }
 

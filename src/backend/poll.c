@@ -24,7 +24,7 @@ struct poll_state {
     struct pollfd *fds;
     size_t count;
     size_t capacity;
-    int *index_of; /* descriptor -> index in fds, -1 if absent */
+    size_t *slot_of; /* descriptor -> 1 + its index in fds, 0 if absent */
     size_t index_len;
 };
 
@@ -41,7 +41,7 @@ static void poll_destroy(evmux_loop *loop)
 {
     struct poll_state *st = loop->backend_state;
     free(st->fds);
-    free(st->index_of);
+    free(st->slot_of);
     free(st);
     loop->backend_state = NULL;
 }
@@ -54,19 +54,11 @@ static short poll_mask(unsigned events)
 
 static int ensure_index(struct poll_state *st, int fd)
 {
-    size_t need = (size_t)fd + 1;
-    if (need <= st->index_len)
-        return 0;
-    size_t len = st->index_len ? st->index_len : 64;
-    while (len < need)
-        len *= 2;
-    int *index_of = realloc(st->index_of, len * sizeof *index_of);
-    if (index_of == NULL)
+    size_t *slot_of = evmux__grow_zeroed(st->slot_of, &st->index_len, (size_t)fd,
+                                         sizeof *st->slot_of);
+    if (slot_of == NULL)
         return -ENOMEM;
-    for (size_t i = st->index_len; i < len; i++)
-        index_of[i] = -1;
-    st->index_of = index_of;
-    st->index_len = len;
+    st->slot_of = slot_of;
     return 0;
 }
 
@@ -77,8 +69,10 @@ static int poll_change(evmux_loop *loop, int fd, unsigned old_events, unsigned n
     int rc = ensure_index(st, fd);
     if (rc < 0)
         return rc;
-    int i = st->index_of[fd];
-    if (i < 0) {
+    size_t i;
+    if (st->slot_of[fd] != 0) {
+        i = st->slot_of[fd] - 1;
+    } else {
         if (st->count == st->capacity) {
             size_t cap = st->capacity ? st->capacity * 2 : 64;
             struct pollfd *fds = realloc(st->fds, cap * sizeof *fds);
@@ -87,10 +81,10 @@ static int poll_change(evmux_loop *loop, int fd, unsigned old_events, unsigned n
             st->fds = fds;
             st->capacity = cap;
         }
-        i = (int)st->count++;
+        i = st->count++;
         st->fds[i].fd = fd;
         st->fds[i].revents = 0;
-        st->index_of[fd] = i;
+        st->slot_of[fd] = i + 1;
     }
     st->fds[i].events = poll_mask(new_events);
     return 0;
@@ -100,15 +94,15 @@ static void poll_forget(evmux_loop *loop, int fd, unsigned old_events)
 {
     (void)old_events;
     struct poll_state *st = loop->backend_state;
-    if (fd < 0 || (size_t)fd >= st->index_len || st->index_of[fd] < 0)
+    if (fd < 0 || (size_t)fd >= st->index_len || st->slot_of[fd] == 0)
         return;
-    size_t i = (size_t)st->index_of[fd];
+    size_t i = st->slot_of[fd] - 1;
     size_t last = --st->count;
     if (i != last) {
         st->fds[i] = st->fds[last];
-        st->index_of[st->fds[i].fd] = (int)i;
+        st->slot_of[st->fds[i].fd] = i + 1;
     }
-    st->index_of[fd] = -1;
+    st->slot_of[fd] = 0;
 }
 
 static int poll_wait(evmux_loop *loop, uint64_t timeout_ns)
