@@ -132,10 +132,10 @@ int evmux_io_stop(evmux_io *io)
 
 void evmux__io_stop_now(evmux_io *io)
 {
-    bool was_active = (io->handle.flags & EVMUX_FLAG_ACTIVE) != 0;
     evmux_io_stop(io);
+    /* Also a removal deferred by an earlier stop (a paused stream). */
     evmux_loop *loop = io->handle.loop;
-    if (was_active && (size_t)io->fd < loop->fds_len) {
+    if (io->fd >= 0 && (size_t)io->fd < loop->fds_len) {
         struct evmux_fd_slot *slot = &loop->fds[io->fd];
         if (slot->watcher == NULL)
             forget_now(loop, slot, io->fd);
