@@ -31,6 +31,14 @@ static void log_add(struct evlog *log, char what, int id, int status)
     log->n++;
 }
 
+/* A stream whose callbacks record into a fresh log. */
+static void logged_stream(evmux_loop *loop, struct evlog *log, evmux_stream *s)
+{
+    memset(log, 0, sizeof *log);
+    s->handle.data = log;
+    CHECK_OK(evmux_stream_init(loop, s));
+}
+
 static int log_count(const struct evlog *log, char what, int id)
 {
     int c = 0;
@@ -224,10 +232,8 @@ static void test_close_with_pending_writes(void)
     int sv[2];
     unit_socketpair(sv);
     struct evlog log;
-    memset(&log, 0, sizeof log);
     evmux_stream s;
-    s.handle.data = &log;
-    CHECK_OK(evmux_stream_init(loop, &s));
+    logged_stream(loop, &log, &s);
     CHECK_OK(evmux_stream_open(&s, sv[0]));
 
     static char mb[1 << 20];
@@ -494,10 +500,8 @@ static void test_connect_refused(void)
 {
     evmux_loop *loop = unit_loop_new();
     struct evlog log;
-    memset(&log, 0, sizeof log);
     evmux_stream s;
-    s.handle.data = &log;
-    CHECK_OK(evmux_stream_init(loop, &s));
+    logged_stream(loop, &log, &s);
     struct sockaddr_storage ss;
     socklen_t len = su_ip("127.0.0.1", su_unused_port(), &ss);
     struct lconn c;
@@ -553,10 +557,8 @@ static void test_connect_unix_missing(void)
     su_path(stale, sizeof stale, dir, "stale.sock");
 
     struct evlog log;
-    memset(&log, 0, sizeof log);
     evmux_stream s;
-    s.handle.data = &log;
-    CHECK_OK(evmux_stream_init(loop, &s));
+    logged_stream(loop, &log, &s);
     struct sockaddr_storage ss;
     socklen_t len = su_unix(path, &ss);
     struct lconn c;
@@ -618,10 +620,8 @@ static void test_connect_timeout(void)
     int lfd = full_backlog_listener(&bound, &blen, &filler);
 
     struct evlog log;
-    memset(&log, 0, sizeof log);
     evmux_stream s;
-    s.handle.data = &log;
-    CHECK_OK(evmux_stream_init(loop, &s));
+    logged_stream(loop, &log, &s);
     struct lconn c;
     evmux_update_time(loop);
     uint64_t t0 = unit_mono_ns();
@@ -659,10 +659,8 @@ static void test_connect_closed_while_connecting(void)
     /* Closed from the loop while the SYN goes unanswered, with a write and
      * a shutdown waiting for the connection. */
     struct evlog log;
-    memset(&log, 0, sizeof log);
     evmux_stream s;
-    s.handle.data = &log;
-    CHECK_OK(evmux_stream_init(loop, &s));
+    logged_stream(loop, &log, &s);
     struct lconn c;
     CHECK_OK(lconnect(&log, &c, &s, &bound, blen, 0));
     int fd = evmux_stream_fd(&s);
@@ -772,10 +770,8 @@ static void test_writes_while_connecting(void)
     socklen_t blen = su_listener_addr(&a.l, &bound);
 
     struct evlog log;
-    memset(&log, 0, sizeof log);
     evmux_stream s;
-    s.handle.data = &log;
-    CHECK_OK(evmux_stream_init(loop, &s));
+    logged_stream(loop, &log, &s);
     struct lconn c;
     memset(&c, 0, sizeof c);
     c.req.data = &c;
@@ -833,10 +829,8 @@ static void test_writes_while_connecting_refused(void)
 {
     evmux_loop *loop = unit_loop_new();
     struct evlog log;
-    memset(&log, 0, sizeof log);
     evmux_stream s;
-    s.handle.data = &log;
-    CHECK_OK(evmux_stream_init(loop, &s));
+    logged_stream(loop, &log, &s);
     struct sockaddr_storage ss;
     socklen_t len = su_ip("127.0.0.1", su_unused_port(), &ss);
     struct lconn c;
