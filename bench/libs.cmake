@@ -1,8 +1,8 @@
-# Finds the libraries evmux is compared with, for bench/core and
-# bench/timers (both include this file). For each of libev, libevent and
-# libuv it sets EVMUX_BENCH_<LIB>_FOUND and, when found, an imported target
-# EvmuxBench::<lib> in the including directory. A missing library only
-# skips its programs.
+# Finds the libraries evmux is compared with, once for all of bench/
+# (bench/CMakeLists.txt includes this file before its subdirectories). For
+# each of libev, libevent, libuv and liburing it sets
+# EVMUX_BENCH_<LIB>_FOUND and, when found, an imported target
+# EvmuxBench::<lib>. A missing library only skips its programs.
 #
 # Debian's libev ships no pkg-config file, hence the fallback to ev.h and
 # libev.so. Debian's libev also exports libevent's symbols: a program must
@@ -12,6 +12,7 @@ if(PKG_CONFIG_FOUND)
   pkg_check_modules(EVMUX_BENCH_PC_LIBEV QUIET IMPORTED_TARGET libev)
   pkg_check_modules(EVMUX_BENCH_PC_LIBEVENT QUIET IMPORTED_TARGET libevent_core)
   pkg_check_modules(EVMUX_BENCH_PC_LIBUV QUIET IMPORTED_TARGET libuv)
+  pkg_check_modules(EVMUX_BENCH_PC_LIBURING QUIET IMPORTED_TARGET liburing)
 endif()
 
 # libev
@@ -54,4 +55,14 @@ if(EVMUX_BENCH_PC_LIBUV_FOUND)
     target_link_libraries(EvmuxBench::libuv INTERFACE PkgConfig::EVMUX_BENCH_PC_LIBUV)
   endif()
   set(EVMUX_BENCH_LIBUV_FOUND TRUE)
+endif()
+
+# liburing
+set(EVMUX_BENCH_LIBURING_FOUND FALSE)
+if(EVMUX_BENCH_PC_LIBURING_FOUND)
+  if(NOT TARGET EvmuxBench::liburing)
+    add_library(EvmuxBench::liburing INTERFACE IMPORTED)
+    target_link_libraries(EvmuxBench::liburing INTERFACE PkgConfig::EVMUX_BENCH_PC_LIBURING)
+  endif()
+  set(EVMUX_BENCH_LIBURING_FOUND TRUE)
 endif()
