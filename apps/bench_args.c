@@ -39,7 +39,7 @@ static void usage(FILE *out)
           "  --duration S      seconds measured, decimals allowed (default 5)\n"
           "  --warmup S        seconds of traffic before measuring (default 1)\n"
           "  --server-pid PID  also report the server's CPU time per message\n"
-          "  --backend NAME    auto, select, poll or epoll (default auto: EVMUX_BACKEND,\n"
+          "  --backend NAME    auto, select, poll, epoll, uring (default auto: EVMUX_BACKEND,\n"
           "                    else the best available)\n"
           "  --csv             print a header line and one line of values\n"
           "  --json            print one JSON object\n"
@@ -181,8 +181,9 @@ static int apply_value(enum flag f, const char *value, struct bench_options *opt
         return -1;
     case F_BACKEND:
         if (strcmp(value, "auto") && strcmp(value, "select") && strcmp(value, "poll") &&
+            strcmp(value, "uring") &&
             strcmp(value, "epoll"))
-            return bad_usage("--backend must be auto, select, poll or epoll, not '%s'", value);
+            return bad_usage("--backend must be auto, select, poll, epoll or uring, not '%s'", value);
         opt->backend = value;
         return -1;
     default:

@@ -267,7 +267,7 @@ static void usage(FILE *out)
           "  --host ADDR      IPv4 or IPv6 address to listen on (default 127.0.0.1)\n"
           "  --port N         TCP port, 0 picks a free one (default 8081)\n"
           "  --unix PATH      listen on a Unix-domain socket instead of TCP\n"
-          "  --backend NAME   auto, select, poll or epoll (default auto: EVMUX_BACKEND,\n"
+          "  --backend NAME   auto, select, poll, epoll, uring (default auto: EVMUX_BACKEND,\n"
           "                   else the best available)\n"
           "  --max-conns N    serve at most N clients at once; later ones are closed at once\n"
           "  --help           show this help\n"
@@ -340,8 +340,10 @@ static int parse_args(int argc, char **argv, struct options *opt)
             break;
         case BACKEND:
             if (strcmp(value, "auto") && strcmp(value, "select") && strcmp(value, "poll") &&
+                strcmp(value, "uring") &&
                 strcmp(value, "epoll"))
-                return bad_usage("--backend must be auto, select, poll or epoll, not '%s'", value);
+                return bad_usage("--backend must be auto, select, poll, epoll or uring, not '%s'",
+                                 value);
             opt->backend = value;
             break;
         case MAX_CONNS:

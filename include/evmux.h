@@ -329,6 +329,10 @@ struct evmux_stream {
     uint64_t sent;     /* bytes handed to the kernel so far */
     evmux_write_req *req_head, *req_tail;
     evmux_stream *next_deferred;
+    /* completion-based backends only */
+    evmux_stream *native_prev, *native_next; /* the loop's streams, for fork */
+    struct evmux_chunk *stash; /* bytes received while not reading */
+    int read_end;              /* EOF or error received after the stash, not yet reported */
     int error;
     unsigned state;
 };

@@ -81,6 +81,9 @@ struct evmux_loop {
     size_t chunk_pool_len;
     char *read_buf; /* lent to read callbacks */
 
+    evmux_stream *native_streams; /* streams using the backend's stream_ops */
+    size_t parked_streams; /* closed, waiting for their kernel requests to end */
+
     size_t open_handles;   /* initialised, close callback not yet run */
     size_t active_refs;    /* active and referenced */
     bool stop_requested;
@@ -150,13 +153,29 @@ void evmux__io_stop_now(evmux_io *io);
 /* -ERANGE if the backend cannot watch this descriptor number at all. */
 int evmux__io_check_fd(const evmux_loop *loop, int fd);
 
+/* Closing (loop.c): queues a closing handle for its close callback. */
+void evmux__closing_push(evmux_handle *h);
+
 /* Streams and listeners (stream.c, listen.c) */
 void evmux__stream_close_begin(evmux_stream *s);
+/* True if the stream still has requests in the kernel: its close waits
+ * (parked) until they end. */
+bool evmux__stream_park(evmux_stream *s);
 void evmux__stream_close_finish(evmux_stream *s);
 void evmux__streams_run_deferred(evmux_loop *loop);
 void evmux__streams_free(evmux_loop *loop);
 /* Gives an initialised stream its connected, non-blocking socket. */
 int evmux__stream_attach(evmux_stream *s, int fd);
+/* Results of a completion-based backend's stream requests (see
+ * struct evmux_stream_ops). recv_done: res bytes arrived in buf, lent for
+ * the call. recv_ended: the recv is over: 0 at the end of the stream,
+ * -EAGAIN or -ENOBUFS if the backend ended it (ask again), -ECANCELED if
+ * cancelled, else an error. send_done: bytes sent or a negative errno. */
+void evmux__stream_recv_done(evmux_stream *s, int res, char *buf);
+void evmux__stream_recv_ended(evmux_stream *s, int status);
+void evmux__stream_send_done(evmux_stream *s, int res);
+/* The backend's requests died with the parent's ring: submit anew. */
+void evmux__streams_after_fork(evmux_loop *loop);
 void evmux__listener_close_begin(evmux_listener *l);
 void evmux__listener_close_finish(evmux_listener *l);
 

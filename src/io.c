@@ -54,6 +54,15 @@ int evmux_io_fd(const evmux_io *io)
     return io->fd;
 }
 
+static void forget_now(evmux_loop *loop, struct evmux_fd_slot *slot, int fd)
+{
+    if (slot->kernel_events == 0)
+        return;
+    loop->stats.interest_changes++;
+    loop->backend->forget(loop, fd, slot->kernel_events);
+    slot->kernel_events = 0;
+}
+
 int evmux_io_start(evmux_io *io, unsigned events)
 {
     if (io == NULL || (events & ~EVMUX_IO_EVENTS) != 0 || evmux_is_closing(&io->handle))
@@ -69,8 +78,12 @@ int evmux_io_start(evmux_io *io, unsigned events)
     if (slot->watcher != NULL && slot->watcher != io)
         return -EEXIST;
 
-    bool fresh = (io->handle.flags & EVMUX_FLAG_IO_FRESH) != 0;
-    if (slot->kernel_events != events || (fresh && slot->kernel_events != 0)) {
+    /* A new watcher's number may name a new file while the old file's
+     * registration still waits for removal: drop that one first, so the
+     * backend registers this file rather than amending the old one. */
+    if ((io->handle.flags & EVMUX_FLAG_IO_FRESH) && slot->watcher == NULL)
+        forget_now(loop, slot, io->fd);
+    if (slot->kernel_events != events) {
         loop->stats.interest_changes++;
         rc = loop->backend->change(loop, io->fd, slot->kernel_events, events);
         if (rc < 0)
@@ -85,14 +98,6 @@ int evmux_io_start(evmux_io *io, unsigned events)
     return 0;
 }
 
-static void forget_now(evmux_loop *loop, struct evmux_fd_slot *slot, int fd)
-{
-    if (slot->kernel_events == 0)
-        return;
-    loop->stats.interest_changes++;
-    loop->backend->forget(loop, fd, slot->kernel_events);
-    slot->kernel_events = 0;
-}
 
 static void mark_dirty(evmux_loop *loop, struct evmux_fd_slot *slot, int fd)
 {

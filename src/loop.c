@@ -42,6 +42,9 @@ void *evmux__grow_zeroed(void *items, size_t *len, size_t index, size_t elem_siz
 
 /* In order of preference for "auto". */
 static const struct evmux_backend *const compiled_backends[] = {
+#ifdef EVMUX_HAVE_URING
+    &evmux__backend_uring,
+#endif
 #ifdef EVMUX_HAVE_EPOLL
     &evmux__backend_epoll,
 #endif
@@ -61,6 +64,9 @@ static const char *const known_backend_names[] = {
 const char *evmux_backends_available(void)
 {
     return ""
+#ifdef EVMUX_HAVE_URING
+           "uring,"
+#endif
 #ifdef EVMUX_HAVE_EPOLL
            "epoll,"
 #endif
@@ -135,6 +141,7 @@ int evmux_loop_free(evmux_loop *loop)
         return -EINVAL;
     if (loop->open_handles > 0 || loop->running)
         return -EBUSY;
+    evmux__io_flush(loop); /* a backend with requests in flight ends them */
     loop->backend->destroy(loop);
     evmux__streams_free(loop);
     evmux__io_free(loop);
@@ -171,7 +178,8 @@ void evmux_update_time(evmux_loop *loop)
 
 int evmux_loop_alive(const evmux_loop *loop)
 {
-    return loop->active_refs > 0 || loop->closing_head != NULL || loop->deferred_head != NULL;
+    return loop->active_refs > 0 || loop->closing_head != NULL || loop->deferred_head != NULL ||
+           loop->parked_streams > 0;
 }
 
 void evmux_stop(evmux_loop *loop)
@@ -250,8 +258,9 @@ int evmux_is_closing(const evmux_handle *h)
 
 int evmux_is_active(const evmux_handle *h)
 {
-    if (h->type == EVMUX_HANDLE_STREAM)
-        return evmux_is_active(&((const evmux_stream *)h)->io.handle);
+    if (h->type == EVMUX_HANDLE_STREAM) /* its own flag: requests in a completion backend */
+        return (h->flags & EVMUX_FLAG_ACTIVE) ||
+               evmux_is_active(&((const evmux_stream *)h)->io.handle);
     if (h->type == EVMUX_HANDLE_LISTENER)
         return evmux_is_active(&((const evmux_listener *)h)->io.handle) ||
                evmux_is_active(&((const evmux_listener *)h)->retry.handle);
@@ -282,14 +291,19 @@ int evmux_close(evmux_handle *h, evmux_close_cb close_cb)
     }
     h->flags |= EVMUX_FLAG_CLOSING;
     h->close_cb = close_cb;
-    h->next_closing = NULL;
+    evmux__closing_push(h);
+    return 0;
+}
+
+void evmux__closing_push(evmux_handle *h)
+{
     evmux_loop *loop = h->loop;
+    h->next_closing = NULL;
     if (loop->closing_tail != NULL)
         loop->closing_tail->next_closing = h;
     else
         loop->closing_head = h;
     loop->closing_tail = h;
-    return 0;
 }
 
 /* Close callbacks queued by other close callbacks run in the same pass. */
@@ -301,6 +315,8 @@ static void run_closing(evmux_loop *loop)
         if (loop->closing_head == NULL)
             loop->closing_tail = NULL;
         h->next_closing = NULL;
+        if (h->type == EVMUX_HANDLE_STREAM && evmux__stream_park((evmux_stream *)h))
+            continue; /* queued again when the kernel lets go of it */
         if (h->type == EVMUX_HANDLE_STREAM)
             evmux__stream_close_finish((evmux_stream *)h); /* -ECANCELED requests */
         else if (h->type == EVMUX_HANDLE_LISTENER)
@@ -317,7 +333,7 @@ static void run_closing(evmux_loop *loop)
 static uint64_t wait_timeout_ns(const evmux_loop *loop, evmux_run_mode mode)
 {
     if (mode == EVMUX_RUN_NOWAIT || loop->stop_requested || loop->closing_head != NULL ||
-        loop->deferred_head != NULL || loop->active_refs == 0)
+        loop->deferred_head != NULL || (loop->active_refs == 0 && loop->parked_streams == 0))
         return 0;
     return evmux__timers_next_ns(loop);
 }
@@ -340,6 +356,8 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
         loop->stats.backend_waits++;
         evmux_update_time(loop);
         evmux__io_run_pending(loop);
+        if (loop->backend->stream_ops != NULL)
+            loop->backend->stream_ops->run_completions(loop);
         evmux__streams_run_deferred(loop);
         if (mode == EVMUX_RUN_ONCE)
             evmux__timers_run(loop); /* the timer that ended the wait */

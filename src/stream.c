@@ -12,9 +12,15 @@
  * offset. Requests that complete inside evmux_stream_write are reported
  * from the loop's deferred phase, never from inside the call.
  *
- * The chunk and offset design also fits a completion-based backend: the
- * queued bytes belong to the library and stay put until the kernel is done
- * with them. */
+ * On a completion-based backend (io_uring) the backend's stream_ops do the
+ * I/O: the loop keeps one recv in the kernel while the stream reads, with
+ * buffers the backend owns, and one send of the head chunk while bytes are
+ * queued. Nothing is tried at once there (that would be a system call per
+ * write); the chunk and offset design fits as it is, since queued bytes
+ * belong to the library and stay put until the kernel is done with them.
+ * Bytes that arrive after read_stop, before the kernel has heard of the
+ * cancel, are stashed and given to the next read callback, in order; a
+ * closed stream's close callback waits until its requests have ended. */
 #include "evmux_internal.h"
 
 #include <errno.h>
@@ -32,6 +38,7 @@
 #define READ_BUF_BYTES (64 * 1024)
 #define SEND_IOV_MAX 64
 #define READS_PER_EVENT 4
+#define NATIVE_SEND_CHUNKS 8 /* chunks per send on a completion backend: 128 KiB */
 
 struct evmux_chunk {
     struct evmux_chunk *next;
@@ -49,8 +56,23 @@ enum stream_state {
     ST_SHUT_REPORT = 1u << 6,  /* shutdown callback owed */
     ST_OVER_HIGH = 1u << 7,
     ST_DEFERRED = 1u << 8,     /* on the loop's deferred list */
-    ST_CONNECT_FAILED = 1u << 9 /* connect failed at once; reported deferred */
+    ST_CONNECT_FAILED = 1u << 9, /* connect failed at once; reported deferred */
+    /* completion-based backends */
+    ST_NATIVE = 1u << 10,        /* I/O through stream_ops; on loop->native_streams */
+    ST_RECV_ARMED = 1u << 11,    /* a recv is in the kernel */
+    ST_RECV_CANCELLED = 1u << 12, /* ...and we asked it to end */
+    ST_SEND_BUSY = 1u << 13,     /* a send of the head chunk is in the kernel */
+    ST_SEND_DISCARD = 1u << 14,  /* ...of a chunk already dropped from the queue */
+    ST_PARKED = 1u << 15,        /* closed; close callback waits for the kernel */
+    ST_SEND_FULL = 1u << 16      /* the last send found no room: wait for some first */
 };
+
+#define ST_KERNEL_BUSY (ST_RECV_ARMED | ST_SEND_BUSY)
+
+static const struct evmux_stream_ops *native_ops(const evmux_stream *s)
+{
+    return s->handle.loop->backend->stream_ops;
+}
 
 /* ---- chunk pool ---- */
 
@@ -93,23 +115,42 @@ void evmux__streams_free(evmux_loop *loop)
     loop->read_buf = NULL;
 }
 
+/* Drops every queued byte. A chunk the kernel is still sending from stays
+ * at the head, marked, until its send completes. */
 static void drop_queue(evmux_stream *s)
 {
     evmux_loop *loop = s->handle.loop;
+    struct evmux_chunk *keep = NULL;
+    if ((s->state & ST_SEND_BUSY) && s->out_head != NULL) {
+        keep = s->out_head;
+        s->out_head = keep->next;
+        keep->next = NULL;
+        s->state |= ST_SEND_DISCARD;
+    }
     while (s->out_head != NULL) {
         struct evmux_chunk *c = s->out_head;
         s->out_head = c->next;
         chunk_put(loop, c);
     }
-    s->out_tail = NULL;
+    s->out_head = s->out_tail = keep;
     s->queued = 0;
+}
+
+static void drop_stash(evmux_stream *s)
+{
+    while (s->stash != NULL) {
+        struct evmux_chunk *c = s->stash;
+        s->stash = c->next;
+        chunk_put(s->handle.loop, c);
+    }
 }
 
 static int queue_bytes(evmux_stream *s, const char *p, size_t n)
 {
     while (n > 0) {
         struct evmux_chunk *c = s->out_tail;
-        if (c == NULL || c->end == CHUNK_BYTES) {
+        if (c == NULL || c->end == CHUNK_BYTES ||
+            ((s->state & ST_SEND_DISCARD) && c == s->out_head)) {
             c = chunk_get(s->handle.loop);
             if (c == NULL)
                 return -ENOMEM;
@@ -209,6 +250,7 @@ static void report_shutdown(evmux_stream *s, int status)
 
 static void report_connect(evmux_stream *s, int status);
 static void fail_writes(evmux_stream *s, int err);
+static void deliver_stash(evmux_stream *s);
 
 void evmux__streams_run_deferred(evmux_loop *loop)
 {
@@ -230,6 +272,9 @@ void evmux__streams_run_deferred(evmux_loop *loop)
                 fail_writes(s, s->error);
             if ((s->state & ST_SHUT_REPORT) && !evmux_is_closing(&s->handle) && s->req_head == NULL)
                 report_shutdown(s, s->error);
+            if ((s->state & ST_READING) && (s->stash != NULL || s->read_end != 0) &&
+                !evmux_is_closing(&s->handle))
+                deliver_stash(s);
         }
         s = next;
     }
@@ -237,10 +282,57 @@ void evmux__streams_run_deferred(evmux_loop *loop)
 
 /* ---- interest ---- */
 
+static void set_native_active(evmux_stream *s, bool active)
+{
+    if (active)
+        evmux__handle_activate(&s->handle);
+    else
+        evmux__handle_deactivate(&s->handle);
+}
+
+/* The completion-based counterpart of the io watcher's interest: a recv in
+ * the kernel while reading (and nothing stashed is owed first), a send
+ * while bytes are queued. */
+static int native_sync(evmux_stream *s)
+{
+    evmux_loop *loop = s->handle.loop;
+    const struct evmux_stream_ops *ops = native_ops(s);
+    int rc = 0;
+    if (s->io.events != 0)
+        evmux_io_stop(&s->io); /* it served the connect */
+    bool want_recv = (s->state & ST_READING) && s->stash == NULL && s->read_end == 0;
+    if (want_recv && !(s->state & ST_RECV_ARMED)) {
+        rc = ops->recv(loop, s, s->io.fd);
+        if (rc == 0)
+            s->state |= ST_RECV_ARMED;
+    } else if (!want_recv && (s->state & ST_RECV_ARMED) && !(s->state & ST_RECV_CANCELLED)) {
+        ops->cancel_recv(loop, s);
+        s->state |= ST_RECV_CANCELLED;
+    }
+    if (s->queued > 0 && !(s->state & ST_SEND_BUSY)) {
+        struct iovec iov[NATIVE_SEND_CHUNKS];
+        int n = 0;
+        for (struct evmux_chunk *c = s->out_head; c != NULL && n < NATIVE_SEND_CHUNKS; c = c->next) {
+            iov[n].iov_base = c->data + c->start;
+            iov[n].iov_len = c->end - c->start;
+            n++;
+        }
+        int send_rc = ops->send(loop, s, s->io.fd, iov, n, (s->state & ST_SEND_FULL) != 0);
+        if (send_rc == 0)
+            s->state = (s->state & ~ST_SEND_FULL) | ST_SEND_BUSY;
+        else if (rc == 0)
+            rc = send_rc;
+    }
+    set_native_active(s, (s->state & ST_READING) || s->queued > 0);
+    return rc;
+}
+
 static int update_interest(evmux_stream *s)
 {
     if (!(s->state & (ST_OPEN | ST_CONNECTING)) || evmux_is_closing(&s->handle))
         return 0;
+    if ((s->state & (ST_NATIVE | ST_OPEN)) == (ST_NATIVE | ST_OPEN))
+        return native_sync(s);
     unsigned want;
     if (s->state & ST_CONNECTING)
         want = EVMUX_WRITABLE;
@@ -307,6 +399,8 @@ static ssize_t send_iov(int fd, struct iovec *iov, size_t n)
     return w;
 }
 
+static void after_send(evmux_stream *s);
+
 /* Sends what is queued until the kernel stops taking it. */
 static void flush_queue(evmux_stream *s)
 {
@@ -330,7 +424,13 @@ static void flush_queue(evmux_stream *s)
         if ((size_t)w < total)
             break;
     }
+    after_send(s);
+}
 
+/* Bytes went out: report finished writes, then a shutdown the empty queue
+ * allows, then the drain, and ask for what comes next. */
+static void after_send(evmux_stream *s)
+{
     report_sent_writes(s);
     if (evmux_is_closing(&s->handle))
         return;
@@ -372,7 +472,7 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
 
     /* Send at once what the kernel takes, if nothing is ahead of us. */
     size_t done = 0;
-    if (s->queued == 0 && (s->state & ST_OPEN) && total > 0) {
+    if (s->queued == 0 && (s->state & ST_OPEN) && total > 0 && !(s->state & ST_NATIVE)) {
         size_t first = 0;
         while (first < nbufs) {
             struct iovec iov[SEND_IOV_MAX];
@@ -526,6 +626,189 @@ static void read_ready(evmux_stream *s)
     }
 }
 
+/* ---- reading on a completion-based backend ---- */
+
+static int stash_bytes(evmux_stream *s, const char *p, size_t n)
+{
+    struct evmux_chunk *tail = s->stash;
+    while (tail != NULL && tail->next != NULL)
+        tail = tail->next;
+    while (n > 0) {
+        if (tail == NULL || tail->end == CHUNK_BYTES) {
+            struct evmux_chunk *c = chunk_get(s->handle.loop);
+            if (c == NULL)
+                return -ENOMEM;
+            if (tail != NULL)
+                tail->next = c;
+            else
+                s->stash = c;
+            tail = c;
+        }
+        size_t k = CHUNK_BYTES - tail->end < n ? CHUNK_BYTES - tail->end : n;
+        memcpy(tail->data + tail->end, p, k);
+        tail->end += k;
+        p += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* Reading ends: EVMUX_EOF or an error, reported once. */
+static void report_read_end(evmux_stream *s, int status)
+{
+    if (status == EVMUX_EOF)
+        s->state |= ST_EOF;
+    s->state &= ~ST_READING;
+    update_interest(s);
+    s->read_cb(s, status, NULL);
+}
+
+/* Gives a reader what arrived while it was not reading, then how the
+ * stream ended if it did, then lets the kernel receive again. */
+static void deliver_stash(evmux_stream *s)
+{
+    while (s->stash != NULL && (s->state & ST_READING) && !evmux__closing(&s->handle)) {
+        struct evmux_chunk *c = s->stash;
+        s->stash = c->next;
+        s->read_cb(s, (ssize_t)(c->end - c->start), c->data + c->start);
+        chunk_put(s->handle.loop, c);
+    }
+    if (s->stash == NULL && s->read_end != 0 && (s->state & ST_READING) &&
+        !evmux__closing(&s->handle)) {
+        int status = s->read_end;
+        s->read_end = 0;
+        report_read_end(s, status);
+        return;
+    }
+    update_interest(s);
+}
+
+/* A closed stream waits for the kernel; when its last request has ended,
+ * its close goes on. */
+static void settle(evmux_stream *s)
+{
+    if ((s->state & ST_PARKED) && !(s->state & ST_KERNEL_BUSY)) {
+        s->state &= ~ST_PARKED;
+        s->handle.loop->parked_streams--;
+        evmux__closing_push(&s->handle);
+    }
+}
+
+bool evmux__stream_park(evmux_stream *s)
+{
+    if (!(s->state & ST_KERNEL_BUSY))
+        return false;
+    s->state |= ST_PARKED;
+    s->handle.loop->parked_streams++;
+    return true;
+}
+
+void evmux__stream_recv_done(evmux_stream *s, int res, char *buf)
+{
+    if (res <= 0 || evmux__closing(&s->handle))
+        return;
+    if ((s->state & ST_READING) && s->stash == NULL) {
+        s->read_cb(s, res, buf);
+        return;
+    }
+    /* Not reading (the cancel is on its way) or older bytes wait first. */
+    if (stash_bytes(s, buf, (size_t)res) < 0 && s->read_end == 0)
+        s->read_end = -ENOMEM; /* cannot keep the order: end reading with it */
+    if (s->state & ST_READING)
+        defer(s);
+}
+
+void evmux__stream_recv_ended(evmux_stream *s, int status)
+{
+    s->state &= ~(ST_RECV_ARMED | ST_RECV_CANCELLED);
+    if (evmux__closing(&s->handle)) {
+        settle(s);
+        return;
+    }
+    if (status == -EAGAIN || status == -ENOBUFS || status == -ECANCELED) {
+        update_interest(s); /* again, if still reading */
+        return;
+    }
+    int end = status == 0 ? EVMUX_EOF : status;
+    /* A reset socket cannot send either: refuse writes now, as a
+     * readiness backend's immediate send would. */
+    if (status < 0 && s->error == 0)
+        s->error = status;
+    if ((s->state & ST_READING) && s->stash == NULL && s->read_end == 0) {
+        report_read_end(s, end);
+        return;
+    }
+    if (s->read_end == 0)
+        s->read_end = end;
+    if (s->state & ST_READING)
+        defer(s);
+}
+
+void evmux__stream_send_done(evmux_stream *s, int res)
+{
+    s->state &= ~ST_SEND_BUSY;
+    if (s->state & ST_SEND_DISCARD) {
+        struct evmux_chunk *c = s->out_head;
+        s->out_head = c->next;
+        if (s->out_head == NULL)
+            s->out_tail = NULL;
+        chunk_put(s->handle.loop, c);
+        s->state &= ~ST_SEND_DISCARD;
+        if (evmux__closing(&s->handle))
+            settle(s);
+        else
+            update_interest(s);
+        return;
+    }
+    if (evmux__closing(&s->handle)) {
+        settle(s);
+        return;
+    }
+    if (res == -EAGAIN || res == -EWOULDBLOCK) {
+        /* The socket is non-blocking and the kernel tried it from a
+         * context that would not wait: send again once there is room. */
+        s->state |= ST_SEND_FULL;
+        update_interest(s);
+        return;
+    }
+    if (res <= 0) {
+        fail_writes(s, res < 0 ? res : -EPIPE);
+        return;
+    }
+    consume_queue(s, (size_t)res);
+    after_send(s);
+}
+
+void evmux__streams_after_fork(evmux_loop *loop)
+{
+    evmux_stream *s = loop->native_streams;
+    while (s != NULL) {
+        evmux_stream *next = s->native_next;
+        s->state &= ~(ST_RECV_ARMED | ST_RECV_CANCELLED | ST_SEND_BUSY);
+        if (s->state & ST_SEND_DISCARD)
+            evmux__stream_send_done(s, -ECANCELED); /* frees the orphaned chunk */
+        else if (s->state & ST_PARKED)
+            settle(s);
+        else
+            update_interest(s);
+        s = next;
+    }
+}
+
+static void native_list_remove(evmux_stream *s)
+{
+    if (!(s->state & ST_NATIVE))
+        return;
+    if (s->native_prev != NULL)
+        s->native_prev->native_next = s->native_next;
+    else
+        s->handle.loop->native_streams = s->native_next;
+    if (s->native_next != NULL)
+        s->native_next->native_prev = s->native_prev;
+    s->native_prev = s->native_next = NULL;
+    s->state &= ~ST_NATIVE;
+}
+
 int evmux_stream_read_start(evmux_stream *s, evmux_read_cb cb)
 {
     if (s == NULL || cb == NULL || evmux_is_closing(&s->handle))
@@ -536,6 +819,8 @@ int evmux_stream_read_start(evmux_stream *s, evmux_read_cb cb)
         return EVMUX_EOF;
     s->read_cb = cb;
     s->state |= ST_READING;
+    if (s->stash != NULL || s->read_end != 0)
+        defer(s); /* given from the loop, never inside this call */
     int rc = update_interest(s);
     if (rc < 0)
         s->state &= ~ST_READING;
@@ -556,6 +841,13 @@ static void detach_socket(evmux_stream *s)
 {
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return;
+    if (s->state & ST_RECV_ARMED && !(s->state & ST_RECV_CANCELLED)) {
+        native_ops(s)->cancel_recv(s->handle.loop, s);
+        s->state |= ST_RECV_CANCELLED;
+    }
+    if (s->state & ST_SEND_BUSY)
+        native_ops(s)->cancel_send(s->handle.loop, s);
+    set_native_active(s, false);
     evmux__io_stop_now(&s->io); /* while the descriptor still names the socket */
     close(s->io.fd);
     s->io.fd = -1;
@@ -604,6 +896,15 @@ int evmux__stream_attach(evmux_stream *s, int fd)
     s->io.handle.data = s;
     s->state = (s->state & ~(ST_EOF | ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT)) | ST_OPEN;
     s->error = 0;
+    s->read_end = 0;
+    if (loop->backend->stream_ops != NULL && !(s->state & ST_NATIVE)) {
+        s->state |= ST_NATIVE;
+        s->native_prev = NULL;
+        s->native_next = loop->native_streams;
+        if (s->native_next != NULL)
+            s->native_next->native_prev = s;
+        loop->native_streams = s;
+    }
     return 0;
 }
 
@@ -623,7 +924,10 @@ static void connect_settled(evmux_stream *s)
         return;
     /* Writes and a shutdown asked for while connecting go out now. */
     if (s->queued > 0) {
-        flush_queue(s);
+        if (s->state & ST_NATIVE)
+            update_interest(s); /* the shutdown follows the last send */
+        else
+            flush_queue(s);
         return;
     }
     if ((s->state & ST_SHUT_WANTED) && !(s->state & ST_SHUT_DONE)) {
@@ -741,6 +1045,8 @@ void evmux__stream_close_begin(evmux_stream *s)
 void evmux__stream_close_finish(evmux_stream *s)
 {
     undefer(s);
+    native_list_remove(s);
+    drop_stash(s);
     evmux_connect_req *creq = s->connect_req;
     s->connect_req = NULL;
     if (creq != NULL)

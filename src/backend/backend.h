@@ -9,9 +9,34 @@
 #ifndef EVMUX_BACKEND_H
 #define EVMUX_BACKEND_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct evmux_loop;
+struct evmux_stream;
+
+/* Stream I/O for a completion-based backend, which submits recv and send
+ * to the kernel itself instead of reporting readiness. The backend calls
+ * the evmux__stream_*_done() functions of stream.c with each result, from
+ * run_completions(), never from inside the submitting call. */
+struct evmux_stream_ops {
+    /* Starts receiving into buffers the backend owns, until cancelled, the
+     * stream ends, or the backend stops on its own (no free buffer). */
+    int (*recv)(struct evmux_loop *loop, struct evmux_stream *s, int fd);
+    /* Sends the bytes of iov[0..n), which stay put until the send is done
+     * (the iovec array itself need not); once the socket has room if
+     * when_writable (the previous send ended with -EAGAIN). */
+    int (*send)(struct evmux_loop *loop, struct evmux_stream *s, int fd, const struct iovec *iov,
+                int n, bool when_writable);
+    /* Asks the kernel to end the stream's recv, or its send. Their own
+     * completions still follow (with -ECANCELED if cancelled in time). */
+    void (*cancel_recv)(struct evmux_loop *loop, struct evmux_stream *s);
+    void (*cancel_send)(struct evmux_loop *loop, struct evmux_stream *s);
+    /* Runs the stream callbacks for the completions wait() collected. */
+    void (*run_completions)(struct evmux_loop *loop);
+};
 
 enum evmux_backend_feature {
     /* Can watch descriptors numbered >= FD_SETSIZE. */
@@ -41,6 +66,8 @@ struct evmux_backend {
     int (*wait)(struct evmux_loop *loop, uint64_t timeout_ns);
     /* Rebuilds kernel state in a forked child; NULL if there is none. */
     int (*after_fork)(struct evmux_loop *loop);
+    /* NULL for a readiness backend: streams use read() and write(). */
+    const struct evmux_stream_ops *stream_ops;
 };
 
 extern const struct evmux_backend evmux__backend_select;
@@ -49,6 +76,9 @@ extern const struct evmux_backend evmux__backend_poll;
 #endif
 #ifdef EVMUX_HAVE_EPOLL
 extern const struct evmux_backend evmux__backend_epoll;
+#endif
+#ifdef EVMUX_HAVE_URING
+extern const struct evmux_backend evmux__backend_uring;
 #endif
 
 /* Timeout conversions shared by the backends: never shorter than asked,

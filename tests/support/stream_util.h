@@ -21,6 +21,13 @@
 /* ---- payloads ---- */
 
 /* n pseudo-random bytes (every value 0..255 appears once n is a few KB). */
+/* Readiness backends try a write inside evmux_stream_write; io_uring
+ * queues it and submits the send from the loop, before it next waits. */
+static inline int su_writes_at_once(const evmux_loop *loop)
+{
+    return strcmp(evmux_loop_backend(loop), "uring") != 0;
+}
+
 static inline unsigned char *su_random_bytes(size_t n, uint32_t seed)
 {
     unsigned char *p = malloc(n ? n : 1);
@@ -214,6 +221,24 @@ static inline void su_run_for(evmux_loop *loop, uint64_t ms)
     CHECK_OK(evmux_close(&u.poll_timer.handle, NULL));
     unit_guard_close(&guard);
     CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT));
+}
+
+/* Writes pieces until the socket takes no more (the peer does not read):
+ * from then on the queue only grows. A readiness backend gets there inside
+ * the writes; io_uring only once the loop has submitted them. */
+static inline void su_fill_socket(evmux_loop *loop, evmux_stream *s, const void *piece, size_t len)
+{
+    for (int i = 0; i < 4096; i++) {
+        CHECK_OK(evmux_stream_write(NULL, s, &(evmux_buf){ piece, len }, 1, NULL));
+        su_run_for(loop, 2);
+        size_t before = evmux_stream_queued(s);
+        if (before == 0)
+            continue;
+        su_run_for(loop, 20);
+        if (evmux_stream_queued(s) == before)
+            return;
+    }
+    CHECK(0); /* the kernel kept taking bytes: is the peer reading? */
 }
 
 /* ---- an echo server on the stream API ---- */

@@ -1,0 +1,614 @@
+/* io_uring(7): the kernel takes requests from one ring and posts results on
+ * another, so a whole iteration's worth of work costs one system call. That
+ * changes what can go wrong:
+ *
+ *  - Requests outlive descriptors. A request holds its own reference to the
+ *    file: closing the descriptor neither ends a pending poll or recv nor
+ *    frees the socket, and the request's result still names the memory it
+ *    was given. So every request is ended by asking (a poll remove, a
+ *    cancel), and a stream whose requests are still in the kernel is not
+ *    handed back to its owner (no close callback) until their last results
+ *    have come in.
+ *  - Results come late and out of turn. A poll result can arrive after its
+ *    descriptor number has been forgotten and reused, and a recv result
+ *    after the reader stopped. Polls carry a per-number generation in their
+ *    user_data, so a late one is dropped; bytes a stopped reader receives
+ *    are kept by the stream and given to it when it reads again.
+ *  - One-shot polls are level-triggered, multishot ones are not: a
+ *    multishot poll posts only when the socket's wait queue is woken, so
+ *    bytes left unread after a callback would never be reported again. Io
+ *    watchers therefore use one-shot polls, re-armed before the next wait
+ *    (no extra system call: the re-arm rides on the wait's submission).
+ *  - The completion queue can overflow. With IORING_FEAT_NODROP the kernel
+ *    keeps what did not fit, refuses new submissions (-EBUSY) until we have
+ *    made room, and says so in the ring's flags; we reap until it is empty.
+ *  - Multishot requests end on their own: a recv whose buffer ring ran dry
+ *    ends with -ENOBUFS, and any multishot result without IORING_CQE_F_MORE
+ *    was the last. The stream re-arms if it still wants to read; buffers go
+ *    back to the ring as soon as each read callback returns, so by the next
+ *    submission there are some again.
+ *  - Setup can fail for reasons that say nothing about the kernel's age:
+ *    seccomp filters, io_uring_disabled sysctl, a container. init reports
+ *    the error and "auto" falls back to epoll.
+ *  - A forked child shares the parent's rings (they are shared memory). It
+ *    builds its own ring; the core registers its watchers again and every
+ *    stream re-submits what it wants.
+ *
+ * Streams use the ring natively: a multishot recv with buffers the loop
+ * provides (an idle connection holds no buffer), and sends of the stream's
+ * queued bytes, one at a time per stream so that bytes cannot be reordered.
+ * A busy connection then costs no system call of its own at all. */
+#include "../evmux_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define SQ_ENTRIES 512
+#define CQ_ENTRIES 4096
+#define BUF_GROUP 0
+#define BUF_COUNT 512          /* a power of two */
+#define BUF_SIZE (16 * 1024)   /* 8 MiB of address space; pages are touched as used */
+
+/* user_data: what a result is for, in the low three bits. Streams are
+ * pointers (aligned to 8); polls carry the descriptor and its generation. */
+enum uring_tag { TAG_IGNORE = 0, TAG_POLL = 1, TAG_RECV = 2, TAG_SEND = 3 };
+#define TAG_MASK 7u
+#define POLL_FD_BITS 29
+
+struct uring_fd {
+    uint32_t generation; /* bumped whenever the number gets a new registration */
+    unsigned want;       /* interest the core holds */
+    unsigned armed;      /* mask of the poll in the kernel, 0 if none */
+    bool listed;         /* on the re-arm list */
+    bool failed;         /* the poll failed: not re-armed until the interest changes */
+};
+
+struct uring_result {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+};
+
+#define URING_MSG_IOV 8
+
+struct uring_msg {
+    struct msghdr hdr;
+    struct iovec iov[URING_MSG_IOV];
+};
+
+struct uring_state {
+    struct io_uring ring;
+    struct uring_msg *msgs; /* one per submission-queue slot, for sendmsg */
+    bool skip_success; /* IOSQE_CQE_SKIP_SUCCESS works: no results for removals */
+
+    struct uring_fd *fds;
+    size_t fds_len;
+    size_t live_polls; /* poll requests whose final result has not come in */
+    int *rearm; /* descriptors whose one-shot poll fired */
+    size_t rearm_count, rearm_capacity;
+
+    /* Stream results collected by wait, run by run_completions. */
+    struct uring_result *results;
+    size_t result_count;
+
+    struct io_uring_buf_ring *buf_ring; /* NULL until the first recv */
+    char *bufs;
+    int lent_bid; /* buffer lent to a read callback right now, or -1 */
+};
+
+/* ---- ring set-up ---- */
+
+static int ring_open(struct uring_state *st)
+{
+    struct io_uring_params params = {
+        .flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+                 IORING_SETUP_DEFER_TASKRUN,
+        .cq_entries = CQ_ENTRIES,
+    };
+    int rc = io_uring_queue_init_params(SQ_ENTRIES, &st->ring, &params);
+    if (rc == -EINVAL) { /* before Linux 6.1: without the task-run flags */
+        params = (struct io_uring_params){.flags = IORING_SETUP_CQSIZE, .cq_entries = CQ_ENTRIES};
+        rc = io_uring_queue_init_params(SQ_ENTRIES, &st->ring, &params);
+    }
+    if (rc < 0)
+        return rc;
+    /* Without these, timeouts would cost a request each, overflowing
+     * results would be lost, and sendmsg headers would have to live as long
+     * as their requests: not worth supporting (they came with Linux 5.11). */
+    unsigned needed = IORING_FEAT_EXT_ARG | IORING_FEAT_NODROP | IORING_FEAT_SUBMIT_STABLE;
+    if ((params.features & needed) != needed || st->ring.sq.ring_entries > SQ_ENTRIES) {
+        io_uring_queue_exit(&st->ring);
+        return -ENOSYS;
+    }
+    st->skip_success = (params.features & IORING_FEAT_CQE_SKIP) != 0;
+    return 0;
+}
+
+static void buffers_release(struct uring_state *st)
+{
+    if (st->buf_ring != NULL)
+        munmap(st->buf_ring, BUF_COUNT * sizeof(struct io_uring_buf));
+    if (st->bufs != NULL)
+        munmap(st->bufs, (size_t)BUF_COUNT * BUF_SIZE);
+    st->buf_ring = NULL;
+    st->bufs = NULL;
+}
+
+static void buffer_put(struct uring_state *st, unsigned bid, int offset)
+{
+    io_uring_buf_ring_add(st->buf_ring, st->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE,
+                          (unsigned short)bid, io_uring_buf_ring_mask(BUF_COUNT), offset);
+}
+
+/* Registers the buffer ring and fills it with every buffer but the one a
+ * callback may hold right now (a fork from inside a read callback). */
+static int buffers_register(struct uring_state *st)
+{
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (unsigned long)(uintptr_t)st->buf_ring,
+        .ring_entries = BUF_COUNT,
+        .bgid = BUF_GROUP,
+    };
+    int rc = io_uring_register_buf_ring(&st->ring, &reg, 0);
+    if (rc < 0)
+        return rc;
+    io_uring_buf_ring_init(st->buf_ring);
+    int added = 0;
+    for (unsigned bid = 0; bid < BUF_COUNT; bid++)
+        if ((int)bid != st->lent_bid)
+            buffer_put(st, bid, added++);
+    io_uring_buf_ring_advance(st->buf_ring, added);
+    return 0;
+}
+
+/* The receive buffers cost address space only until touched, but a loop
+ * that never reads a stream should not map them at all. */
+static int buffers_ensure(struct uring_state *st)
+{
+    if (st->buf_ring != NULL)
+        return 0;
+    void *ring = mmap(NULL, BUF_COUNT * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
+                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    void *bufs = mmap(NULL, (size_t)BUF_COUNT * BUF_SIZE, PROT_READ | PROT_WRITE,
+                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    st->buf_ring = ring == MAP_FAILED ? NULL : ring;
+    st->bufs = bufs == MAP_FAILED ? NULL : bufs;
+    int rc = st->buf_ring == NULL || st->bufs == NULL ? -ENOMEM : buffers_register(st);
+    if (rc < 0)
+        buffers_release(st);
+    return rc;
+}
+
+static int uring_init(evmux_loop *loop)
+{
+    struct uring_state *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return -ENOMEM;
+    st->lent_bid = -1;
+    st->results = malloc(sizeof *st->results * CQ_ENTRIES);
+    st->msgs = malloc(sizeof *st->msgs * SQ_ENTRIES);
+    int rc = st->results == NULL || st->msgs == NULL ? -ENOMEM : ring_open(st);
+    if (rc < 0) {
+        free(st->msgs);
+        free(st->results);
+        free(st);
+        return rc;
+    }
+    loop->backend_state = st;
+    return 0;
+}
+
+/* A poll holds its file: the kernel would close a listening socket only
+ * when it tears the ring down, some time after we let go of it, and the
+ * port would keep accepting meanwhile. So the removals the core asked for
+ * are submitted and their polls seen to end before the ring goes. */
+static void end_polls(struct uring_state *st)
+{
+    for (int round = 0; round < 100 && st->live_polls > 0; round++) {
+        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+        struct io_uring_cqe *cqe;
+        io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, &ts, NULL);
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&st->ring, head, cqe)
+        {
+            if ((io_uring_cqe_get_data64(cqe) & TAG_MASK) == TAG_POLL)
+                st->live_polls--;
+            seen++;
+        }
+        io_uring_cq_advance(&st->ring, seen);
+    }
+}
+
+static void uring_destroy(evmux_loop *loop)
+{
+    struct uring_state *st = loop->backend_state;
+    end_polls(st);
+    io_uring_queue_exit(&st->ring);
+    buffers_release(st);
+    free(st->msgs);
+    free(st->results);
+    free(st->rearm);
+    free(st->fds);
+    free(st);
+    loop->backend_state = NULL;
+}
+
+/* A full submission queue is handed to the kernel to make room; this is
+ * the only place a request can cost a system call of its own. */
+static struct io_uring_sqe *get_sqe(evmux_loop *loop)
+{
+    struct uring_state *st = loop->backend_state;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&st->ring);
+    if (sqe == NULL) {
+        io_uring_submit(&st->ring);
+        sqe = io_uring_get_sqe(&st->ring);
+    }
+    return sqe;
+}
+
+/* A request whose success needs no answer: its result, if any, is dropped. */
+static void set_no_answer(struct uring_state *st, struct io_uring_sqe *sqe)
+{
+    io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+    if (st->skip_success)
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+}
+
+/* ---- io watchers: one-shot polls ---- */
+
+static uint64_t poll_data(const struct uring_state *st, int fd)
+{
+    return (uint64_t)st->fds[fd].generation << 32 | (uint64_t)(uint32_t)fd << 3 | TAG_POLL;
+}
+
+static unsigned poll_mask(unsigned events)
+{
+    return ((events & EVMUX_READABLE) ? POLLIN : 0u) | ((events & EVMUX_WRITABLE) ? POLLOUT : 0u);
+}
+
+static int arm_poll(evmux_loop *loop, int fd)
+{
+    struct uring_state *st = loop->backend_state;
+    struct io_uring_sqe *sqe = get_sqe(loop);
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_poll_add(sqe, fd, poll_mask(st->fds[fd].want));
+    io_uring_sqe_set_data64(sqe, poll_data(st, fd));
+    st->fds[fd].armed = st->fds[fd].want;
+    st->live_polls++;
+    return 0;
+}
+
+static int uring_change(evmux_loop *loop, int fd, unsigned old_events, unsigned new_events)
+{
+    struct uring_state *st = loop->backend_state;
+    struct uring_fd *fds = evmux__grow_zeroed(st->fds, &st->fds_len, (size_t)fd, sizeof *fds);
+    if (fds == NULL)
+        return -ENOMEM;
+    st->fds = fds;
+    struct uring_fd *slot = &fds[fd];
+    if (old_events == 0) {
+        /* A poll request reports a bad descriptor only in its result; the
+         * caller of evmux_io_start deserves to hear it at once. */
+        if (fcntl(fd, F_GETFD) < 0)
+            return -errno;
+        slot->generation++;
+    }
+    loop->stats.kernel_ctl_calls++; /* a request, not a system call, but a change */
+    slot->want = new_events;
+    slot->failed = false;
+    if (slot->armed == new_events)
+        return 0;
+    if (slot->armed != 0) {
+        /* Change the pending poll in place. If it fired meanwhile, the
+         * update fails quietly and the re-arm uses the new interest. */
+        struct io_uring_sqe *sqe = get_sqe(loop);
+        if (sqe == NULL)
+            return -EBUSY;
+        io_uring_prep_poll_update(sqe, poll_data(st, fd), 0, poll_mask(new_events),
+                                  IORING_POLL_UPDATE_EVENTS);
+        set_no_answer(st, sqe);
+        slot->armed = new_events;
+        return 0;
+    }
+    if (slot->listed)
+        return 0; /* re-armed before the next wait */
+    return arm_poll(loop, fd);
+}
+
+static void uring_forget(evmux_loop *loop, int fd, unsigned old_events)
+{
+    (void)old_events;
+    struct uring_state *st = loop->backend_state;
+    if ((size_t)fd >= st->fds_len)
+        return;
+    struct uring_fd *slot = &st->fds[fd];
+    if (slot->armed != 0) {
+        struct io_uring_sqe *sqe = get_sqe(loop);
+        if (sqe != NULL) {
+            io_uring_prep_poll_remove(sqe, poll_data(st, fd));
+            set_no_answer(st, sqe);
+            loop->stats.kernel_ctl_calls++;
+        }
+    }
+    /* Whatever the old poll still reports carries the old generation. */
+    slot->generation++;
+    slot->armed = 0;
+    slot->want = 0;
+}
+
+static void rearm_polls(evmux_loop *loop)
+{
+    struct uring_state *st = loop->backend_state;
+    for (size_t i = 0; i < st->rearm_count; i++) {
+        int fd = st->rearm[i];
+        struct uring_fd *slot = &st->fds[fd];
+        slot->listed = false;
+        if (slot->want != 0 && slot->armed == 0 && !slot->failed)
+            arm_poll(loop, fd);
+    }
+    st->rearm_count = 0;
+}
+
+static void list_rearm(struct uring_state *st, int fd)
+{
+    struct uring_fd *slot = &st->fds[fd];
+    if (slot->listed)
+        return;
+    if (st->rearm_count == st->rearm_capacity) {
+        size_t cap = st->rearm_capacity ? st->rearm_capacity * 2 : 64;
+        int *grown = realloc(st->rearm, cap * sizeof *grown);
+        if (grown == NULL) {
+            slot->failed = true; /* reported below; the next change re-arms */
+            return;
+        }
+        st->rearm = grown;
+        st->rearm_capacity = cap;
+    }
+    slot->listed = true;
+    st->rearm[st->rearm_count++] = fd;
+}
+
+static void poll_result(evmux_loop *loop, uint64_t user_data, int res)
+{
+    struct uring_state *st = loop->backend_state;
+    st->live_polls--; /* one-shot: every result is the last */
+    int fd = (int)((user_data >> 3) & ((1u << POLL_FD_BITS) - 1));
+    uint32_t generation = (uint32_t)(user_data >> 32);
+    if ((size_t)fd >= st->fds_len || st->fds[fd].generation != generation)
+        return; /* the number was forgotten since: a late result */
+    struct uring_fd *slot = &st->fds[fd];
+    slot->armed = 0;
+    unsigned events;
+    if (res == -ECANCELED) {
+        events = 0; /* ended by the kernel, not by us: ask again */
+    } else if (res < 0) {
+        /* The descriptor cannot be polled (closed behind our back, say):
+         * tell the watcher once, as poll(2) would, and stop asking. */
+        slot->failed = true;
+        events = EVMUX_READABLE | EVMUX_WRITABLE;
+    } else {
+        events = 0;
+        if (res & (POLLERR | POLLHUP | POLLNVAL))
+            events = EVMUX_READABLE | EVMUX_WRITABLE;
+        if (res & POLLIN)
+            events |= EVMUX_READABLE;
+        if (res & POLLOUT)
+            events |= EVMUX_WRITABLE;
+    }
+    if (events != 0 && !evmux__io_ready(loop, fd, events)) {
+        slot->want = 0;
+        return;
+    }
+    list_rearm(st, fd);
+}
+
+/* ---- waiting ---- */
+
+/* Takes what the completion queue holds: polls mark their watchers
+ * pending, stream results are copied for run_completions. Stops when the
+ * copy array is full; the rest waits in the ring for the next call. */
+static void reap(evmux_loop *loop)
+{
+    struct uring_state *st = loop->backend_state;
+    for (;;) {
+        unsigned head, seen = 0;
+        struct io_uring_cqe *cqe;
+        io_uring_for_each_cqe(&st->ring, head, cqe)
+        {
+            uint64_t user_data = io_uring_cqe_get_data64(cqe);
+            unsigned tag = (unsigned)(user_data & TAG_MASK);
+            if (tag == TAG_POLL) {
+                poll_result(loop, user_data, cqe->res);
+            } else if (tag != TAG_IGNORE) {
+                if (st->result_count == CQ_ENTRIES)
+                    break;
+                st->results[st->result_count++] =
+                    (struct uring_result){user_data, cqe->res, cqe->flags};
+            }
+            seen++;
+        }
+        io_uring_cq_advance(&st->ring, seen);
+        /* Results the kernel kept back for lack of room are fetched now. */
+        if (st->result_count == CQ_ENTRIES || !io_uring_cq_has_overflow(&st->ring))
+            return;
+        if (io_uring_get_events(&st->ring) < 0)
+            return;
+    }
+}
+
+static int uring_wait(evmux_loop *loop, uint64_t timeout_ns)
+{
+    struct uring_state *st = loop->backend_state;
+    rearm_polls(loop);
+    int rc;
+    if (timeout_ns == 0 || st->result_count > 0) {
+        rc = io_uring_submit_and_get_events(&st->ring);
+    } else {
+        struct __kernel_timespec ts, *tsp = NULL;
+        if (timeout_ns != UINT64_MAX) {
+            ts.tv_sec = (long long)(timeout_ns / 1000000000u);
+            ts.tv_nsec = (long long)(timeout_ns % 1000000000u);
+            tsp = &ts;
+        }
+        struct io_uring_cqe *cqe;
+        rc = io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, tsp, NULL);
+    }
+    /* -ETIME: the timeout passed; -EBUSY: the kernel holds overflowed
+     * results and wants room first, which reaping makes. */
+    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
+        return rc;
+    reap(loop);
+    return 0;
+}
+
+static int uring_after_fork(evmux_loop *loop)
+{
+    struct uring_state *st = loop->backend_state;
+    /* Unmaps the shared rings and closes our copy of the descriptor; the
+     * parent's ring and its requests live on in the parent. */
+    io_uring_queue_exit(&st->ring);
+    int rc = ring_open(st);
+    if (rc < 0)
+        return rc;
+    for (size_t fd = 0; fd < st->fds_len; fd++) {
+        st->fds[fd].generation++;
+        st->fds[fd].armed = 0;
+        st->fds[fd].want = 0;
+        st->fds[fd].listed = false;
+    }
+    st->rearm_count = 0;
+    st->live_polls = 0;
+    st->result_count = 0; /* results of the parent's requests */
+    if (st->buf_ring != NULL && (rc = buffers_register(st)) < 0)
+        return rc;
+    evmux__streams_after_fork(loop);
+    return 0;
+}
+
+/* ---- streams ---- */
+
+static uint64_t stream_data(const evmux_stream *s, enum uring_tag tag)
+{
+    return (uint64_t)(uintptr_t)s | tag;
+}
+
+static int uring_recv(evmux_loop *loop, evmux_stream *s, int fd)
+{
+    struct uring_state *st = loop->backend_state;
+    int rc = buffers_ensure(st);
+    if (rc < 0)
+        return rc;
+    struct io_uring_sqe *sqe = get_sqe(loop);
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BUF_GROUP;
+    io_uring_sqe_set_data64(sqe, stream_data(s, TAG_RECV));
+    return 0;
+}
+
+static int uring_send(evmux_loop *loop, evmux_stream *s, int fd, const struct iovec *iov, int n,
+                      bool when_writable)
+{
+    struct uring_state *st = loop->backend_state;
+    struct io_uring_sqe *sqe = get_sqe(loop);
+    if (sqe == NULL)
+        return -EBUSY;
+    if (n == 1) {
+        io_uring_prep_send(sqe, fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+    } else {
+        /* The kernel reads the message header when the request is
+         * submitted (IORING_FEAT_SUBMIT_STABLE), and a submission-queue
+         * slot is reused only after that: one header per slot will do. */
+        struct uring_msg *m = &st->msgs[sqe - st->ring.sq.sqes];
+        if (n > URING_MSG_IOV)
+            n = URING_MSG_IOV;
+        memcpy(m->iov, iov, sizeof *iov * (size_t)n);
+        memset(&m->hdr, 0, sizeof m->hdr);
+        m->hdr.msg_iov = m->iov;
+        m->hdr.msg_iovlen = (size_t)n;
+        io_uring_prep_sendmsg(sqe, fd, &m->hdr, MSG_NOSIGNAL);
+    }
+    if (when_writable)
+        sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    io_uring_sqe_set_data64(sqe, stream_data(s, TAG_SEND));
+    return 0;
+}
+
+static void cancel(evmux_loop *loop, evmux_stream *s, enum uring_tag tag)
+{
+    struct uring_state *st = loop->backend_state;
+    struct io_uring_sqe *sqe = get_sqe(loop);
+    if (sqe == NULL)
+        return; /* the request ends with its stream's socket at the latest */
+    io_uring_prep_cancel64(sqe, stream_data(s, tag), 0);
+    set_no_answer(st, sqe);
+}
+
+static void uring_cancel_recv(evmux_loop *loop, evmux_stream *s)
+{
+    cancel(loop, s, TAG_RECV);
+}
+
+static void uring_cancel_send(evmux_loop *loop, evmux_stream *s)
+{
+    cancel(loop, s, TAG_SEND);
+}
+
+static void uring_run_completions(evmux_loop *loop)
+{
+    struct uring_state *st = loop->backend_state;
+    int recycled = 0;
+    for (size_t i = 0; i < st->result_count; i++) {
+        const struct uring_result *r = &st->results[i];
+        evmux_stream *s = (evmux_stream *)(uintptr_t)(r->user_data & ~(uint64_t)TAG_MASK);
+        if ((r->user_data & TAG_MASK) == TAG_SEND) {
+            evmux__stream_send_done(s, r->res);
+            continue;
+        }
+        if (r->flags & IORING_CQE_F_BUFFER) {
+            unsigned bid = r->flags >> IORING_CQE_BUFFER_SHIFT;
+            st->lent_bid = (int)bid;
+            evmux__stream_recv_done(s, r->res, st->bufs + (size_t)bid * BUF_SIZE);
+            st->lent_bid = -1;
+            buffer_put(st, bid, recycled++);
+        }
+        if (!(r->flags & IORING_CQE_F_MORE))
+            /* The last result of this recv: 0 is the end of the stream, a
+             * positive count means the kernel ended it after this data. */
+            evmux__stream_recv_ended(s, r->res > 0 ? -EAGAIN : r->res);
+    }
+    st->result_count = 0;
+    if (recycled > 0)
+        io_uring_buf_ring_advance(st->buf_ring, recycled);
+}
+
+static const struct evmux_stream_ops uring_stream_ops = {
+    .recv = uring_recv,
+    .send = uring_send,
+    .cancel_recv = uring_cancel_recv,
+    .cancel_send = uring_cancel_send,
+    .run_completions = uring_run_completions,
+};
+
+const struct evmux_backend evmux__backend_uring = {
+    .name = "uring",
+    .features = EVMUX_FEATURE_LARGE_FDS | EVMUX_FEATURE_SCALABLE | EVMUX_FEATURE_KERNEL_STATE,
+    .highest_fd = (1 << POLL_FD_BITS) - 1,
+    .init = uring_init,
+    .destroy = uring_destroy,
+    .change = uring_change,
+    .forget = uring_forget,
+    .wait = uring_wait,
+    .after_fork = uring_after_fork,
+    .stream_ops = &uring_stream_ops,
+};
