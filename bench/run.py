@@ -179,7 +179,7 @@ ECHO_FIELDS = ["server", "conns", "idle", "size", "depth", "rounds_ok", "msgs_pe
 
 
 def echo_servers():
-    servers = [("evmux-" + b, evmux_server(b)) for b in ("epoll", "poll", "select")]
+    servers = [("evmux-" + b, evmux_server(b)) for b in ("uring", "epoll", "poll", "select")]
     for peer in ("libev", "libevent", "libuv", "epoll", "uring", "threads"):
         if have("evmux-peer-" + peer):
             servers.append((peer, peer_server(peer)))

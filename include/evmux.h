@@ -373,10 +373,12 @@ EVMUX_API int evmux_stream_fd(const evmux_stream *stream);
 EVMUX_API int evmux_stream_read_start(evmux_stream *stream, evmux_read_cb cb);
 EVMUX_API int evmux_stream_read_stop(evmux_stream *stream);
 
-/* Writes nbufs buffers, in order after every earlier write. What the
- * kernel takes at once is sent at once (no extra loop iteration); the rest
- * is copied into the stream's queue, so the caller may reuse its buffers as
- * soon as this returns. req may be NULL when cb is NULL. On 0, cb runs
+/* Writes nbufs buffers, in order after every earlier write. On a readiness
+ * backend what the kernel takes at once is sent at once (no extra loop
+ * iteration) and the rest is copied into the stream's queue; on io_uring
+ * everything is queued and the loop submits the send before it next waits
+ * (one system call for all streams). Either way the caller may reuse its
+ * buffers as soon as this returns. req may be NULL when cb is NULL. On 0, cb runs
  * exactly once, later, from the loop; on a negative return it never runs:
  * -EPIPE (after shutdown), -ENOTCONN (no socket yet), the stream's earlier
  * write error, -EINVAL (closing stream or bad arguments), -ENOMEM. */

@@ -726,7 +726,9 @@ void evmux__stream_recv_ended(evmux_stream *s, int status)
         return;
     }
     if (status == -EAGAIN || status == -ENOBUFS || status == -ECANCELED) {
-        update_interest(s); /* again, if still reading */
+        int rc = update_interest(s); /* again, if still reading */
+        if (rc < 0 && (s->state & ST_READING) && !(s->state & ST_RECV_ARMED))
+            report_read_end(s, rc); /* no way to ask: say so rather than stall */
         return;
     }
     int end = status == 0 ? EVMUX_EOF : status;
