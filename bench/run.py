@@ -150,15 +150,22 @@ def raise_fd_limit():
 
 # ---------------------------------------------------------------- echo ---
 
+def run_once(argv, conns, idle, size, depth, duration, warmup):
+    """One run against a fresh server."""
+    try:
+        with Server(argv) as srv:
+            return bench_once(srv, conns, idle, size, depth, duration, warmup)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        return {"error": str(e)}
+
+
 def measure_point(label, argv, conns, idle, size, depth, rounds, duration, warmup):
     """Medians over `rounds` runs, each against a fresh server."""
-    runs = []
-    for _ in range(rounds):
-        try:
-            with Server(argv) as srv:
-                runs.append(bench_once(srv, conns, idle, size, depth, duration, warmup))
-        except (RuntimeError, subprocess.TimeoutExpired) as e:
-            runs.append({"error": str(e)})
+    runs = [run_once(argv, conns, idle, size, depth, duration, warmup) for _ in range(rounds)]
+    return summarize(label, runs, conns, idle, size, depth)
+
+
+def summarize(label, runs, conns, idle, size, depth):
     good = [r for r in runs if "error" not in r and int(r.get("mismatches", "0") or 0) == 0]
     errors = "; ".join(sorted({r["error"] for r in runs if "error" in r}))
     return {
@@ -197,12 +204,19 @@ def run_echo(args):
     total = len(points) * len(servers)
     n = 0
     for (conns, idle, size, depth) in points:
-        for label, argv in servers:
+        # select cannot watch descriptors past FD_SETSIZE
+        here = [(label, argv) for label, argv in servers
+                if not (label == "evmux-select" and conns + idle > 1000)]
+        # Rounds interleave the servers, so that a slow spell of this noisy
+        # machine hits every server alike instead of one server's rounds.
+        runs = {label: [] for label, _ in here}
+        for _ in range(args.rounds):
+            for label, argv in here:
+                runs[label].append(run_once(argv, conns, idle, size, depth, args.duration,
+                                            args.warmup))
+        for label, _ in here:
             n += 1
-            if label == "evmux-select" and conns + idle > 1000:
-                continue  # select cannot watch descriptors past FD_SETSIZE
-            row = measure_point(label, argv, conns, idle, size, depth, args.rounds,
-                                args.duration, args.warmup)
+            row = summarize(label, runs[label], conns, idle, size, depth)
             rows.append(row)
             log("[%d/%d] %-14s conns=%-5d idle=%-5d size=%-5d depth=%-2d  %10s msg/s  "
                 "p99 %8s us  server %7s ns/msg %s" % (
@@ -429,7 +443,8 @@ def run_table_bench(args, kind, variants, extra_args):
 
 
 def run_core(args):
-    variants = [("evmux-bench-core-evmux", ["--backend", b]) for b in ("epoll", "poll", "select")]
+    variants = [("evmux-bench-core-evmux", ["--backend", b])
+                for b in ("uring", "epoll", "poll", "select")]
     variants += [("evmux-bench-core-" + lib, []) for lib in ("libev", "libevent", "libuv")]
     # 9900 socketpairs is as near 10000 as 20000 descriptors allow; select
     # stops at FD_SETSIZE, so it gets 500 instead of the larger sizes.

@@ -62,7 +62,7 @@ enum stream_state {
     ST_RECV_ARMED = 1u << 11,    /* a recv is in the kernel */
     ST_RECV_CANCELLED = 1u << 12, /* ...and we asked it to end */
     ST_SEND_BUSY = 1u << 13,     /* a send of the head chunk is in the kernel */
-    ST_SEND_DISCARD = 1u << 14,  /* ...of a chunk already dropped from the queue */
+    ST_SEND_DISCARD = 1u << 14,  /* ...of chunks already dropped from the queue */
     ST_PARKED = 1u << 15,        /* closed; close callback waits for the kernel */
     ST_SEND_FULL = 1u << 16      /* the last send found no room: wait for some first */
 };
@@ -115,25 +115,26 @@ void evmux__streams_free(evmux_loop *loop)
     loop->read_buf = NULL;
 }
 
-/* Drops every queued byte. A chunk the kernel is still sending from stays
- * at the head, marked, until its send completes. */
-static void drop_queue(evmux_stream *s)
+static void free_queue_chunks(evmux_stream *s)
 {
-    evmux_loop *loop = s->handle.loop;
-    struct evmux_chunk *keep = NULL;
-    if ((s->state & ST_SEND_BUSY) && s->out_head != NULL) {
-        keep = s->out_head;
-        s->out_head = keep->next;
-        keep->next = NULL;
-        s->state |= ST_SEND_DISCARD;
-    }
     while (s->out_head != NULL) {
         struct evmux_chunk *c = s->out_head;
         s->out_head = c->next;
-        chunk_put(loop, c);
+        chunk_put(s->handle.loop, c);
     }
-    s->out_head = s->out_tail = keep;
+    s->out_tail = NULL;
+}
+
+/* Drops every queued byte. While the kernel is still sending from the
+ * chunks they stay allocated, marked, until that send completes: reused
+ * early, they would put another stream's bytes on this socket. */
+static void drop_queue(evmux_stream *s)
+{
     s->queued = 0;
+    if (s->state & ST_SEND_BUSY)
+        s->state |= ST_SEND_DISCARD;
+    else
+        free_queue_chunks(s);
 }
 
 static void drop_stash(evmux_stream *s)
@@ -149,8 +150,9 @@ static int queue_bytes(evmux_stream *s, const char *p, size_t n)
 {
     while (n > 0) {
         struct evmux_chunk *c = s->out_tail;
-        if (c == NULL || c->end == CHUNK_BYTES ||
-            ((s->state & ST_SEND_DISCARD) && c == s->out_head)) {
+        if (s->state & ST_SEND_DISCARD)
+            return -EPIPE; /* only after an error, which refuses writes first */
+        if (c == NULL || c->end == CHUNK_BYTES) {
             c = chunk_get(s->handle.loop);
             if (c == NULL)
                 return -ENOMEM;
@@ -750,11 +752,7 @@ void evmux__stream_send_done(evmux_stream *s, int res)
 {
     s->state &= ~ST_SEND_BUSY;
     if (s->state & ST_SEND_DISCARD) {
-        struct evmux_chunk *c = s->out_head;
-        s->out_head = c->next;
-        if (s->out_head == NULL)
-            s->out_tail = NULL;
-        chunk_put(s->handle.loop, c);
+        free_queue_chunks(s);
         s->state &= ~ST_SEND_DISCARD;
         if (evmux__closing(&s->handle))
             settle(s);
@@ -788,7 +786,7 @@ void evmux__streams_after_fork(evmux_loop *loop)
         evmux_stream *next = s->native_next;
         s->state &= ~(ST_RECV_ARMED | ST_RECV_CANCELLED | ST_SEND_BUSY);
         if (s->state & ST_SEND_DISCARD)
-            evmux__stream_send_done(s, -ECANCELED); /* frees the orphaned chunk */
+            evmux__stream_send_done(s, -ECANCELED); /* frees the orphaned chunks */
         else if (s->state & ST_PARKED)
             settle(s);
         else

@@ -74,7 +74,7 @@ static void smoke_io_cb(evmux_io *io, unsigned events)
 /* A named backend overrides EVMUX_BACKEND, and really does I/O and timers. */
 static void test_explicit_backends(void)
 {
-    static const char *const names[] = { "select", "poll", "epoll" };
+    static const char *const names[] = { "select", "poll", "epoll", "uring" };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         evmux_loop_options opts = { .backend = names[i] };
         evmux_loop *loop = NULL;

@@ -38,7 +38,7 @@ static void usage(FILE *out)
             "  --writes W    chained writes per round (default 1000)\n"
             "  --rounds R    timed rounds, after one warm-up round (default 25)\n"
             "  --rereg       stop and start every watcher before each round (timed)\n"
-            "  --backend B   epoll, poll or select (default: the library's default)\n"
+            "  --backend B   uring, epoll, poll or select (default: the library's default)\n"
             "  --csv         one CSV row (with a header line unless --no-header)\n"
             "  --no-header   omit the CSV header line\n",
             core_lib.name);

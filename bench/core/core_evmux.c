@@ -1,4 +1,4 @@
-/* Event-loop core benchmark: evmux. Takes --backend select|poll|epoll. */
+/* Event-loop core benchmark: evmux. Takes --backend select|poll|epoll|uring. */
 #include "core_bench.h"
 
 #include "evmux.h"
