@@ -218,7 +218,9 @@ EVMUX_API int evmux_timer_init(evmux_loop *loop, evmux_timer *timer, evmux_timer
 /* Fires once after timeout_ms (measured from evmux_now), then every
  * repeat_ms if that is not 0. Starting a started timer restarts it. A timer
  * never fires before its deadline; timers with equal deadlines fire in the
- * order they were started. Errors: -EINVAL (closing handle). */
+ * order they were started (deadlines less than 65.5 us apart may too, so a
+ * timer can fire up to that much late). Errors: -EINVAL (closing handle),
+ * -ENOMEM (no memory, or 2^27 timers already started in this loop). */
 EVMUX_API int evmux_timer_start(evmux_timer *timer, uint64_t timeout_ms, uint64_t repeat_ms);
 
 EVMUX_API int evmux_timer_stop(evmux_timer *timer);

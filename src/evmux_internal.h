@@ -29,11 +29,17 @@ enum evmux_handle_flag {
     EVMUX_FLAG_IO_FRESH = 1u << 6
 };
 
-/* A timer heap entry carries the sort key (deadline, then start order)
- * next to the timer, so sifting never touches the timers themselves. */
+/* A timer heap entry: the whole sort key in one integer, next to the timer,
+ * so that sifting compares integers and never touches the timers. The key
+ * is (bucket << SEQ_BITS) | seq: the bucket is the deadline rounded up to
+ * the next 2^UNIT_SHIFT ns, counted from the loop's epoch (never early);
+ * seq is the start order, which keeps equal deadlines first in, first out.
+ * After a lazy restart the key is smaller than the timer's own (timer.c). */
+#define EVMUX__TIMER_UNIT_SHIFT 16 /* 65.536 us buckets */
+#define EVMUX__TIMER_SEQ_BITS 28
+#define EVMUX__TIMER_BUCKET_MAX ((UINT64_C(1) << (64 - EVMUX__TIMER_SEQ_BITS)) - 1)
 struct evmux_timer_slot {
-    uint64_t deadline_ns;
-    uint64_t start_seq;
+    uint64_t key;
     evmux_timer *timer;
 };
 
@@ -67,10 +73,12 @@ struct evmux_loop {
     evmux_io *pending_head; /* io watchers with collected events */
     evmux_io *pending_tail;
 
-    struct evmux_timer_slot *timer_heap;
+    struct evmux_timer_slot *timer_alloc; /* what malloc returned */
+    struct evmux_timer_slot *timer_heap;  /* the root: timer_alloc + 0..3 */
     size_t timer_count;
-    size_t timer_capacity;
-    uint64_t timer_seq;
+    size_t timer_capacity; /* slots from timer_heap on */
+    uint64_t timer_seq;    /* next start sequence */
+    uint64_t timer_epoch;  /* bucket number (ns >> UNIT_SHIFT) keys count from */
 
     evmux_handle *closing_head;
     evmux_handle *closing_tail;

@@ -1,4 +1,4 @@
-/* Timer benchmark: evmux (4-ary heap of timer pointers, src/timer.c). */
+/* Timer benchmark: evmux (4-ary heap of 16-byte {key, timer} entries, src/timer.c). */
 #include "timers_bench.h"
 
 #include "evmux.h"
@@ -47,7 +47,8 @@ static void bench_start_all(const uint32_t *ms)
         evmux_timer_start(&timers[i], ms[i], 0);
 }
 
-/* Starting a started timer re-arms it (there is no cheaper call). */
+/* Starting a started timer re-arms it; to a later deadline that is lazy
+ * (only the timer changes until its entry reaches the top of the heap). */
 static void bench_restart_all(const uint32_t *ms)
 {
     for (size_t i = 0; i < ntimers; i++)
