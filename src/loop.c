@@ -352,18 +352,29 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
     while (!loop->stop_requested && evmux_loop_alive(loop)) {
         evmux__timers_run(loop);
         evmux__io_flush(loop);
-        rc = loop->backend->wait(loop, wait_timeout_ns(loop, mode));
+        uint64_t timeout_ns = wait_timeout_ns(loop, mode);
+        rc = loop->backend->wait(loop, timeout_ns);
         loop->stats.backend_waits++;
         evmux_update_time(loop);
+        bool woken = rc > 0;
         evmux__io_run_pending(loop);
         if (loop->backend->stream_ops != NULL)
             loop->backend->stream_ops->run_completions(loop);
         evmux__streams_run_deferred(loop);
-        if (mode == EVMUX_RUN_ONCE)
+        if (mode == EVMUX_RUN_ONCE && evmux__timers_next_ns(loop) == 0) {
             evmux__timers_run(loop); /* the timer that ended the wait */
+            woken = true;
+        }
         run_closing(loop);
         loop->stats.iterations++;
-        if (rc < 0 || mode != EVMUX_RUN_DEFAULT)
+        if (rc < 0)
+            break;
+        /* ONCE blocks until something happens: a wait cut short by a
+         * signal (or by the kernel tearing down some io_uring ring of this
+         * thread, which looks the same) waits again. */
+        if (mode == EVMUX_RUN_ONCE && !woken && timeout_ns > 0)
+            continue;
+        if (mode != EVMUX_RUN_DEFAULT)
             break;
     }
     loop->stop_requested = false;

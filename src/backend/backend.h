@@ -62,7 +62,9 @@ struct evmux_backend {
      * called after the caller closed fd. */
     void (*forget)(struct evmux_loop *loop, int fd, unsigned old_events);
     /* Waits up to timeout_ns (UINT64_MAX: forever, 0: poll) and reports
-     * ready descriptors through evmux__io_ready(). EINTR is not an error. */
+     * ready descriptors through evmux__io_ready(). Returns how many events
+     * or results it collected (0: the time ran out, or a signal came), or a
+     * negative errno value; EINTR is not an error. */
     int (*wait)(struct evmux_loop *loop, uint64_t timeout_ns);
     /* Rebuilds kernel state in a forked child; NULL if there is none. */
     int (*after_fork)(struct evmux_loop *loop);

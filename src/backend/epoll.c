@@ -206,7 +206,7 @@ static int epoll_wait_events(evmux_loop *loop, uint64_t timeout_ns)
             st->event_capacity = cap;
         }
     }
-    return 0;
+    return n;
 }
 
 const struct evmux_backend evmux__backend_epoll = {

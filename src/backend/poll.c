@@ -111,6 +111,7 @@ static int poll_wait(evmux_loop *loop, uint64_t timeout_ns)
     int n = poll(st->fds, (nfds_t)st->count, evmux__timeout_ms_ceil(timeout_ns));
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
+    int ready = n;
     for (size_t i = 0; n > 0 && i < st->count; i++) {
         short revents = st->fds[i].revents;
         if (revents == 0)
@@ -125,7 +126,7 @@ static int poll_wait(evmux_loop *loop, uint64_t timeout_ns)
             events |= EVMUX_WRITABLE;
         evmux__io_ready(loop, st->fds[i].fd, events);
     }
-    return 0;
+    return ready;
 }
 
 const struct evmux_backend evmux__backend_poll = {

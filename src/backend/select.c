@@ -109,10 +109,11 @@ static int select_wait(evmux_loop *loop, uint64_t timeout_ns)
             return 0;
         if (errno == EBADF) {
             report_dead_descriptors(loop, st);
-            return 0;
+            return 1;
         }
         return -errno;
     }
+    int ready = n;
     for (int fd = 0; n > 0 && fd <= st->max_fd; fd++) {
         unsigned events = 0;
         if (FD_ISSET(fd, &readers))
@@ -124,7 +125,7 @@ static int select_wait(evmux_loop *loop, uint64_t timeout_ns)
             evmux__io_ready(loop, fd, events);
         }
     }
-    return 0;
+    return ready;
 }
 
 const struct evmux_backend evmux__backend_select = {

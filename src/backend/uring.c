@@ -415,9 +415,10 @@ static void poll_result(evmux_loop *loop, uint64_t user_data, int res)
 /* Takes what the completion queue holds: polls mark their watchers
  * pending, stream results are copied for run_completions. Stops when the
  * copy array is full; the rest waits in the ring for the next call. */
-static void reap(evmux_loop *loop)
+static int reap(evmux_loop *loop)
 {
     struct uring_state *st = loop->backend_state;
+    int collected = 0;
     for (;;) {
         unsigned head, seen = 0;
         struct io_uring_cqe *cqe;
@@ -425,6 +426,7 @@ static void reap(evmux_loop *loop)
         {
             uint64_t user_data = io_uring_cqe_get_data64(cqe);
             unsigned tag = (unsigned)(user_data & TAG_MASK);
+            collected += tag != TAG_IGNORE;
             if (tag == TAG_POLL) {
                 poll_result(loop, user_data, cqe->res);
             } else if (tag != TAG_IGNORE) {
@@ -438,9 +440,9 @@ static void reap(evmux_loop *loop)
         io_uring_cq_advance(&st->ring, seen);
         /* Results the kernel kept back for lack of room are fetched now. */
         if (st->result_count == CQ_ENTRIES || !io_uring_cq_has_overflow(&st->ring))
-            return;
+            return collected;
         if (io_uring_get_events(&st->ring) < 0)
-            return;
+            return collected;
     }
 }
 
@@ -465,8 +467,7 @@ static int uring_wait(evmux_loop *loop, uint64_t timeout_ns)
      * results and wants room first, which reaping makes. */
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
         return rc;
-    reap(loop);
-    return 0;
+    return reap(loop);
 }
 
 static int uring_after_fork(evmux_loop *loop)
