@@ -168,8 +168,7 @@ static int buffers_register(struct uring_state *st)
     return 0;
 }
 
-/* The receive buffers cost address space only until touched, but a loop
- * that never reads a stream should not map them at all. */
+/* The receive buffers cost address space only until touched. */
 static int buffers_ensure(struct uring_state *st)
 {
     if (st->buf_ring != NULL)
@@ -195,6 +194,14 @@ static int uring_init(evmux_loop *loop)
     st->results = malloc(sizeof *st->results * CQ_ENTRIES);
     st->msgs = malloc(sizeof *st->msgs * SQ_ENTRIES);
     int rc = st->results == NULL || st->msgs == NULL ? -ENOMEM : ring_open(st);
+    if (rc == 0) {
+        /* Registered now rather than at the first read: a kernel without
+         * provided-buffer rings (before 5.19) then fails here, where "auto"
+         * can still fall back to epoll, not in some stream's read_start. */
+        rc = buffers_ensure(st);
+        if (rc < 0)
+            io_uring_queue_exit(&st->ring);
+    }
     if (rc < 0) {
         free(st->msgs);
         free(st->results);
