@@ -146,30 +146,55 @@ static void drop_stash(evmux_stream *s)
     }
 }
 
-static int queue_bytes(evmux_stream *s, const char *p, size_t n)
+/* Copies n bytes to the end of the chunk list *head..*tail, filling the
+ * last chunk first. On -ENOMEM part of them may have been appended. */
+static int chunks_append(evmux_loop *loop, struct evmux_chunk **head, struct evmux_chunk **tail,
+                         const char *p, size_t n)
 {
     while (n > 0) {
-        struct evmux_chunk *c = s->out_tail;
-        if (s->state & ST_SEND_DISCARD)
-            return -EPIPE; /* only after an error, which refuses writes first */
+        struct evmux_chunk *c = *tail;
         if (c == NULL || c->end == CHUNK_BYTES) {
-            c = chunk_get(s->handle.loop);
+            c = chunk_get(loop);
             if (c == NULL)
                 return -ENOMEM;
-            if (s->out_tail != NULL)
-                s->out_tail->next = c;
+            if (*tail != NULL)
+                (*tail)->next = c;
             else
-                s->out_head = c;
-            s->out_tail = c;
+                *head = c;
+            *tail = c;
         }
         size_t k = CHUNK_BYTES - c->end < n ? CHUNK_BYTES - c->end : n;
         memcpy(c->data + c->end, p, k);
         c->end += k;
-        s->queued += k;
         p += k;
         n -= k;
     }
     return 0;
+}
+
+/* The caller drops the whole queue if this fails. */
+static int queue_bytes(evmux_stream *s, const char *p, size_t n)
+{
+    if (s->state & ST_SEND_DISCARD)
+        return -EPIPE; /* only after an error, which refuses writes first */
+    int rc = chunks_append(s->handle.loop, &s->out_head, &s->out_tail, p, n);
+    if (rc == 0)
+        s->queued += n;
+    return rc;
+}
+
+/* Describes the queue's first chunks (at most max) for one send. */
+static size_t queue_iov(const evmux_stream *s, struct iovec *iov, size_t max, size_t *total)
+{
+    size_t n = 0;
+    *total = 0;
+    for (struct evmux_chunk *c = s->out_head; c != NULL && n < max; c = c->next) {
+        iov[n].iov_base = c->data + c->start;
+        iov[n].iov_len = c->end - c->start;
+        *total += iov[n].iov_len;
+        n++;
+    }
+    return n;
 }
 
 static void consume_queue(evmux_stream *s, size_t n)
@@ -292,6 +317,15 @@ static void set_native_active(evmux_stream *s, bool active)
         evmux__handle_deactivate(&s->handle);
 }
 
+/* Asks the kernel to end the stream's recv, once. */
+static void cancel_recv(evmux_stream *s)
+{
+    if ((s->state & (ST_RECV_ARMED | ST_RECV_CANCELLED)) != ST_RECV_ARMED)
+        return;
+    native_ops(s)->cancel_recv(s->handle.loop, s);
+    s->state |= ST_RECV_CANCELLED;
+}
+
 /* The completion-based counterpart of the io watcher's interest: a recv in
  * the kernel while reading (and nothing stashed is owed first), a send
  * while bytes are queued. */
@@ -307,18 +341,13 @@ static int native_sync(evmux_stream *s)
         rc = ops->recv(loop, s, s->io.fd);
         if (rc == 0)
             s->state |= ST_RECV_ARMED;
-    } else if (!want_recv && (s->state & ST_RECV_ARMED) && !(s->state & ST_RECV_CANCELLED)) {
-        ops->cancel_recv(loop, s);
-        s->state |= ST_RECV_CANCELLED;
+    } else if (!want_recv) {
+        cancel_recv(s);
     }
     if (s->queued > 0 && !(s->state & ST_SEND_BUSY)) {
         struct iovec iov[NATIVE_SEND_CHUNKS];
-        int n = 0;
-        for (struct evmux_chunk *c = s->out_head; c != NULL && n < NATIVE_SEND_CHUNKS; c = c->next) {
-            iov[n].iov_base = c->data + c->start;
-            iov[n].iov_len = c->end - c->start;
-            n++;
-        }
+        size_t total;
+        int n = (int)queue_iov(s, iov, NATIVE_SEND_CHUNKS, &total);
         int send_rc = ops->send(loop, s, s->io.fd, iov, n, (s->state & ST_SEND_FULL) != 0);
         if (send_rc == 0)
             s->state = (s->state & ~ST_SEND_FULL) | ST_SEND_BUSY;
@@ -408,13 +437,8 @@ static void flush_queue(evmux_stream *s)
 {
     while (s->queued > 0) {
         struct iovec iov[SEND_IOV_MAX];
-        size_t n = 0, total = 0;
-        for (struct evmux_chunk *c = s->out_head; c != NULL && n < SEND_IOV_MAX; c = c->next) {
-            iov[n].iov_base = c->data + c->start;
-            iov[n].iov_len = c->end - c->start;
-            total += iov[n].iov_len;
-            n++;
-        }
+        size_t total;
+        size_t n = queue_iov(s, iov, SEND_IOV_MAX, &total);
         ssize_t w = send_iov(s->io.fd, iov, n);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -635,24 +659,7 @@ static int stash_bytes(evmux_stream *s, const char *p, size_t n)
     struct evmux_chunk *tail = s->stash;
     while (tail != NULL && tail->next != NULL)
         tail = tail->next;
-    while (n > 0) {
-        if (tail == NULL || tail->end == CHUNK_BYTES) {
-            struct evmux_chunk *c = chunk_get(s->handle.loop);
-            if (c == NULL)
-                return -ENOMEM;
-            if (tail != NULL)
-                tail->next = c;
-            else
-                s->stash = c;
-            tail = c;
-        }
-        size_t k = CHUNK_BYTES - tail->end < n ? CHUNK_BYTES - tail->end : n;
-        memcpy(tail->data + tail->end, p, k);
-        tail->end += k;
-        p += k;
-        n -= k;
-    }
-    return 0;
+    return chunks_append(s->handle.loop, &s->stash, &tail, p, n);
 }
 
 /* Reading ends: EVMUX_EOF or an error, reported once. */
@@ -841,10 +848,7 @@ static void detach_socket(evmux_stream *s)
 {
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return;
-    if (s->state & ST_RECV_ARMED && !(s->state & ST_RECV_CANCELLED)) {
-        native_ops(s)->cancel_recv(s->handle.loop, s);
-        s->state |= ST_RECV_CANCELLED;
-    }
+    cancel_recv(s);
     if (s->state & ST_SEND_BUSY)
         native_ops(s)->cancel_send(s->handle.loop, s);
     set_native_active(s, false);

@@ -98,7 +98,7 @@ struct uring_state {
     struct uring_result *results;
     size_t result_count;
 
-    struct io_uring_buf_ring *buf_ring; /* NULL until the first recv */
+    struct io_uring_buf_ring *buf_ring; /* provided receive buffers, registered at init */
     char *bufs;
     int lent_bid; /* buffer lent to a read callback right now, or -1 */
 };
@@ -168,11 +168,10 @@ static int buffers_register(struct uring_state *st)
     return 0;
 }
 
-/* The receive buffers cost address space only until touched. */
-static int buffers_ensure(struct uring_state *st)
+/* Maps and registers the receive buffers; they cost address space only
+ * until touched. */
+static int buffers_setup(struct uring_state *st)
 {
-    if (st->buf_ring != NULL)
-        return 0;
     void *ring = mmap(NULL, BUF_COUNT * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
                       MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     void *bufs = mmap(NULL, (size_t)BUF_COUNT * BUF_SIZE, PROT_READ | PROT_WRITE,
@@ -198,7 +197,7 @@ static int uring_init(evmux_loop *loop)
         /* Registered now rather than at the first read: a kernel without
          * provided-buffer rings (before 5.19) then fails here, where "auto"
          * can still fall back to epoll, not in some stream's read_start. */
-        rc = buffers_ensure(st);
+        rc = buffers_setup(st);
         if (rc < 0)
             io_uring_queue_exit(&st->ring);
     }
@@ -458,7 +457,7 @@ static int uring_wait(evmux_loop *loop, uint64_t timeout_ns)
     struct uring_state *st = loop->backend_state;
     rearm_polls(loop);
     int rc;
-    if (timeout_ns == 0 || st->result_count > 0) {
+    if (timeout_ns == 0) {
         rc = io_uring_submit_and_get_events(&st->ring);
     } else {
         struct __kernel_timespec ts, *tsp = NULL;
@@ -495,7 +494,7 @@ static int uring_after_fork(evmux_loop *loop)
     st->rearm_count = 0;
     st->live_polls = 0;
     st->result_count = 0; /* results of the parent's requests */
-    if (st->buf_ring != NULL && (rc = buffers_register(st)) < 0)
+    if ((rc = buffers_register(st)) < 0)
         return rc;
     evmux__streams_after_fork(loop);
     return 0;
@@ -510,10 +509,6 @@ static uint64_t stream_data(const evmux_stream *s, enum uring_tag tag)
 
 static int uring_recv(evmux_loop *loop, evmux_stream *s, int fd)
 {
-    struct uring_state *st = loop->backend_state;
-    int rc = buffers_ensure(st);
-    if (rc < 0)
-        return rc;
     struct io_uring_sqe *sqe = get_sqe(loop);
     if (sqe == NULL)
         return -EBUSY;
