@@ -25,8 +25,10 @@ test: build
 asan:
 	$(MAKE) test BUILD=build-asan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DEVMUX_SANITIZE=address,undefined"
 
+# The thread code's tests (ctest label "threads") under ThreadSanitizer.
 tsan:
-	$(MAKE) test BUILD=build-tsan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DEVMUX_SANITIZE=thread"
+	$(MAKE) build BUILD=build-tsan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DEVMUX_SANITIZE=thread"
+	cd build-tsan && ctest --output-on-failure -j$(JOBS) -L threads
 
 # The I/O-models lab: results/lab.csv and docs/lab-*.png (bench/setup.sh
 # installs the peer libraries and gnuplot first).

@@ -5,6 +5,13 @@
  * taken yet; past OWED_HIGH bytes we stop reading from that client until
  * its queue drains to OWED_LOW, so a client that never reads costs bounded
  * memory and nobody else waits for it.
+ *
+ * For the seed's third claim (a heavy handler on the loop's thread stalls
+ * every client) it can make some input expensive: with --work-us U, each
+ * 0x7F byte received costs U microseconds of CPU before its reply. By
+ * default that work runs on the loop's thread; with --workers N it runs on
+ * evmux's worker pool, while the connection stops reading (so replies stay
+ * in order) and every other client goes on being served.
  */
 #include <evmux.h>
 
@@ -18,11 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #define OWED_HIGH (1024 * 1024)
 #define OWED_LOW (256 * 1024)
 #define SHUTDOWN_GRACE_MS 5000
+#define HEAVY_MARK 0x7f /* each of these bytes costs --work-us of CPU */
 
 struct server {
     evmux_loop *loop;
@@ -35,6 +44,16 @@ struct server {
     evmux_io signals;
     evmux_timer grace; /* bounds how long shutdown waits for slow peers */
     bool stopping;
+    unsigned long long work_us; /* CPU per HEAVY_MARK byte */
+    unsigned workers;           /* 0: the work runs on the loop's thread */
+};
+
+/* Input handed to the pool: the connection reads nothing more meanwhile. */
+struct job {
+    evmux_work work;
+    char *bytes;
+    size_t len;
+    unsigned long long cpu_us;
 };
 
 struct conn {
@@ -43,6 +62,10 @@ struct conn {
     struct conn *prev, *next;
     bool peer_done; /* the client sent EOF */
     bool fin_sent;  /* everything owed went out, then our FIN */
+    bool job_busy;  /* job is with the pool */
+    bool closed;    /* the stream's close callback ran; free after the job */
+    bool goodbye_after_job; /* shutdown began while the job ran */
+    struct job job;
 };
 
 /* ---- one connection: read, uppercase, write back ---- */
@@ -54,9 +77,40 @@ static void uppercase(char *p, size_t n)
             p[i] = (char)(p[i] - ('a' - 'A'));
 }
 
+/* Where burn_cpu's result goes, so the compiler must compute it. */
+static _Thread_local volatile unsigned burn_sink;
+
+/* Burns `us` microseconds of this thread's CPU time on real work. */
+static void burn_cpu(unsigned long long us)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    unsigned long long now = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+    unsigned long long end = now + us * 1000ull;
+    unsigned h = 2166136261u;
+    while (now < end) {
+        for (unsigned i = 0; i < 1024; i++)
+            h = (h ^ i) * 16777619u;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        now = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+    }
+    burn_sink = h;
+}
+
+static size_t count_marks(const char *p, size_t n)
+{
+    size_t k = 0;
+    for (const char *end = p + n; (p = memchr(p, HEAVY_MARK, (size_t)(end - p))) != NULL; p++)
+        k++;
+    return k;
+}
+
 static void conn_freed(evmux_handle *h)
 {
-    free(h->data);
+    struct conn *c = h->data;
+    c->closed = true;
+    if (!c->job_busy) /* else the job's after callback frees it */
+        free(c);
 }
 
 static void server_maybe_finish(struct server *srv);
@@ -88,18 +142,85 @@ static void on_shutdown(evmux_stream *s, int status)
         conn_close(c);
 }
 
+static void on_read(evmux_stream *s, ssize_t nread, char *buf);
+static void say_goodbye(struct conn *c);
+
+static void send_reply(struct conn *c, char *bytes, size_t len)
+{
+    evmux_buf reply = {bytes, len};
+    if (evmux_stream_write(NULL, &c->stream, &reply, 1, NULL) < 0)
+        conn_close(c);
+    else if (evmux_stream_over_high(&c->stream))
+        evmux_stream_read_stop(&c->stream);
+}
+
+static void job_run(evmux_work *w) /* on a pool thread */
+{
+    struct job *job = (struct job *)w;
+    burn_cpu(job->cpu_us);
+    uppercase(job->bytes, job->len);
+}
+
+static void job_done(evmux_work *w, int status)
+{
+    struct conn *c = w->data;
+    struct job *job = &c->job;
+    c->job_busy = false;
+    if (c->closed) {
+        free(job->bytes);
+        free(c);
+        return;
+    }
+    if (status == 0 && !evmux_is_closing(&c->stream.handle)) {
+        send_reply(c, job->bytes, job->len);
+        if (c->goodbye_after_job)
+            say_goodbye(c);
+        else if (!evmux_is_closing(&c->stream.handle) && !evmux_stream_over_high(&c->stream) &&
+                 evmux_stream_read_start(&c->stream, on_read) < 0)
+            conn_close(c);
+    }
+    free(job->bytes);
+    job->bytes = NULL;
+}
+
+/* Heavy input goes to the pool; the copy outlives the lent buffer. */
+static bool hand_to_pool(struct conn *c, const char *buf, size_t len, unsigned long long cpu_us)
+{
+    struct job *job = &c->job;
+    job->bytes = malloc(len);
+    if (job->bytes == NULL)
+        return false;
+    memcpy(job->bytes, buf, len);
+    job->len = len;
+    job->cpu_us = cpu_us;
+    job->work.data = c;
+    if (evmux_queue_work(c->srv->loop, &job->work, job_run, job_done) < 0) {
+        free(job->bytes);
+        job->bytes = NULL;
+        return false;
+    }
+    c->job_busy = true;
+    evmux_stream_read_stop(&c->stream);
+    return true;
+}
+
 static void on_read(evmux_stream *s, ssize_t nread, char *buf)
 {
     struct conn *c = s->handle.data;
     if (nread > 0) {
         if (c->srv->stopping)
             return; /* saying goodbye: input is no longer answered */
+        unsigned long long cpu_us = 0;
+        if (c->srv->work_us > 0)
+            cpu_us = c->srv->work_us * count_marks(buf, (size_t)nread);
+        if (cpu_us > 0 && c->srv->workers > 0) {
+            if (!hand_to_pool(c, buf, (size_t)nread, cpu_us))
+                conn_close(c); /* out of memory or threads: cannot answer */
+            return;
+        }
+        burn_cpu(cpu_us);
         uppercase(buf, (size_t)nread);
-        evmux_buf reply = {buf, (size_t)nread};
-        if (evmux_stream_write(NULL, s, &reply, 1, NULL) < 0)
-            conn_close(c);
-        else if (evmux_stream_over_high(s))
-            evmux_stream_read_stop(s);
+        send_reply(c, buf, (size_t)nread);
     } else if (nread == EVMUX_EOF) {
         c->peer_done = true;
         if (c->fin_sent)
@@ -115,7 +236,7 @@ static void on_read(evmux_stream *s, ssize_t nread, char *buf)
 static void on_drained(evmux_stream *s)
 {
     struct conn *c = s->handle.data;
-    if (!c->peer_done && evmux_stream_read_start(s, on_read) < 0)
+    if (!c->peer_done && !c->job_busy && evmux_stream_read_start(s, on_read) < 0)
         conn_close(c);
 }
 
@@ -206,11 +327,19 @@ static void begin_shutdown(struct server *srv)
         next = c->next;
         if (c->peer_done)
             continue; /* already finishing */
-        evmux_stream_read_start(&c->stream, on_read); /* to see its EOF */
-        if (evmux_stream_shutdown(&c->stream, on_shutdown) < 0)
-            conn_close(c);
+        if (c->job_busy)
+            c->goodbye_after_job = true; /* its reply is owed too */
+        else
+            say_goodbye(c);
     }
     server_maybe_finish(srv);
+}
+
+static void say_goodbye(struct conn *c)
+{
+    evmux_stream_read_start(&c->stream, on_read); /* to see its EOF */
+    if (evmux_stream_shutdown(&c->stream, on_shutdown) < 0)
+        conn_close(c);
 }
 
 static void on_signals(evmux_io *io, unsigned events)
@@ -255,12 +384,14 @@ struct options {
     const char *unix_path;
     const char *backend;
     size_t max_conns;
+    unsigned long long work_us;
+    unsigned workers;
 };
 
 static void usage(FILE *out)
 {
     fputs("usage: evmux-echo-server [--host ADDR] [--port N] [--unix PATH] [--backend NAME]\n"
-          "                         [--max-conns N]\n"
+          "                         [--max-conns N] [--work-us U] [--workers N]\n"
           "\n"
           "Echoes every byte each client sends, with a-z uppercased.\n"
           "\n"
@@ -270,6 +401,10 @@ static void usage(FILE *out)
           "  --backend NAME   auto, select, poll, epoll, uring (default auto: EVMUX_BACKEND,\n"
           "                   else the best available)\n"
           "  --max-conns N    serve at most N clients at once; later ones are closed at once\n"
+          "  --work-us U      each 0x7F byte received costs U microseconds of CPU before its\n"
+          "                   reply (a heavy handler; default 0)\n"
+          "  --workers N      run that work on a pool of N threads instead of the loop's\n"
+          "                   thread (default 0: on the loop's thread)\n"
           "  --help           show this help\n"
           "\n"
           "On start it prints 'listening on ADDRESS (backend NAME)'. SIGINT or SIGTERM\n"
@@ -302,8 +437,9 @@ static bool parse_number(const char *s, unsigned long long max, unsigned long lo
 /* Returns -1 to go on, or an exit status. Takes "--flag value" and "--flag=value". */
 static int parse_args(int argc, char **argv, struct options *opt)
 {
-    static const char *const names[] = {"--host", "--port", "--unix", "--backend", "--max-conns"};
-    enum { HOST, PORT, UNIX, BACKEND, MAX_CONNS, UNKNOWN };
+    static const char *const names[] = {"--host",      "--port",    "--unix",   "--backend",
+                                        "--max-conns", "--work-us", "--workers"};
+    enum { HOST, PORT, UNIX, BACKEND, MAX_CONNS, WORK_US, WORKERS, UNKNOWN };
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -350,6 +486,16 @@ static int parse_args(int argc, char **argv, struct options *opt)
             if (!parse_number(value, 1000000000, &n) || n == 0)
                 return bad_usage("--max-conns must be a positive number, not '%s'", value);
             opt->max_conns = (size_t)n;
+            break;
+        case WORK_US:
+            if (!parse_number(value, 10000000, &n))
+                return bad_usage("--work-us must be a number from 0 to 10000000, not '%s'", value);
+            opt->work_us = n;
+            break;
+        case WORKERS:
+            if (!parse_number(value, 256, &n))
+                return bad_usage("--workers must be a number from 0 to 256, not '%s'", value);
+            opt->workers = (unsigned)n;
             break;
         default:
             return bad_usage("unknown argument '%s'", arg);
@@ -424,8 +570,9 @@ int main(int argc, char **argv)
         return status;
 
     raise_fd_limit();
-    struct server srv = {.max_conns = opt.max_conns};
-    evmux_loop_options lopt = {.backend = opt.backend};
+    struct server srv = {.max_conns = opt.max_conns, .work_us = opt.work_us,
+                         .workers = opt.workers};
+    evmux_loop_options lopt = {.backend = opt.backend, .pool_threads = opt.workers};
     int rc = evmux_loop_new(&srv.loop, &lopt);
     if (rc < 0) {
         fprintf(stderr, "evmux-echo-server: cannot start the %s backend: %s\n", opt.backend,

@@ -8,15 +8,18 @@
  *  - Every function that can fail returns 0 or a negative errno value
  *    (-EINVAL, -ENOMEM, ...); evmux_strerror() names it. There is no global
  *    error state and nothing aborts on bad input.
- *  - The loop is opaque. Handles (evmux_io, evmux_timer, evmux_stream,
- *    evmux_listener) and requests (evmux_write_req, evmux_connect_req) are
+ *  - The loop is opaque. Handles (evmux_io, evmux_timer, evmux_async,
+ *    evmux_stream, evmux_listener) and requests (evmux_write_req,
+ *    evmux_connect_req, evmux_work) are
  *    structs that the caller allocates, may embed in its own structs, and
  *    must keep alive and unmoved: a handle from *_init until its close
  *    callback has run, a request until its callback has run.
  *    Every handle begins with an evmux_handle named `handle`, whose `data`
  *    field belongs to the caller.
- *  - A loop belongs to the thread that runs it. No function here is safe to
- *    call from another thread while the loop runs.
+ *  - A loop belongs to the thread that runs it. Only evmux_async_send and
+ *    evmux_stop may be called from other threads; every other function
+ *    belongs to the loop's thread (a work request's work_cb runs on a pool
+ *    thread and may call neither).
  *  - Times are milliseconds on the monotonic clock, measured from the loop's
  *    cached time (evmux_now), which is read once per iteration.
  */
@@ -62,6 +65,9 @@ typedef struct evmux_loop_options {
      * "select"): that backend or an error (-ENOSYS if it is not built in,
      * or the error it failed to start with). Unknown names give -EINVAL. */
     const char *backend;
+    /* Threads of the loop's worker pool (evmux_queue_work): at most this
+     * many, started as work arrives. 0: the default, 4. */
+    unsigned pool_threads;
 } evmux_loop_options;
 
 typedef enum evmux_run_mode {
@@ -75,7 +81,8 @@ typedef enum evmux_run_mode {
 EVMUX_API int evmux_loop_new(evmux_loop **out, const evmux_loop_options *opts);
 
 /* Frees a loop. Refuses with -EBUSY while any handle is open (initialised
- * and its close callback not yet run); the loop is then left untouched. */
+ * and its close callback not yet run) or a work request has not completed;
+ * the loop is then left untouched. Joins the worker pool's threads. */
 EVMUX_API int evmux_loop_free(evmux_loop *loop);
 
 /* Runs the loop in the given mode. Returns 0, or a negative errno value if
@@ -84,7 +91,8 @@ EVMUX_API int evmux_loop_free(evmux_loop *loop);
 EVMUX_API int evmux_run(evmux_loop *loop, evmux_run_mode mode);
 
 /* Makes evmux_run return after the current iteration (at the latest before
- * blocking again). */
+ * blocking again); called before evmux_run or from another thread while
+ * the loop blocks, the next or current run returns. Safe from any thread. */
 EVMUX_API void evmux_stop(evmux_loop *loop);
 
 /* 1 if the loop has active referenced handles or pending close callbacks. */
@@ -101,7 +109,10 @@ EVMUX_API void evmux_update_time(evmux_loop *loop);
 
 /* Call in the child after fork() before using a loop created in the parent:
  * rebuilds kernel state the two processes would otherwise share (an epoll
- * set). Returns 0 or a negative errno value. */
+ * set, the wake-up descriptor). The worker pool's threads do not survive
+ * fork: queued work runs on new threads, and work that was running in the
+ * parent completes in the child with -ECANCELED. Returns 0 or a negative
+ * errno value. */
 EVMUX_API int evmux_loop_fork(evmux_loop *loop);
 
 /* Names of the backends compiled into this build, in order of preference,
@@ -234,6 +245,78 @@ EVMUX_API uint64_t evmux_timer_get_repeat(const evmux_timer *timer);
 
 /* Milliseconds until the timer fires (0 if due or stopped). */
 EVMUX_API uint64_t evmux_timer_get_due_in(const evmux_timer *timer);
+
+/* ------------------------------------------------------------------ */
+/* Cross-thread wake-ups                                               */
+/* ------------------------------------------------------------------ */
+
+typedef struct evmux_async evmux_async;
+typedef void (*evmux_async_cb)(evmux_async *async);
+
+#ifdef __cplusplus
+typedef int evmux__atomic_int; /* same layout; only the library touches it */
+#else
+typedef _Atomic int evmux__atomic_int;
+#endif
+
+struct evmux_async {
+    evmux_handle handle;
+    /* private */
+    evmux_async_cb cb;
+    evmux_async *prev, *next;
+    evmux__atomic_int pending;
+};
+
+/* Prepares a wake-up handle. It is active (keeps evmux_run going) until
+ * closed, unless unreferenced. */
+EVMUX_API int evmux_async_init(evmux_loop *loop, evmux_async *async, evmux_async_cb cb);
+
+/* Safe from any thread (and from a signal handler): makes the loop call
+ * cb from its own thread soon. Sends that come before the callback runs
+ * are merged into one call. Memory written before the send is visible to
+ * the callback. Do not send once evmux_close has been called on the handle:
+ * the caller orders the two. Returns 0 (-EINVAL for NULL). */
+EVMUX_API int evmux_async_send(evmux_async *async);
+
+/* ------------------------------------------------------------------ */
+/* Worker pool: heavy work off the loop's thread                       */
+/* ------------------------------------------------------------------ */
+
+typedef struct evmux_work evmux_work;
+/* Runs on a pool thread. It may do anything but call into evmux (except
+ * evmux_async_send and evmux_stop). */
+typedef void (*evmux_work_cb)(evmux_work *req);
+/* Runs on the loop's thread after work_cb returned (status 0), or instead
+ * of it when the request was cancelled first (-ECANCELED). The request may
+ * be freed or queued again here. */
+typedef void (*evmux_after_work_cb)(evmux_work *req, int status);
+
+struct evmux_work {
+    void *data;
+    /* private */
+    evmux_loop *loop;
+    evmux_work_cb work_cb;
+    evmux_after_work_cb after_cb;
+    evmux_work *prev, *next;
+    int status;
+    unsigned state;
+};
+
+/* Runs work_cb(req) on one of the loop's pool threads, then
+ * after_cb(req, status) on the loop's thread, exactly once and never
+ * inside this call. Requests start in the order they were queued; with
+ * several threads they may finish in any order. A queued request keeps
+ * evmux_run going. Errors: -EINVAL (NULL arguments, or req already
+ * queued), -EAGAIN or -ENOMEM (no thread could be started; nothing was
+ * queued). */
+EVMUX_API int evmux_queue_work(evmux_loop *loop, evmux_work *req, evmux_work_cb work_cb,
+                               evmux_after_work_cb after_cb);
+
+/* Withdraws a request that no thread has started: its after_cb then runs
+ * with -ECANCELED (later, from the loop) and work_cb never does. -EBUSY if
+ * it is running or done (after_cb will run with 0), -EINVAL if it is not
+ * queued at all. */
+EVMUX_API int evmux_cancel_work(evmux_work *req);
 
 /* ------------------------------------------------------------------ */
 /* Addresses                                                           */

@@ -6,13 +6,15 @@
 #include "evmux.h"
 #include "backend/backend.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 enum evmux_handle_type {
     EVMUX_HANDLE_IO = 1,
     EVMUX_HANDLE_TIMER = 2,
     EVMUX_HANDLE_STREAM = 3,
-    EVMUX_HANDLE_LISTENER = 4
+    EVMUX_HANDLE_LISTENER = 4,
+    EVMUX_HANDLE_ASYNC = 5
 };
 
 enum evmux_handle_flag {
@@ -92,10 +94,22 @@ struct evmux_loop {
     evmux_stream *native_streams; /* streams using the backend's stream_ops */
     size_t parked_streams; /* closed, waiting for their kernel requests to end */
 
+    /* Cross-thread wake-ups (async.c, wakeup.c): one descriptor per loop,
+     * written at most once until the loop has read it. */
+    int wake_read_fd, wake_write_fd;
+    evmux_io wake_io;
+    atomic_int wake_pending;
+    evmux_async *asyncs;      /* every open evmux_async of the loop */
+    evmux_async *async_next;  /* the scan's next handle, kept valid by closes */
+
+    struct evmux_pool *pool; /* started by the first evmux_queue_work */
+    size_t work_outstanding; /* queued, after_cb not yet run */
+
     size_t open_handles;   /* initialised, close callback not yet run */
     size_t active_refs;    /* active and referenced */
-    bool stop_requested;
+    atomic_bool stop_requested;
     bool running;
+    unsigned pool_threads_max;
 
     struct evmux_loop_stats stats;
 };
@@ -160,6 +174,25 @@ void evmux__io_flush(evmux_loop *loop);
 void evmux__io_stop_now(evmux_io *io);
 /* -ERANGE if the backend cannot watch this descriptor number at all. */
 int evmux__io_check_fd(const evmux_loop *loop, int fd);
+
+/* Wake-up descriptor (wakeup.c): the one platform-specific part of the
+ * cross-thread machinery. Both numbers are the same for an eventfd. */
+int evmux__wakeup_open(int *read_fd, int *write_fd);
+void evmux__wakeup_signal(int write_fd);
+void evmux__wakeup_drain(int read_fd);
+void evmux__wakeup_close(int read_fd, int write_fd);
+
+/* Async handles (async.c) */
+int evmux__async_loop_init(evmux_loop *loop);
+void evmux__async_loop_free(evmux_loop *loop);
+int evmux__async_after_fork(evmux_loop *loop);
+/* Wakes the loop's thread out of its wait; any thread. */
+void evmux__loop_wake(evmux_loop *loop);
+void evmux__async_close(evmux_async *async);
+
+/* Worker pool (pool.c) */
+void evmux__pool_free(evmux_loop *loop);
+int evmux__pool_after_fork(evmux_loop *loop);
 
 /* Closing (loop.c): queues a closing handle for its close callback. */
 void evmux__closing_push(evmux_handle *h);

@@ -124,10 +124,20 @@ int evmux_loop_new(evmux_loop **out, const evmux_loop_options *opts)
     if (loop == NULL)
         return -ENOMEM;
     loop->now_ns = evmux__clock_ns();
+    loop->pool_threads_max = opts != NULL ? opts->pool_threads : 0;
+    atomic_init(&loop->stop_requested, false);
 
     int rc = strcmp(name, "auto") == 0 ? start_best_backend(loop)
                                        : start_backend_named(loop, name);
     if (rc < 0) {
+        free(loop);
+        return rc;
+    }
+    rc = evmux__async_loop_init(loop);
+    if (rc < 0) {
+        evmux__io_flush(loop);
+        loop->backend->destroy(loop);
+        evmux__io_free(loop);
         free(loop);
         return rc;
     }
@@ -139,8 +149,10 @@ int evmux_loop_free(evmux_loop *loop)
 {
     if (loop == NULL)
         return -EINVAL;
-    if (loop->open_handles > 0 || loop->running)
+    if (loop->open_handles > 0 || loop->work_outstanding > 0 || loop->running)
         return -EBUSY;
+    evmux__pool_free(loop); /* joins its threads, which may still wake us */
+    evmux__async_loop_free(loop);
     evmux__io_flush(loop); /* a backend with requests in flight ends them */
     loop->backend->destroy(loop);
     evmux__streams_free(loop);
@@ -155,10 +167,18 @@ int evmux_loop_fork(evmux_loop *loop)
     if (loop == NULL)
         return -EINVAL;
     evmux__io_flush(loop);
-    if (loop->backend->after_fork == NULL)
-        return 0; /* user-space interest sets survive fork as they are */
-    int rc = loop->backend->after_fork(loop);
-    return rc < 0 ? rc : evmux__io_reinstall_all(loop);
+    int rc = 0;
+    /* User-space interest sets (poll, select) survive fork as they are. */
+    if (loop->backend->after_fork != NULL) {
+        rc = loop->backend->after_fork(loop);
+        if (rc == 0)
+            rc = evmux__io_reinstall_all(loop);
+    }
+    if (rc == 0)
+        rc = evmux__async_after_fork(loop);
+    if (rc == 0)
+        rc = evmux__pool_after_fork(loop);
+    return rc;
 }
 
 const char *evmux_loop_backend(const evmux_loop *loop)
@@ -184,7 +204,8 @@ int evmux_loop_alive(const evmux_loop *loop)
 
 void evmux_stop(evmux_loop *loop)
 {
-    loop->stop_requested = true;
+    atomic_store(&loop->stop_requested, true);
+    evmux__loop_wake(loop); /* from another thread, the loop may be blocked */
 }
 
 void evmux__loop_stats(const evmux_loop *loop, struct evmux_loop_stats *out)
@@ -286,6 +307,9 @@ int evmux_close(evmux_handle *h, evmux_close_cb close_cb)
     case EVMUX_HANDLE_LISTENER:
         evmux__listener_close_begin((evmux_listener *)h);
         break;
+    case EVMUX_HANDLE_ASYNC:
+        evmux__async_close((evmux_async *)h);
+        break;
     default:
         return -EINVAL;
     }
@@ -332,7 +356,8 @@ static void run_closing(evmux_loop *loop)
 
 static uint64_t wait_timeout_ns(const evmux_loop *loop, evmux_run_mode mode)
 {
-    if (mode == EVMUX_RUN_NOWAIT || loop->stop_requested || loop->closing_head != NULL ||
+    if (mode == EVMUX_RUN_NOWAIT || atomic_load_explicit(&loop->stop_requested, memory_order_relaxed) ||
+        loop->closing_head != NULL ||
         loop->deferred_head != NULL || (loop->active_refs == 0 && loop->parked_streams == 0))
         return 0;
     return evmux__timers_next_ns(loop);
@@ -349,7 +374,8 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
     int rc = 0;
     evmux_update_time(loop);
     evmux__io_flush(loop); /* even when nothing is left to run */
-    while (!loop->stop_requested && evmux_loop_alive(loop)) {
+    while (!atomic_load_explicit(&loop->stop_requested, memory_order_relaxed) &&
+           evmux_loop_alive(loop)) {
         evmux__timers_run(loop);
         evmux__io_flush(loop);
         uint64_t timeout_ns = wait_timeout_ns(loop, mode);
@@ -377,7 +403,7 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
         if (mode != EVMUX_RUN_DEFAULT)
             break;
     }
-    loop->stop_requested = false;
+    atomic_store(&loop->stop_requested, false);
     loop->running = false;
     return rc < 0 ? rc : 0;
 }

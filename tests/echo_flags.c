@@ -73,6 +73,10 @@ static void test_bad_flags(void)
         { "--port", NULL, NULL }, /* missing value */
         { "--max-conns", "-1", NULL },
         { "--max-conns", "abc", NULL },
+        { "--work-us", "x", NULL },
+        { "--work-us", "10000001", NULL },
+        { "--workers", "257", NULL },
+        { "--workers", "-1", NULL },
         { "--backend", "bogus", NULL },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
