@@ -106,14 +106,14 @@ def bench_argv(port, conns, idle, size, depth, duration, warmup, extra=()):
             "--csv"] + list(extra)
 
 
-def bench_row(out, returncode):
-    """evmux-bench's CSV row from its output, with "error" set on failure."""
+def bench_row(out):
+    """evmux-bench's CSV row from its finished run, with "error" set on failure."""
     rows = list(csv.DictReader(out.stdout.splitlines()))
     if not rows:
         return {"error": (out.stderr.strip().splitlines() or ["no output"])[-1]}
     row = rows[-1]
-    if returncode != 0:
-        row["error"] = "exit %d" % returncode
+    if out.returncode != 0:
+        row["error"] = "exit %d" % out.returncode
     return row
 
 
@@ -123,7 +123,7 @@ def bench_once(server, conns, idle, size, depth, duration, warmup):
                       ["--server-pid", str(server.proc.pid)])
     out = subprocess.run(pinned(CLIENT_CPU, argv), capture_output=True, text=True,
                          timeout=duration + warmup + 120)
-    return bench_row(out, out.returncode)
+    return bench_row(out)
 
 
 def median_of(rows, key):
@@ -416,7 +416,7 @@ def heavy_once(argv, work_us, duration, warmup, prio):
                     rows.append({"error": "evmux-bench timed out"})
                     continue
                 rows.append(bench_row(subprocess.CompletedProcess(proc.args, proc.returncode,
-                                                                  out, err), proc.returncode))
+                                                                  out, err)))
             return rows
     except (RuntimeError, subprocess.TimeoutExpired) as e:
         return [{"error": str(e)}, {"error": str(e)}]
