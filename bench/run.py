@@ -282,7 +282,7 @@ LAB_BUSY_IN_IDLE = 10
 # Two generators, so the light figures are the light clients' alone.
 HEAVY_WORK_US = [0, 100, 1000, 10000]
 HEAVY_LIGHT_CONNS = 10
-HEAVY_DURATION, HEAVY_WARMUP = 1.0, 0.3  # ~2.5 minutes for 5 models x 4 W x 3 rounds
+HEAVY_DURATION, HEAVY_WARMUP = 1.5, 0.3  # 5 models x 4 W x 3 rounds x ~1.9 s: ~2 minutes
 # (name, description, argv without --work-us, flags its --help must list)
 HEAVY_MODELS = [
     ("threads", "thread per connection", peer_server("threads"), ["--work-us"]),
@@ -525,7 +525,7 @@ def heavy_tables(rows, models):
     if not models:
         return ""
     out = ["", "One heavy client among %d light ones (64-byte messages, one in flight each; "
-           "the heavy client's cost W us of server CPU each):" % HEAVY_LIGHT_CONNS, ""]
+           "each of the heavy client's messages costs W us of server CPU):" % HEAVY_LIGHT_CONNS, ""]
     head = "| W (us) | " + " | ".join(d for _, d in models) + " |"
     sep = "|---" * (len(models) + 1) + "|"
     for key, what in (("msgs_per_s", "light clients, messages per second"),
@@ -734,7 +734,7 @@ def main():
                                     "all"])
     p.add_argument("--rounds", type=int, default=3, help="runs per point (medians)")
     p.add_argument("--duration", type=float, default=None,
-                   help="seconds measured per run (default 2; lab's heavy series 1)")
+                   help="seconds measured per run (default 2; lab's heavy series 1.5)")
     p.add_argument("--warmup", type=float, default=None,
                    help="seconds of warm-up per run (default 0.5; lab's heavy series 0.3)")
     p.add_argument("--series", default=None,
