@@ -6,6 +6,7 @@
 
 #include "bench_hist.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -29,6 +30,7 @@ struct bench_options {
     double duration_s;
     double warmup_s;
     pid_t server_pid;    /* 0: not given */
+    bool mark;           /* every message starts with the marker byte 0x7F */
     enum bench_format format;
 };
 

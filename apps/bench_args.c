@@ -21,7 +21,7 @@ static void usage(FILE *out)
 {
     fputs("usage: evmux-bench [--host ADDR] [--port N] [--conns N] [--idle M] [--size BYTES]\n"
           "                   [--depth D] [--duration S] [--warmup S] [--server-pid PID]\n"
-          "                   [--backend NAME] [--csv | --json]\n"
+          "                   [--backend NAME] [--mark] [--csv | --json]\n"
           "\n"
           "Load generator for the uppercase echo server (evmux-echo-server). Each of N\n"
           "connections keeps D messages of BYTES bytes in flight and sends the next one\n"
@@ -41,6 +41,9 @@ static void usage(FILE *out)
           "  --server-pid PID  also report the server's CPU time per message\n"
           "  --backend NAME    auto, select, poll, epoll, uring (default auto: EVMUX_BACKEND,\n"
           "                    else the best available)\n"
+          "  --mark            start every message with the byte 0x7F (DEL), which the\n"
+          "                    payload never holds otherwise: servers started with\n"
+          "                    --work-us U spend U microseconds of CPU on each one\n"
           "  --csv             print a header line and one line of values\n"
           "  --json            print one JSON object\n"
           "  --help            show this help\n"
@@ -96,12 +99,12 @@ static bool parse_seconds(const char *s, double *out)
 enum flag {
     F_HOST, F_PORT, F_CONNS, F_IDLE, F_SIZE, F_DEPTH, F_DURATION, F_WARMUP, F_SERVER_PID,
     F_BACKEND, F_VALUE_FLAGS, /* those above take a value */
-    F_CSV = F_VALUE_FLAGS, F_JSON, F_HELP, F_COUNT
+    F_CSV = F_VALUE_FLAGS, F_JSON, F_MARK, F_HELP, F_COUNT
 };
 
 static const char *const flag_names[F_COUNT] = {
     "--host", "--port", "--conns", "--idle", "--size", "--depth", "--duration", "--warmup",
-    "--server-pid", "--backend", "--csv", "--json", "--help",
+    "--server-pid", "--backend", "--csv", "--json", "--mark", "--help",
 };
 
 /* Which flag `arg` is, and where its value starts (after '=') if given
@@ -208,6 +211,7 @@ int bench_parse_args(int argc, char **argv, struct bench_options *opt)
             }
             csv |= f == F_CSV;
             json |= f == F_JSON;
+            opt->mark |= f == F_MARK;
             continue;
         }
         if (value == NULL) {

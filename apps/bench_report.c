@@ -46,8 +46,8 @@ static void print_text(const struct bench_options *opt, const struct bench_resul
                        const struct figures *f)
 {
     printf("evmux-bench: %s, backend %s\n", r->target, r->backend);
-    printf("  load        %zu connections (+%zu idle), %zu-byte messages, depth %zu\n",
-           opt->conns, opt->idle, opt->size, opt->depth);
+    printf("  load        %zu connections (+%zu idle), %zu-byte messages, depth %zu%s\n",
+           opt->conns, opt->idle, opt->size, opt->depth, opt->mark ? ", marked (0x7F)" : "");
     printf("  connected   %zu + %zu idle in %.3f s, %llu connect failures\n", r->active_ok,
            r->idle_ok, r->connect_s, (unsigned long long)r->connect_failures);
     printf("  measured    %.3f s after %.3g s warmup\n", r->duration_s, opt->warmup_s);
@@ -85,7 +85,7 @@ static void opt_number(bool have, double v, int decimals, const char *missing)
 static const char csv_header[] =
     "conns,idle,size,depth,duration_s,messages,msgs_per_s,mb_per_s,p50_us,p99_us,p999_us,"
     "max_us,connect_failures,errors,mismatches,server_cpu_s,server_ns_per_msg,client_cpu_s,"
-    "client_ns_per_msg,min_us,mean_us,bytes_checked,connect_s,warmup_s,backend\n";
+    "client_ns_per_msg,min_us,mean_us,bytes_checked,connect_s,warmup_s,backend,mark\n";
 
 static void print_csv(const struct bench_options *opt, const struct bench_results *r,
                       const struct figures *f)
@@ -111,8 +111,8 @@ static void print_csv(const struct bench_options *opt, const struct bench_result
     opt_number(f->have_latency, f->min_us, 1, "");
     putchar(',');
     opt_number(f->have_latency, f->mean_us, 1, "");
-    printf(",%llu,%.3f,%.3f,%s\n", (unsigned long long)r->bytes_checked, r->connect_s,
-           opt->warmup_s, r->backend);
+    printf(",%llu,%.3f,%.3f,%s,%d\n", (unsigned long long)r->bytes_checked, r->connect_s,
+           opt->warmup_s, r->backend, opt->mark ? 1 : 0);
 }
 
 static void json_field(const char *name, bool have, double v, int decimals)
@@ -147,7 +147,7 @@ static void print_json(const struct bench_options *opt, const struct bench_resul
     json_field("connect_s", true, r->connect_s, 3);
     json_field("warmup_s", true, opt->warmup_s, 3);
     /* The backend name is one of a few fixed words: no escaping needed. */
-    printf(",\"backend\":\"%s\"}\n", r->backend);
+    printf(",\"backend\":\"%s\",\"mark\":%s}\n", r->backend, opt->mark ? "true" : "false");
 }
 
 void bench_report(const struct bench_options *opt, const struct bench_results *r)

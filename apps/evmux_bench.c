@@ -16,6 +16,14 @@
  * not message boundaries. The pattern's period is a prime, so consecutive
  * messages and different connections carry different bytes and a reply
  * from the wrong place is caught too.
+ *
+ * With --mark, the first byte of every message is MARK_BYTE (0x7F), which
+ * the pattern itself never holds: a server that does extra work per marked
+ * message (the lab's --work-us) sees exactly one marker per message. The
+ * marker replaces the pattern byte at stream offsets that are multiples of
+ * --size; sending and checking both walk the stream in pieces (see
+ * stream_piece), so the marker costs one more iovec and one more compare
+ * per message and no copy.
  */
 #include "bench.h"
 
@@ -41,6 +49,7 @@
 #define CONN_STRIDE 4099        /* how far apart connections start in the pattern */
 #define WRITE_SEGMENTS 16       /* pattern pieces per evmux_stream_write */
 #define MAX_NOTES 5             /* problems described on stderr; the rest are counted */
+#define MARK_BYTE 0x7F          /* DEL: the servers' "heavy request" marker; uppercase keeps it */
 
 enum phase {
     PHASE_CONNECT, /* opening every connection */
@@ -155,7 +164,8 @@ static uint8_t upper(uint8_t c)
 
 /* A fixed pattern, the same on every run: a quarter lowercase letters (the
  * bytes the server must change), a quarter bytes >= 0x80 (which it must
- * not touch, whatever the sign of char), the rest anything at all. */
+ * not touch, whatever the sign of char), the rest anything but MARK_BYTE,
+ * so that only --mark puts markers on the wire. */
 static void make_pattern(uint8_t *payload, uint8_t *expected, size_t n)
 {
     uint64_t x = 0x9e3779b97f4a7c15ull;
@@ -168,10 +178,33 @@ static void make_pattern(uint8_t *payload, uint8_t *expected, size_t n)
         switch (r & 3) {
         case 0: payload[i] = (uint8_t)('a' + v % 26); break;
         case 1: payload[i] = (uint8_t)(0x80 | v); break;
-        default: payload[i] = v; break;
+        default: payload[i] = v != MARK_BYTE ? v : (uint8_t)(MARK_BYTE - 1); break;
         }
         expected[i] = upper(payload[i]);
     }
+}
+
+static const uint8_t mark_byte = MARK_BYTE; /* upper(MARK_BYTE) == MARK_BYTE: sent and expected */
+
+/* The longest run of connection c's stream starting at stream offset `off`
+ * (at most `left` bytes) that lies contiguously in `pattern` (the payload
+ * or the expected bytes): up to where the pattern wraps and, with --mark,
+ * up to the next message start; a message start itself is the marker
+ * alone. Sending and checking both walk the stream with this, so they
+ * cannot disagree on where the markers are. */
+static evmux_buf stream_piece(const struct bench *b, const struct conn *c, const uint8_t *pattern,
+                              uint64_t off, uint64_t left)
+{
+    size_t pos = (size_t)((c->base + off) % PATTERN_PERIOD);
+    uint64_t len = left < PATTERN_PERIOD - pos ? left : PATTERN_PERIOD - pos;
+    if (b->opt->mark) {
+        uint64_t in_msg = off % b->opt->size;
+        if (in_msg == 0)
+            return (evmux_buf){&mark_byte, 1};
+        if (len > b->opt->size - in_msg)
+            len = b->opt->size - in_msg;
+    }
+    return (evmux_buf){pattern + pos, (size_t)len};
 }
 
 /* ---- one connection ---- */
@@ -232,20 +265,21 @@ static bool conn_check(struct conn *c, const uint8_t *buf, size_t n)
     }
     size_t done = 0;
     while (done < n) {
-        size_t pos = (size_t)((c->base + c->received + done) % PATTERN_PERIOD);
-        size_t len = n - done < PATTERN_PERIOD - pos ? n - done : PATTERN_PERIOD - pos;
-        if (memcmp(buf + done, b->expected + pos, len) != 0) {
+        uint64_t off = c->received + done;
+        evmux_buf want = stream_piece(b, c, b->expected, off, n - done);
+        const uint8_t *exp = want.base;
+        if (memcmp(buf + done, exp, want.len) != 0) {
             size_t i = 0;
-            while (buf[done + i] == b->expected[pos + i])
+            while (buf[done + i] == exp[i])
                 i++;
+            const uint8_t *sent = stream_piece(b, c, b->payload, off, want.len).base;
             b->res->mismatches++;
             note(b, "connection %zu: reply byte %llu is 0x%02x, expected 0x%02x (sent 0x%02x)",
-                 c->index, (unsigned long long)(c->received + done + i), buf[done + i],
-                 b->expected[pos + i], b->payload[pos + i]);
+                 c->index, (unsigned long long)(off + i), buf[done + i], exp[i], sent[i]);
             conn_end(c);
             return false;
         }
-        done += len;
+        done += want.len;
     }
     return true;
 }
@@ -260,18 +294,17 @@ static void conn_send(struct conn *c, uint64_t count)
         c->sent_at[m % depth] = now;
 
     /* The bytes are the pattern from the stream offset on, in pieces that
-     * end where the pattern wraps; evmux copies what the kernel defers. */
+     * end where the pattern wraps (and around each marker with --mark);
+     * evmux copies what the kernel defers. */
     uint64_t left = count * b->opt->size;
     while (left > 0) {
         evmux_buf bufs[WRITE_SEGMENTS];
         size_t n = 0;
         uint64_t batch = 0;
         for (; n < WRITE_SEGMENTS && left > 0; n++) {
-            size_t pos = (size_t)((c->base + c->sent + batch) % PATTERN_PERIOD);
-            size_t len = left < PATTERN_PERIOD - pos ? (size_t)left : PATTERN_PERIOD - pos;
-            bufs[n] = (evmux_buf){b->payload + pos, len};
-            batch += len;
-            left -= len;
+            bufs[n] = stream_piece(b, c, b->payload, c->sent + batch, left);
+            batch += bufs[n].len;
+            left -= bufs[n].len;
         }
         int rc = evmux_stream_write(NULL, &c->stream, bufs, n, NULL);
         if (rc < 0) {

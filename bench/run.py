@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Runs the evmux benchmarks and the I/O-models lab, side by side in one run.
 
-  python3 bench/run.py lab      the seed's I/O models over 1..10000 connections
-                                (results/lab.csv, docs/lab-*.png, under 10 minutes)
+  python3 bench/run.py lab      the seed's I/O models over 1..10000 connections, and
+                                one heavy client among light ones (results/lab.csv,
+                                docs/lab-*.png, under 10 minutes); --series heavy
+                                (or busy, idle, comma-separated) re-measures only those
   python3 bench/run.py lab-plots  redraws the lab's plots from results/lab.csv
   python3 bench/run.py echo     evmux (each backend) against every peer
   python3 bench/run.py memory   bytes per idle connection at 10000 connections
@@ -34,6 +36,7 @@ DOCS = os.path.join(ROOT, "docs")
 
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
+DEFAULT_DURATION, DEFAULT_WARMUP = 2.0, 0.5  # seconds per run, unless --duration/--warmup
 
 
 def log(msg):
@@ -96,14 +99,15 @@ def peer_server(name):
     return [os.path.join(BIN, "evmux-peer-" + name), "--port", "0"]
 
 
-def bench_once(server, conns, idle, size, depth, duration, warmup):
-    """One evmux-bench run against a started server; returns its CSV row."""
-    argv = [os.path.join(BIN, "evmux-bench"), "--port", str(server.port),
+def bench_argv(port, conns, idle, size, depth, duration, warmup, extra=()):
+    return [os.path.join(BIN, "evmux-bench"), "--port", str(port),
             "--conns", str(conns), "--idle", str(idle), "--size", str(size),
             "--depth", str(depth), "--duration", str(duration), "--warmup", str(warmup),
-            "--server-pid", str(server.proc.pid), "--csv"]
-    out = subprocess.run(pinned(CLIENT_CPU, argv), capture_output=True, text=True,
-                         timeout=duration + warmup + 120)
+            "--csv"] + list(extra)
+
+
+def bench_row(out):
+    """evmux-bench's CSV row from its finished run, with "error" set on failure."""
     rows = list(csv.DictReader(out.stdout.splitlines()))
     if not rows:
         return {"error": (out.stderr.strip().splitlines() or ["no output"])[-1]}
@@ -111,6 +115,15 @@ def bench_once(server, conns, idle, size, depth, duration, warmup):
     if out.returncode != 0:
         row["error"] = "exit %d" % out.returncode
     return row
+
+
+def bench_once(server, conns, idle, size, depth, duration, warmup):
+    """One evmux-bench run against a started server; returns its CSV row."""
+    argv = bench_argv(server.port, conns, idle, size, depth, duration, warmup,
+                      ["--server-pid", str(server.proc.pid)])
+    out = subprocess.run(pinned(CLIENT_CPU, argv), capture_output=True, text=True,
+                         timeout=duration + warmup + 120)
+    return bench_row(out)
 
 
 def median_of(rows, key):
@@ -200,6 +213,8 @@ def run_echo(args):
     scales = [(1, 0), (100, 0), (1000, 0), (100, 9900)]
     points = [(c, i, s, d) for (c, i) in scales for s in (64, 16384) for d in (1, 16)]
     servers = echo_servers()
+    duration = args.duration if args.duration is not None else DEFAULT_DURATION
+    warmup = args.warmup if args.warmup is not None else DEFAULT_WARMUP
     rows = []
     total = len(points) * len(servers)
     n = 0
@@ -212,8 +227,7 @@ def run_echo(args):
         runs = {label: [] for label, _ in here}
         for _ in range(args.rounds):
             for label, argv in here:
-                runs[label].append(run_once(argv, conns, idle, size, depth, args.duration,
-                                            args.warmup))
+                runs[label].append(run_once(argv, conns, idle, size, depth, duration, warmup))
         for label, _ in here:
             n += 1
             row = summarize(label, runs[label], conns, idle, size, depth)
@@ -262,32 +276,79 @@ LAB_SERIES = [("busy", "every connection busy", LAB_CONNS),
               ("idle", "10 busy, the rest idle", [10, 100, 1000, 10000])]
 LAB_BUSY_IN_IDLE = 10
 
+# The heavy series (claim 3): 10 light connections and 1 heavy one on one
+# server, each with one 64-byte message in flight, the heavy one's messages
+# marked (0x7F first); the server spends W us of CPU per marked message.
+# Two generators, so the light figures are the light clients' alone.
+HEAVY_WORK_US = [0, 100, 1000, 10000]
+HEAVY_LIGHT_CONNS = 10
+HEAVY_DURATION, HEAVY_WARMUP = 1.5, 0.3  # 5 models x 4 W x 3 rounds x ~1.9 s: ~2 minutes
+# (name, description, argv without --work-us, flags its --help must list)
+HEAVY_MODELS = [
+    ("threads", "thread per connection", peer_server("threads"), ["--work-us"]),
+    ("epoll", "epoll", peer_server("epoll"), ["--work-us"]),
+    ("uring", "io_uring", peer_server("uring"), ["--work-us"]),
+    ("evmux-loop", "evmux, handler on the loop thread", evmux_server("epoll"), ["--work-us"]),
+    ("evmux-pool", "evmux, worker pool", evmux_server("epoll") + ["--workers", "2"],
+     ["--work-us", "--workers"]),
+]
+LAB_ALL_SERIES = [name for name, _, _ in LAB_SERIES] + ["heavy"]
+LAB_FIELDS = ["series", "model", "conns", "work_us", "rounds_ok", "msgs_per_s", "p50_us",
+              "p99_us", "server_ns_per_msg", "heavy_msgs_per_s", "heavy_p50_us", "error"]
+NAN = float("nan")
+
 
 def run_lab(args):
+    series = lab_series_wanted(args)
+    started = time.time()
+    rows = []
+    busy_idle = [s for s in LAB_SERIES if s[0] in series]
+    if busy_idle:
+        rows += run_lab_conns(args, busy_idle, started)
+    if "heavy" in series:
+        rows += run_lab_heavy(args, started)
+    # Re-measuring some series keeps the others' rows from results/lab.csv.
+    kept = [r for r in read_lab_csv() if r["series"] not in series]
+    rows = kept + rows
+    write_csv("lab.csv", rows, LAB_FIELDS)
+    write_lab_md_and_plots(rows)
+
+
+def lab_series_wanted(args):
+    wanted = [s.strip() for s in (args.series or ",".join(LAB_ALL_SERIES)).split(",") if s.strip()]
+    for s in wanted:
+        if s not in LAB_ALL_SERIES:
+            sys.exit("--series: unknown series '%s' (choose from %s)" % (s, ", ".join(LAB_ALL_SERIES)))
+    return wanted
+
+
+def run_lab_conns(args, series_list, started):
+    """The busy and idle series: one generator, 1..10000 connections."""
+    duration = args.duration if args.duration is not None else DEFAULT_DURATION
+    warmup = args.warmup if args.warmup is not None else DEFAULT_WARMUP
     rows = []
     models = [(m, desc) for (m, desc) in LAB_MODELS if have("evmux-peer-" + m)]
     for m, _ in LAB_MODELS:
         if not have("evmux-peer-" + m):
             log("skipping model %s: evmux-peer-%s not built" % (m, m))
-    total = len(models) * sum(len(c) for _, _, c in LAB_SERIES)
+    total = len(models) * sum(len(c) for _, _, c in series_list)
     n = 0
-    started = time.time()
-    for series, _, counts in LAB_SERIES:
+    for series, _, counts in series_list:
         for conns in counts:
             active = conns if series == "busy" else LAB_BUSY_IN_IDLE
             for model, _ in models:
                 n += 1
                 if model == "select" and conns > 1000:
                     rows.append({"series": series, "model": model, "conns": conns,
-                                 "rounds_ok": 0, "msgs_per_s": float("nan"),
-                                 "p50_us": float("nan"), "p99_us": float("nan"),
-                                 "server_ns_per_msg": float("nan"),
+                                 "rounds_ok": 0, "msgs_per_s": NAN,
+                                 "p50_us": NAN, "p99_us": NAN,
+                                 "server_ns_per_msg": NAN,
                                  "error": "cannot watch descriptors >= FD_SETSIZE (1024)"})
                     log("[%d/%d] %-5s %-8s conns=%-5d  skipped: FD_SETSIZE" % (
                         n, total, series, model, conns))
                     continue
                 row = measure_point(model, peer_server(model), active, conns - active, 64, 1,
-                                    args.rounds, args.duration, args.warmup)
+                                    args.rounds, duration, warmup)
                 row.update({"series": series, "model": model, "conns": conns})
                 rows.append(row)
                 log("[%d/%d] %-5s %-8s conns=%-5d %10s msg/s  p99 %9s us  server %7s ns/msg  "
@@ -295,11 +356,148 @@ def run_lab(args):
                                              fmt(row["msgs_per_s"]), fmt(row["p99_us"]),
                                              fmt(row["server_ns_per_msg"]),
                                              time.time() - started, row["error"]))
-    fields = ["series", "model", "conns", "rounds_ok", "msgs_per_s", "p50_us", "p99_us",
-              "server_ns_per_msg", "error"]
-    write_csv("lab.csv", rows, fields)
-    write_md("lab.md", lab_tables(rows, models))
+    return rows
+
+
+def server_accepts(argv, flags):
+    """Whether a server's --help lists every flag in `flags` (a server built
+    before the flag existed would refuse to start with it)."""
+    if not os.access(argv[0], os.X_OK):
+        return False
+    out = subprocess.run([argv[0], "--help"], capture_output=True, text=True, timeout=10)
+    return all(f in out.stdout for f in flags)
+
+
+def heavy_models():
+    models = []
+    for name, desc, argv, flags in HEAVY_MODELS:
+        if server_accepts(argv, flags):
+            models.append((name, desc, argv))
+        else:
+            log("skipping heavy model %s: %s is missing or has no %s" % (
+                name, os.path.basename(argv[0]), " / ".join(flags)))
+    return models
+
+
+def heavy_client_priority():
+    """The heavy generator runs SCHED_FIFO when allowed. Both generators
+    share the client CPU, and the light one keeps it busy: at normal
+    priority the heavy one waited there for up to a time slice before
+    sending its next request, so the server saw the heavy client late, at
+    a rate set by the client CPU's scheduler (runs flipped between two
+    regimes, light msg/s 12k or 29k at W = 1000 on epoll). At real-time
+    priority it sends as soon as its reply arrives, as a client on its own
+    machine would, and costs the light one only its few microseconds."""
+    if subprocess.call(["sh", "-c", "chrt -f 1 true 2>/dev/null"]) == 0:
+        return ["chrt", "-f", "1"]
+    log("heavy series: cannot use chrt -f (SCHED_FIFO); the heavy generator runs at normal "
+        "priority, and its rate depends on the client CPU's scheduler")
+    return []
+
+
+def heavy_once(argv, work_us, duration, warmup, prio):
+    """One round: a fresh server with --work-us, the light and the heavy
+    generator started together, both on the client CPU."""
+    try:
+        with Server(argv + ["--work-us", str(work_us)]) as srv:
+            light = pinned(CLIENT_CPU, bench_argv(srv.port, HEAVY_LIGHT_CONNS, 0, 64, 1,
+                                                  duration, warmup))
+            heavy = prio + pinned(CLIENT_CPU, bench_argv(srv.port, 1, 0, 64, 1, duration,
+                                                         warmup, ["--mark"]))
+            procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True) for a in (light, heavy)]
+            rows = []
+            for proc in procs:
+                try:
+                    out, err = proc.communicate(timeout=duration + warmup + 60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    out, err = proc.communicate()
+                    rows.append({"error": "evmux-bench timed out"})
+                    continue
+                rows.append(bench_row(subprocess.CompletedProcess(proc.args, proc.returncode,
+                                                                  out, err)))
+            return rows
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        return [{"error": str(e)}, {"error": str(e)}]
+
+
+def run_lab_heavy(args, started):
+    """Claim 3: what one heavy client does to 10 light ones, per model."""
+    duration = args.duration if args.duration is not None else HEAVY_DURATION
+    warmup = args.warmup if args.warmup is not None else HEAVY_WARMUP
+    models = heavy_models()
+    prio = heavy_client_priority()
+    rows = []
+    total = len(models) * len(HEAVY_WORK_US)
+    n = 0
+    series_started = time.time()
+    for work_us in HEAVY_WORK_US:
+        # Rounds interleave the models, as in the echo comparison.
+        runs = {name: [] for name, _, _ in models}
+        for _ in range(args.rounds):
+            for name, _, argv in models:
+                runs[name].append(heavy_once(argv, work_us, duration, warmup, prio))
+        for name, _, _ in models:
+            n += 1
+            row = summarize_heavy(runs[name])
+            row.update({"series": "heavy", "model": name, "work_us": work_us})
+            rows.append(row)
+            log("[%d/%d] heavy %-10s work=%-5d light %8s msg/s  p50 %8s us  p99 %8s us  "
+                "heavy %6s msg/s  (%.0f s elapsed) %s" % (
+                    n, total, name, work_us, fmt(row["msgs_per_s"]), fmt(row["p50_us"]),
+                    fmt(row["p99_us"]), fmt(row["heavy_msgs_per_s"]),
+                    time.time() - started, row["error"]))
+    log("heavy series: %.0f s" % (time.time() - series_started))
+    return rows
+
+
+def summarize_heavy(runs):
+    """Medians over the rounds in which both generators ran clean."""
+    def clean(r):
+        return "error" not in r and int(r.get("mismatches", "0") or 0) == 0
+    good = [(light, heavy) for light, heavy in runs if clean(light) and clean(heavy)]
+    errors = "; ".join(sorted({r["error"] for pair in runs for r in pair if "error" in r}))
+    lights = [light for light, _ in good]
+    heavies = [heavy for _, heavy in good]
+    return {"conns": HEAVY_LIGHT_CONNS + 1, "rounds_ok": len(good),
+            "msgs_per_s": median_of(lights, "msgs_per_s"),
+            "p50_us": median_of(lights, "p50_us"), "p99_us": median_of(lights, "p99_us"),
+            "server_ns_per_msg": NAN,
+            "heavy_msgs_per_s": median_of(heavies, "msgs_per_s"),
+            "heavy_p50_us": median_of(heavies, "p50_us"), "error": errors}
+
+
+def read_lab_csv():
+    """results/lab.csv as rows with numbers, or [] if there is none; rows
+    written before the heavy series existed simply lack its columns."""
+    path = os.path.join(RESULTS, "lab.csv")
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            r["conns"] = int(r["conns"])
+            r["work_us"] = int(r["work_us"]) if r.get("work_us") not in (None, "") else ""
+            for k in ("msgs_per_s", "p50_us", "p99_us", "server_ns_per_msg"):
+                v = r.get(k)
+                r[k] = float(v) if v not in (None, "", "nan") else NAN
+            for k in ("heavy_msgs_per_s", "heavy_p50_us"):  # empty outside the heavy series
+                v = r.get(k)
+                r[k] = "" if v in (None, "") else float(v)
+            r["error"] = r.get("error") or ""
+            rows.append(r)
+    return rows
+
+
+def write_lab_md_and_plots(rows):
+    models = [(m, d) for (m, d) in LAB_MODELS
+              if any(r["model"] == m and r["series"] != "heavy" for r in rows)]
+    hmodels = [(m, d) for (m, d, _, _) in HEAVY_MODELS
+               if any(r["model"] == m and r["series"] == "heavy" for r in rows)]
+    write_md("lab.md", lab_tables(rows, models) + heavy_tables(rows, hmodels))
     plot_lab(rows, models)
+    plot_heavy(rows, hmodels)
 
 
 def lab_tables(rows, models):
@@ -307,6 +505,8 @@ def lab_tables(rows, models):
     head = "| connections | " + " | ".join(d for _, d in models) + " |"
     sep = "|---" * (len(models) + 1) + "|"
     for series, title, counts in LAB_SERIES:
+        if not any(r["series"] == series for r in rows):
+            continue
         for key, what in (("msgs_per_s", "messages per second"), ("p99_us", "p99 latency (us)"),
                           ("server_ns_per_msg", "server CPU per message (ns)")):
             out += ["%s, %s:" % (title.capitalize(), what), "", head, sep]
@@ -321,13 +521,44 @@ def lab_tables(rows, models):
     return "\n".join(out)
 
 
-def plot_lab(rows, models):
+def heavy_tables(rows, models):
+    if not models:
+        return ""
+    out = ["", "One heavy client among %d light ones (64-byte messages, one in flight each; "
+           "each of the heavy client's messages costs W us of server CPU):" % HEAVY_LIGHT_CONNS, ""]
+    head = "| W (us) | " + " | ".join(d for _, d in models) + " |"
+    sep = "|---" * (len(models) + 1) + "|"
+    for key, what in (("msgs_per_s", "light clients, messages per second"),
+                      ("p50_us", "light clients, p50 latency (us)"),
+                      ("p99_us", "light clients, p99 latency (us)"),
+                      ("heavy_msgs_per_s", "heavy client, messages per second")):
+        out += ["Heavy series, %s:" % what, "", head, sep]
+        for w in HEAVY_WORK_US:
+            cells = []
+            for m, _ in models:
+                r = next((r for r in rows if r["series"] == "heavy" and r["model"] == m
+                          and r["work_us"] == w), None)
+                cells.append(fmt(r[key]) if r else "n/a")
+            out.append("| %d | %s |" % (w, " | ".join(cells)))
+        out.append("")
+    return "\n".join(out)
+
+
+def gnuplot_terminal():
     if subprocess.call(["sh", "-c", "command -v gnuplot >/dev/null"]) != 0:
         log("gnuplot not installed: no plots (bench/setup.sh installs gnuplot-nox)")
+        return None
+    return ("set terminal pngcairo size 900,540 noenhanced" if pngcairo()
+            else "set terminal png size 900,540")
+
+
+def plot_lab(rows, models):
+    terminal = gnuplot_terminal()
+    if terminal is None:
         return
-    terminal = ("set terminal pngcairo size 900,540 noenhanced" if pngcairo()
-                else "set terminal png size 900,540")
     for series, title, _ in LAB_SERIES:
+        if not any(r["series"] == series for r in rows):
+            continue
         datafiles = []
         for m, desc in models:
             path = os.path.join(RESULTS, "lab-%s-%s.dat" % (series, m))
@@ -355,17 +586,52 @@ def plot_lab(rows, models):
             log("wrote " + os.path.relpath(out, ROOT))
 
 
+def plot_heavy(rows, models):
+    """The light clients' p99 and msg/s against W. W = 0 cannot sit on a
+    log axis, so the x axis is the list of W, evenly spaced and labelled."""
+    if not models:
+        return
+    terminal = gnuplot_terminal()
+    if terminal is None:
+        return
+    datafiles = []
+    for m, desc in models:
+        path = os.path.join(RESULTS, "lab-heavy-%s.dat" % m)
+        with open(path, "w") as f:
+            for i, w in enumerate(HEAVY_WORK_US):
+                r = next((r for r in rows if r["series"] == "heavy" and r["model"] == m
+                          and r["work_us"] == w and r["msgs_per_s"] == r["msgs_per_s"]), None)
+                if r:
+                    f.write("%d %d %s %s %s\n" % (i, w, r["msgs_per_s"], r["p99_us"],
+                                                  r["heavy_msgs_per_s"]))
+        datafiles.append((path, desc))
+    xtics = ", ".join('"%d" %d' % (w, i) for i, w in enumerate(HEAVY_WORK_US))
+    for name, col, ylabel, logy in (("p99", 4, "light clients' p99 latency (microseconds)", True),
+                                    ("throughput", 3, "light clients' messages per second",
+                                     False)):
+        out = os.path.join(DOCS, "lab-heavy-%s.png" % name)
+        plots = ", ".join("'%s' using 1:%d with linespoints lw 2 title '%s'" % (p, col, d)
+                          for p, d in datafiles)
+        script = "\n".join([
+            terminal, "set output '%s'" % out,
+            "set logscale y" if logy else "set yrange [0:*]",
+            "set xrange [-0.2:%f]" % (len(HEAVY_WORK_US) - 0.8), "set xtics (%s)" % xtics,
+            "set xlabel 'CPU time of one heavy request (microseconds)'",
+            "set ylabel \"%s\"" % ylabel, "set key outside right", "set grid",
+            "set title '%d light clients and 1 heavy one, 64-byte messages'"
+            % HEAVY_LIGHT_CONNS,
+            "plot " + plots, ""])
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+        log("wrote " + os.path.relpath(out, ROOT))
+
+
 def replot_lab(args):
-    """Redraws the lab's plots from results/lab.csv without measuring."""
-    rows = []
-    for r in csv.DictReader(open(os.path.join(RESULTS, "lab.csv"))):
-        r["conns"] = int(r["conns"])
-        for k in ("msgs_per_s", "p99_us", "server_ns_per_msg"):
-            r[k] = float(r[k]) if r[k] not in ("", "nan") else float("nan")
-        rows.append(r)
-    models = [(m, d) for (m, d) in LAB_MODELS if any(r["model"] == m for r in rows)]
-    write_md("lab.md", lab_tables(rows, models))
-    plot_lab(rows, models)
+    """Redraws the lab's plots (and results/lab.md) from results/lab.csv
+    without measuring."""
+    rows = read_lab_csv()
+    if not rows:
+        sys.exit("results/lab.csv is missing: run the lab first")
+    write_lab_md_and_plots(rows)
 
 
 def pngcairo():
@@ -467,8 +733,13 @@ def main():
     p.add_argument("what", choices=["lab", "lab-plots", "echo", "memory", "core", "timers",
                                     "all"])
     p.add_argument("--rounds", type=int, default=3, help="runs per point (medians)")
-    p.add_argument("--duration", type=float, default=2.0, help="seconds measured per run")
-    p.add_argument("--warmup", type=float, default=0.5, help="seconds of warm-up per run")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds measured per run (default 2; lab's heavy series 1.5)")
+    p.add_argument("--warmup", type=float, default=None,
+                   help="seconds of warm-up per run (default 0.5; lab's heavy series 0.3)")
+    p.add_argument("--series", default=None,
+                   help="lab only: comma-separated series to measure (busy, idle, heavy; "
+                        "default all); results/lab.csv keeps the others' rows")
     p.add_argument("--idle-conns", type=int, default=10000, help="connections for memory")
     args = p.parse_args()
     if not have("evmux-bench"):

@@ -5,7 +5,12 @@
  *  - Against wrong servers this test runs itself (an evmux loop in a forked
  *    child): one that echoes without uppercasing, one that flips a single
  *    byte deep into one connection's stream, one that drops a connection
- *    halfway: exit 1, with mismatches (or errors) counted.
+ *    halfway: exit 1, with mismatches (or errors) counted. The first two
+ *    again with --mark, the flipped byte then being a marker.
+ *  - --mark: clean against the real server; and against a server of ours
+ *    that drops a connection whose 0x7F bytes are not exactly at the
+ *    message starts (with --mark) or not absent (without): exit 0, so the
+ *    markers are on the wire where they belong and nowhere else.
  *  - Nobody listening: exit 1 with a message. Bad flags: exit 2, one line
  *    plus the usage on stderr, nothing on stdout; --help: exit 0. */
 #include "echo_harness.h"
@@ -116,12 +121,17 @@ static double csv_num(const struct csv *c, const char *name)
 enum wrong_mode {
     WRONG_NO_UPPERCASE, /* echoes every byte unchanged */
     WRONG_FLIP_BYTE,    /* right, except one byte of the first connection */
-    WRONG_DROP          /* right, but closes the first connection halfway */
+    WRONG_DROP,         /* right, but closes the first connection halfway */
+    CHECK_MARKS         /* right, but drops a connection whose 0x7F bytes are misplaced */
 };
 
 #define WRONG_AT 40000 /* stream offset of the flipped byte, or of the drop */
 
+#define MARK_BYTE 0x7F
+#define MARK_SIZE 1000 /* --size of the runs against CHECK_MARKS */
+
 static enum wrong_mode wrong_mode;
+static bool wrong_marks_expected; /* CHECK_MARKS: at every MARK_SIZE-th byte, or nowhere */
 static size_t wrong_accepted;
 
 struct wrong_conn {
@@ -144,6 +154,12 @@ static void wrong_on_read(evmux_stream *s, ssize_t nread, char *buf)
     }
     size_t n = (size_t)nread;
     for (size_t i = 0; i < n; i++) {
+        bool marker = (uint8_t)buf[i] == MARK_BYTE;
+        if (wrong_mode == CHECK_MARKS &&
+            marker != (wrong_marks_expected && (c->seen + i) % MARK_SIZE == 0)) {
+            evmux_close(&s->handle, wrong_free);
+            return;
+        }
         if (wrong_mode != WRONG_NO_UPPERCASE)
             buf[i] = (char)echo_upper((uint8_t)buf[i]);
         if (wrong_mode == WRONG_FLIP_BYTE && c->first && c->seen + i == WRONG_AT)
@@ -204,7 +220,7 @@ static void wrong_server_stop(void)
 }
 
 /* Starts a wrong server; returns its port. */
-static int wrong_server_start(enum wrong_mode mode)
+static int wrong_server_start(enum wrong_mode mode, bool marks)
 {
     int fds[2];
     CHECK(pipe(fds) == 0);
@@ -220,6 +236,7 @@ static int wrong_server_start(enum wrong_mode mode)
         alarm(0);
         close(fds[0]);
         wrong_mode = mode;
+        wrong_marks_expected = marks;
         wrong_server_main(fds[1]);
     }
     wrong_pid = pid;
@@ -309,14 +326,16 @@ static void test_real_server_json_and_text(void)
 }
 
 /* A wrong server must make evmux-bench fail: exit 1, with the damage
- * counted in `column` (and the other problem column as given). */
-static void expect_caught(enum wrong_mode mode, const char *what, const char *column)
+ * counted in `column`, and `want_err` (if given) in what it says. */
+static void expect_caught(enum wrong_mode mode, bool mark, const char *what, const char *column,
+                          const char *want_err)
 {
-    int port = wrong_server_start(mode);
+    int port = wrong_server_start(mode, false);
     char p[16];
     snprintf(p, sizeof p, "%d", port);
     const char *args[] = {"--port", p, "--conns", "3", "--depth", "2", "--size", "1000",
-                          "--duration", "0.5", "--warmup", "0", "--csv", NULL};
+                          "--duration", "0.5", "--warmup", "0", "--csv",
+                          mark ? "--mark" : NULL, NULL};
     echo_output o;
     uint64_t t0 = echo_now_ms();
     run_bench(&o, args);
@@ -328,6 +347,8 @@ static void expect_caught(enum wrong_mode mode, const char *what, const char *co
         echo_fail("%s: expected %s > 0, got %s\n%s", what, column, csv_get(&c, column), o.out);
     if (strstr(o.err, "FAILED") == NULL)
         echo_fail("%s: no FAILED verdict on stderr: \"%.600s\"", what, o.err);
+    if (want_err != NULL && strstr(o.err, want_err) == NULL)
+        echo_fail("%s: no \"%s\" on stderr: \"%.600s\"", what, want_err, o.err);
     echo_note("%s: exit 1 after %llu ms, mismatches %s, errors %s; stderr starts \"%.*s\"", what,
               (unsigned long long)(echo_now_ms() - t0), csv_get(&c, "mismatches"),
               csv_get(&c, "errors"), (int)strcspn(o.err, "\n"), o.err);
@@ -336,9 +357,68 @@ static void expect_caught(enum wrong_mode mode, const char *what, const char *co
 
 static void test_wrong_servers(void)
 {
-    expect_caught(WRONG_NO_UPPERCASE, "server that does not uppercase", "mismatches");
-    expect_caught(WRONG_FLIP_BYTE, "server that flips one byte", "mismatches");
-    expect_caught(WRONG_DROP, "server that drops a connection", "errors");
+    expect_caught(WRONG_NO_UPPERCASE, false, "server that does not uppercase", "mismatches",
+                  NULL);
+    expect_caught(WRONG_FLIP_BYTE, false, "server that flips one byte", "mismatches", NULL);
+    expect_caught(WRONG_DROP, false, "server that drops a connection", "errors", NULL);
+    /* WRONG_AT is a multiple of the size, so with --mark the flip hits a marker. */
+    expect_caught(WRONG_NO_UPPERCASE, true, "--mark, server that does not uppercase",
+                  "mismatches", NULL);
+    expect_caught(WRONG_FLIP_BYTE, true, "--mark, server that flips a marker", "mismatches",
+                  "reply byte 40000 is 0x7e, expected 0x7f (sent 0x7f)");
+}
+
+/* --mark against the real server: clean, and the CSV says it was marked. */
+static void test_mark_real_server(void)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", srv.port);
+    const char *args[] = {"--port", port, "--conns", "3", "--depth", "4", "--size", "64",
+                          "--duration", "0.5", "--warmup", "0.1", "--mark", "--csv", NULL};
+    echo_output o;
+    run_bench(&o, args);
+    expect_exit("real server, --mark", &o, 0);
+    struct csv c;
+    parse_csv("real server, --mark", &o, &c);
+    if (csv_num(&c, "messages") <= 0)
+        echo_fail("real server, --mark: no messages counted: %s", o.out);
+    CHECK_EQ(csv_num(&c, "mismatches"), 0);
+    CHECK_EQ(csv_num(&c, "errors"), 0);
+    CHECK_EQ(csv_num(&c, "mark"), 1);
+    echo_note("real server, --mark: %s messages, clean", csv_get(&c, "messages"));
+    echo_output_free(&o);
+}
+
+/* Where the markers are on the wire: our server drops any connection with a
+ * 0x7F byte off the message starts, or a message start without one (with
+ * --mark); evmux-bench would report the drop as an error, exit 1. */
+static void expect_marks(bool server_expects, bool bench_marks, int want_exit)
+{
+    int port = wrong_server_start(CHECK_MARKS, server_expects);
+    char p[16], size[16];
+    snprintf(p, sizeof p, "%d", port);
+    snprintf(size, sizeof size, "%d", MARK_SIZE);
+    /* Depth 3 and several connections, so messages merge and split in the stream. */
+    const char *args[] = {"--port", p, "--conns", "3", "--depth", "3", "--size", size,
+                          "--duration", "0.3", "--warmup", "0", "--csv",
+                          bench_marks ? "--mark" : NULL, NULL};
+    echo_output o;
+    run_bench(&o, args);
+    wrong_server_stop();
+    char what[96];
+    snprintf(what, sizeof what, "markers %s, server expects them %s",
+             bench_marks ? "sent" : "not sent", server_expects ? "at message starts" : "nowhere");
+    expect_exit(what, &o, want_exit);
+    echo_note("%s: exit %d", what, want_exit);
+    echo_output_free(&o);
+}
+
+static void test_mark_on_the_wire(void)
+{
+    expect_marks(true, true, 0);
+    expect_marks(false, false, 0);
+    expect_marks(true, false, 1); /* the check itself can fail */
+    expect_marks(false, true, 1);
 }
 
 static void test_no_server(void)
@@ -379,6 +459,7 @@ static void test_flags(void)
         {"--duration", "0"},       {"--warmup=x"},          {"--backend", "kqueue"},
         {"--csv=yes"},             {"--port", "70000"},     {"--server-pid", "0"},
         {"--idle", "1e3"},         {"--duration", "nan"},   {"stray"},
+        {"--mark=1"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         expect_usage_error(bad[i]);
@@ -404,9 +485,11 @@ int main(int argc, char **argv)
     echo_server_start(&srv, NULL);
     RUN_TEST(test_real_server_csv);
     RUN_TEST(test_real_server_json_and_text);
+    RUN_TEST(test_mark_real_server);
     echo_server_check_alive(&srv, "after the benchmarks");
     echo_server_stop_ok(&srv);
     RUN_TEST(test_wrong_servers);
+    RUN_TEST(test_mark_on_the_wire);
     RUN_TEST(test_no_server);
     echo_note("ok");
     return 0;

@@ -1,7 +1,8 @@
 /* What every benchmark peer shares: the command line, the listening socket,
- * the start-up line the scripts parse, the uppercase transform, the
- * descriptor limit, a queue for bytes owed to a client, and exit on
- * SIGINT/SIGTERM. Header-only: each peer is one .c file that includes it.
+ * the start-up line the scripts parse, the request handler (uppercase, and
+ * the heavy work of --work-us), the descriptor limit, a queue for bytes
+ * owed to a client, and exit on SIGINT/SIGTERM. Header-only: each peer is
+ * one .c file that includes it.
  *
  * The behaviour to match is apps/echo_server.c: every byte comes back with
  * a-z uppercased; past PEER_OWED_HIGH bytes owed to a client we stop reading
@@ -18,20 +19,26 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PEER_OWED_HIGH (1024 * 1024) /* stop reading from a client owed more */
 #define PEER_OWED_LOW (256 * 1024)   /* ...and resume once it is down to this */
 #define PEER_READ_SIZE (64 * 1024)   /* one read, as evmux's loop buffer */
+#define PEER_MARK 0x7F               /* a heavy request: evmux-bench --mark starts messages with it */
+#define PEER_WORK_US_MAX 10000000ul  /* --work-us: 10 s per marker is plenty */
 
 static const char *peer_name = "peer";
 static const char *peer_model = "";
 static volatile unsigned long peer_refused; /* connections closed unserved */
+static uint64_t peer_work_ns;   /* --work-us in ns: CPU burnt per PEER_MARK received */
+static volatile uint64_t peer_work_sink; /* keeps the burnt work observable */
 
 struct peer_options {
     const char *host;
@@ -41,7 +48,7 @@ struct peer_options {
 static inline void peer_usage(FILE *out)
 {
     fprintf(out,
-            "usage: evmux-peer-%s [--host ADDR] [--port N]\n"
+            "usage: evmux-peer-%s [--host ADDR] [--port N] [--work-us U]\n"
             "\n"
             "Echoes every byte each client sends, with a-z uppercased, as\n"
             "evmux-echo-server does: a benchmark peer for evmux.\n"
@@ -49,6 +56,9 @@ static inline void peer_usage(FILE *out)
             "\n"
             "  --host ADDR   address or host name to listen on (default 127.0.0.1)\n"
             "  --port N      TCP port, 0 picks a free one (default 0)\n"
+            "  --work-us U   for every byte 0x7F received, spend U microseconds of the\n"
+            "                serving thread's CPU time before replying: a heavy request\n"
+            "                (evmux-bench --mark sends one per message; default 0)\n"
             "  --help        show this help\n"
             "\n"
             "On start it prints 'listening on ADDRESS:PORT (peer %s)'. SIGINT or SIGTERM\n"
@@ -72,17 +82,20 @@ static inline int peer_parse_args(int argc, char **argv, const char *name, const
         }
         bool is_host = strncmp(arg, "--host", 6) == 0 && (arg[6] == '\0' || arg[6] == '=');
         bool is_port = strncmp(arg, "--port", 6) == 0 && (arg[6] == '\0' || arg[6] == '=');
-        if (!is_host && !is_port) {
+        bool is_work = strncmp(arg, "--work-us", 9) == 0 && (arg[9] == '\0' || arg[9] == '=');
+        if (!is_host && !is_port && !is_work) {
             fprintf(stderr, "evmux-peer-%s: unknown argument '%s'\n", name, arg);
             peer_usage(stderr);
             return 2;
         }
-        if (arg[6] == '=')
-            value = arg + 7;
+        size_t len = is_work ? 9 : 6;
+        if (arg[len] == '=')
+            value = arg + len + 1;
         else if (i + 1 < argc)
             value = argv[++i];
         else {
             fprintf(stderr, "evmux-peer-%s: %s needs a value\n", name, arg);
+            peer_usage(stderr);
             return 2;
         }
         if (is_host) {
@@ -92,9 +105,21 @@ static inline int peer_parse_args(int argc, char **argv, const char *name, const
         char *end;
         errno = 0;
         unsigned long n = strtoul(value, &end, 10);
-        if (value[0] < '0' || value[0] > '9' || *end != '\0' || errno != 0 || n > 65535) {
+        bool number = value[0] >= '0' && value[0] <= '9' && *end == '\0' && errno == 0;
+        if (is_work) {
+            if (!number || n > PEER_WORK_US_MAX) {
+                fprintf(stderr, "evmux-peer-%s: --work-us must be a number of microseconds "
+                        "from 0 to %lu, not '%s'\n", name, PEER_WORK_US_MAX, value);
+                peer_usage(stderr);
+                return 2;
+            }
+            peer_work_ns = (uint64_t)n * 1000;
+            continue;
+        }
+        if (!number || n > 65535) {
             fprintf(stderr, "evmux-peer-%s: --port must be a number from 0 to 65535, not '%s'\n",
                     name, value);
+            peer_usage(stderr);
             return 2;
         }
         opt->port = (unsigned)n;
@@ -166,6 +191,48 @@ static inline void peer_uppercase(char *p, size_t n)
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)(p[i] - 'a') < 26)
             p[i] = (char)(p[i] - ('a' - 'A'));
+}
+
+static inline uint64_t peer_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The heavy part of a request: spins until this thread has used `ns` more
+ * CPU time. Thread CPU time, not wall time, so that a request costs the
+ * same CPU whether or not the thread is preempted meanwhile; and real work
+ * (FNV-1a over a counter) between the clock reads, so the compiler cannot
+ * drop the loop and the core is really busy. */
+static inline void peer_burn(uint64_t ns)
+{
+    uint64_t start = peer_thread_cpu_ns(), h = 0xcbf29ce484222325ull;
+    uint64_t i = 0;
+    do {
+        for (int k = 0; k < 256; k++, i++) /* about a microsecond between clock reads */
+            h = (h ^ i) * 0x100000001b3ull;
+    } while (peer_thread_cpu_ns() - start < ns);
+    peer_work_sink = h;
+}
+
+static inline void peer_work(const char *p, size_t n)
+{
+    uint64_t marks = 0;
+    for (const char *end = p + n; (p = memchr(p, PEER_MARK, (size_t)(end - p))) != NULL; p++)
+        marks++;
+    if (marks > 0)
+        peer_burn(marks * peer_work_ns);
+}
+
+/* Handles a chunk just received, before any of it is replied to: the work
+ * --work-us asks for per marker byte, then the uppercase. Without
+ * --work-us this costs one branch. */
+static inline void peer_handle(char *p, size_t n)
+{
+    if (peer_work_ns != 0)
+        peer_work(p, n);
+    peer_uppercase(p, n);
 }
 
 static inline void peer_set_nodelay(int fd)

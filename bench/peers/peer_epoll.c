@@ -64,7 +64,7 @@ static void conn_ready(struct conn *c, uint32_t events)
     if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) && (c->events & EPOLLIN)) {
         ssize_t n = recv(c->fd, read_buf, sizeof read_buf, 0);
         if (n > 0) {
-            peer_uppercase(read_buf, (size_t)n);
+            peer_handle(read_buf, (size_t)n);
             if (!peer_reply(&c->owed, c->fd, read_buf, (size_t)n)) {
                 conn_close(c);
                 return;

@@ -53,7 +53,7 @@ static void on_readable(EV_P_ ev_io *w, int revents)
     struct conn *c = w->data;
     ssize_t n = recv(w->fd, read_buf, sizeof read_buf, 0);
     if (n > 0) {
-        peer_uppercase(read_buf, (size_t)n);
+        peer_handle(read_buf, (size_t)n);
         if (!peer_reply(&c->owed, w->fd, read_buf, (size_t)n)) {
             conn_close(EV_A_ c);
             return;

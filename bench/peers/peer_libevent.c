@@ -27,7 +27,7 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct evbuffer *output = bufferevent_get_output(bev);
     int n;
     while ((n = evbuffer_remove(input, read_buf, sizeof read_buf)) > 0) {
-        peer_uppercase(read_buf, (size_t)n);
+        peer_handle(read_buf, (size_t)n);
         evbuffer_add(output, read_buf, (size_t)n);
     }
     if (evbuffer_get_length(output) > PEER_OWED_HIGH)

@@ -84,7 +84,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = (struct conn *)stream;
     if (nread > 0) {
-        peer_uppercase(buf->base, (size_t)nread);
+        peer_handle(buf->base, (size_t)nread);
         uv_buf_t reply = uv_buf_init(buf->base, (unsigned)nread);
         int sent = uv_try_write(stream, &reply, 1);
         if (sent == UV_EAGAIN)

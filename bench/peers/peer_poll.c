@@ -46,7 +46,7 @@ static void conn_ready(size_t i)
     if ((p->revents & (POLLIN | POLLERR | POLLHUP)) && (p->events & POLLIN)) {
         ssize_t n = recv(p->fd, read_buf, sizeof read_buf, 0);
         if (n > 0) {
-            peer_uppercase(read_buf, (size_t)n);
+            peer_handle(read_buf, (size_t)n);
             if (!peer_reply(&c->owed, p->fd, read_buf, (size_t)n)) {
                 conn_close(i);
                 return;

@@ -46,7 +46,7 @@ static void conn_ready(int fd, bool readable, bool writable)
     if (readable) {
         ssize_t n = recv(fd, read_buf, sizeof read_buf, 0);
         if (n > 0) {
-            peer_uppercase(read_buf, (size_t)n);
+            peer_handle(read_buf, (size_t)n);
             if (!peer_reply(&c->owed, fd, read_buf, (size_t)n)) {
                 conn_close(fd);
                 return;

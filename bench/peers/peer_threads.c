@@ -42,7 +42,7 @@ static void *serve(void *arg)
             continue;
         if (n <= 0)
             break; /* EOF (all replies went out) or reset */
-        peer_uppercase(buf, (size_t)n);
+        peer_handle(buf, (size_t)n);
         if (!send_all(fd, buf, (size_t)n))
             break;
     }

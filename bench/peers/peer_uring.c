@@ -217,7 +217,7 @@ static void on_recv(struct conn *c, int res, unsigned flags)
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
         char *data = bufs + (size_t)bid * BUF_SIZE;
         if (!c->closing) {
-            peer_uppercase(data, (size_t)res);
+            peer_handle(data, (size_t)res);
             if (!peer_owed_append(&c->pending, data, (size_t)res))
                 conn_close(c);
         }
