@@ -38,7 +38,7 @@ static const char *peer_name = "peer";
 static const char *peer_model = "";
 static volatile unsigned long peer_refused; /* connections closed unserved */
 static uint64_t peer_work_ns;   /* --work-us in ns: CPU burnt per PEER_MARK received */
-static volatile uint64_t peer_work_sink; /* keeps the burnt work observable */
+static _Thread_local volatile uint64_t peer_work_sink; /* keeps the burnt work observable (per thread: no race) */
 
 struct peer_options {
     const char *host;
