@@ -48,12 +48,14 @@ struct server {
     unsigned workers;           /* 0: the work runs on the loop's thread */
 };
 
-/* Input handed to the pool: the connection reads nothing more meanwhile. */
+/* Input handed to the pool: the connection reads nothing more meanwhile.
+ * Allocated per heavy request, so that an idle connection pays one pointer. */
 struct job {
     evmux_work work;
-    char *bytes;
-    size_t len;
+    struct conn *conn;
     unsigned long long cpu_us;
+    size_t len;
+    char bytes[];
 };
 
 struct conn {
@@ -62,10 +64,9 @@ struct conn {
     struct conn *prev, *next;
     bool peer_done; /* the client sent EOF */
     bool fin_sent;  /* everything owed went out, then our FIN */
-    bool job_busy;  /* job is with the pool */
     bool closed;    /* the stream's close callback ran; free after the job */
     bool goodbye_after_job; /* shutdown began while the job ran */
-    struct job job;
+    struct job *job; /* with the pool, or NULL */
 };
 
 /* ---- one connection: read, uppercase, write back ---- */
@@ -109,7 +110,7 @@ static void conn_freed(evmux_handle *h)
 {
     struct conn *c = h->data;
     c->closed = true;
-    if (!c->job_busy) /* else the job's after callback frees it */
+    if (c->job == NULL) /* else the job's after callback frees it */
         free(c);
 }
 
@@ -163,11 +164,11 @@ static void job_run(evmux_work *w) /* on a pool thread */
 
 static void job_done(evmux_work *w, int status)
 {
-    struct conn *c = w->data;
-    struct job *job = &c->job;
-    c->job_busy = false;
+    struct job *job = (struct job *)w;
+    struct conn *c = job->conn;
+    c->job = NULL;
     if (c->closed) {
-        free(job->bytes);
+        free(job);
         free(c);
         return;
     }
@@ -179,27 +180,24 @@ static void job_done(evmux_work *w, int status)
                  evmux_stream_read_start(&c->stream, on_read) < 0)
             conn_close(c);
     }
-    free(job->bytes);
-    job->bytes = NULL;
+    free(job);
 }
 
 /* Heavy input goes to the pool; the copy outlives the lent buffer. */
 static bool hand_to_pool(struct conn *c, const char *buf, size_t len, unsigned long long cpu_us)
 {
-    struct job *job = &c->job;
-    job->bytes = malloc(len);
-    if (job->bytes == NULL)
+    struct job *job = malloc(sizeof *job + len);
+    if (job == NULL)
         return false;
     memcpy(job->bytes, buf, len);
     job->len = len;
     job->cpu_us = cpu_us;
-    job->work.data = c;
+    job->conn = c;
     if (evmux_queue_work(c->srv->loop, &job->work, job_run, job_done) < 0) {
-        free(job->bytes);
-        job->bytes = NULL;
+        free(job);
         return false;
     }
-    c->job_busy = true;
+    c->job = job;
     evmux_stream_read_stop(&c->stream);
     return true;
 }
@@ -236,7 +234,7 @@ static void on_read(evmux_stream *s, ssize_t nread, char *buf)
 static void on_drained(evmux_stream *s)
 {
     struct conn *c = s->handle.data;
-    if (!c->peer_done && !c->job_busy && evmux_stream_read_start(s, on_read) < 0)
+    if (!c->peer_done && c->job == NULL && evmux_stream_read_start(s, on_read) < 0)
         conn_close(c);
 }
 
@@ -327,7 +325,7 @@ static void begin_shutdown(struct server *srv)
         next = c->next;
         if (c->peer_done)
             continue; /* already finishing */
-        if (c->job_busy)
+        if (c->job != NULL)
             c->goodbye_after_job = true; /* its reply is owed too */
         else
             say_goodbye(c);
