@@ -40,8 +40,7 @@ struct server {
     size_t conn_count;
     size_t max_conns; /* 0: no limit */
     unsigned long long served, refused;
-    int signal_pipe[2];
-    evmux_io signals;
+    evmux_signal sigint, sigterm;
     evmux_timer grace; /* bounds how long shutdown waits for slow peers */
     bool stopping;
     unsigned long long work_us; /* CPU per HEAVY_MARK byte */
@@ -282,25 +281,16 @@ static void on_accept(evmux_listener *l, int status)
 
 /* ---- stopping on SIGINT/SIGTERM ---- */
 
-static int signal_write_fd = -1;
-
-static void on_signal(int signo)
-{
-    int saved = errno;
-    unsigned char b = (unsigned char)signo;
-    ssize_t ignored = write(signal_write_fd, &b, 1);
-    (void)ignored;
-    errno = saved;
-}
-
 static void server_maybe_finish(struct server *srv)
 {
     if (!srv->stopping || srv->conns != NULL)
         return;
     if (!evmux_is_closing(&srv->grace.handle))
         evmux_close(&srv->grace.handle, NULL);
-    if (!evmux_is_closing(&srv->signals.handle))
-        evmux_close(&srv->signals.handle, NULL);
+    if (!evmux_is_closing(&srv->sigint.handle))
+        evmux_close(&srv->sigint.handle, NULL);
+    if (!evmux_is_closing(&srv->sigterm.handle))
+        evmux_close(&srv->sigterm.handle, NULL);
 }
 
 static void close_everyone(struct server *srv)
@@ -340,13 +330,10 @@ static void say_goodbye(struct conn *c)
         conn_close(c);
 }
 
-static void on_signals(evmux_io *io, unsigned events)
+static void on_stop_signal(evmux_signal *sig, int signum)
 {
-    (void)events;
-    struct server *srv = io->handle.data;
-    unsigned char sigs[16];
-    if (read(io->fd, sigs, sizeof sigs) <= 0)
-        return;
+    (void)signum;
+    struct server *srv = sig->handle.data;
     if (!srv->stopping)
         begin_shutdown(srv);
     else
@@ -355,22 +342,16 @@ static void on_signals(evmux_io *io, unsigned events)
 
 static int install_signals(struct server *srv)
 {
-    if (pipe2(srv->signal_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
-        return -errno;
-    signal_write_fd = srv->signal_pipe[1];
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN); /* belt and braces: evmux sends with MSG_NOSIGNAL */
-    evmux_io_init(srv->loop, &srv->signals, srv->signal_pipe[0], on_signals);
-    srv->signals.handle.data = srv;
-    int rc = evmux_io_start(&srv->signals, EVMUX_READABLE);
+    evmux_signal_init(srv->loop, &srv->sigint);
+    evmux_signal_init(srv->loop, &srv->sigterm);
+    srv->sigint.handle.data = srv->sigterm.handle.data = srv;
     /* Only the listener and connections keep the loop running. */
-    evmux_unref(&srv->signals.handle);
+    evmux_unref(&srv->sigint.handle);
+    evmux_unref(&srv->sigterm.handle);
+    int rc = evmux_signal_start(&srv->sigint, on_stop_signal, SIGINT);
+    if (rc == 0)
+        rc = evmux_signal_start(&srv->sigterm, on_stop_signal, SIGTERM);
     return rc;
 }
 
@@ -586,7 +567,8 @@ int main(int argc, char **argv)
     }
     if ((status = start_listening(&srv, &opt)) != 0) {
         evmux_close(&srv.grace.handle, NULL);
-        evmux_close(&srv.signals.handle, NULL);
+        evmux_close(&srv.sigint.handle, NULL);
+        evmux_close(&srv.sigterm.handle, NULL);
     }
 
     rc = evmux_run(srv.loop, EVMUX_RUN_DEFAULT);
@@ -599,7 +581,5 @@ int main(int argc, char **argv)
                 srv.served, srv.refused);
     if (evmux_loop_free(srv.loop) < 0)
         fprintf(stderr, "evmux-echo-server: handles left open at exit\n");
-    close(srv.signal_pipe[0]);
-    close(srv.signal_pipe[1]);
     return status;
 }

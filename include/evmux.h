@@ -2,14 +2,14 @@
  * evmux: event-driven I/O for C.
  *
  * One thread watches many descriptors through the best interface the kernel
- * offers (epoll, poll or select today), behind one small API.
+ * offers (io_uring, epoll, poll or select today), behind one small API.
  *
  * Conventions (see docs/design.md):
  *  - Every function that can fail returns 0 or a negative errno value
  *    (-EINVAL, -ENOMEM, ...); evmux_strerror() names it. There is no global
  *    error state and nothing aborts on bad input.
  *  - The loop is opaque. Handles (evmux_io, evmux_timer, evmux_async,
- *    evmux_stream, evmux_listener) and requests (evmux_write_req,
+ *    evmux_signal, evmux_stream, evmux_listener) and requests (evmux_write_req,
  *    evmux_connect_req, evmux_work) are
  *    structs that the caller allocates, may embed in its own structs, and
  *    must keep alive and unmoved: a handle from *_init until its close
@@ -277,6 +277,35 @@ EVMUX_API int evmux_async_init(evmux_loop *loop, evmux_async *async, evmux_async
  * the callback. Do not send once evmux_close has been called on the handle:
  * the caller orders the two. Returns 0 (-EINVAL for NULL). */
 EVMUX_API int evmux_async_send(evmux_async *async);
+
+/* ------------------------------------------------------------------ */
+/* Signals                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct evmux_signal evmux_signal;
+typedef void (*evmux_signal_cb)(evmux_signal *sig, int signum);
+
+struct evmux_signal {
+    evmux_handle handle;
+    /* private */
+    evmux_signal_cb cb;
+    int signum;
+    evmux_signal *prev, *next; /* the loop's started signal handles */
+};
+
+EVMUX_API int evmux_signal_init(evmux_loop *loop, evmux_signal *sig);
+
+/* Calls cb from the loop's thread, as a normal callback, after signum has
+ * arrived in the process; several arrivals before the callback runs make
+ * one call. Any number of handles, in any loops, may watch one signal: each
+ * is called. While any handle watches signum, evmux's own handler is the
+ * signal's disposition; the one before is restored when the last handle
+ * stops. Starting a started handle changes its signal and callback.
+ * Errors: -EINVAL (signum not a catchable signal, e.g. SIGKILL; closing
+ * handle), -ENOSPC (64 loops already watch signals), or the error of
+ * sigaction. */
+EVMUX_API int evmux_signal_start(evmux_signal *sig, evmux_signal_cb cb, int signum);
+EVMUX_API int evmux_signal_stop(evmux_signal *sig);
 
 /* ------------------------------------------------------------------ */
 /* Worker pool: heavy work off the loop's thread                       */

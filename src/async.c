@@ -26,6 +26,8 @@ static void on_wake(evmux_io *io, unsigned events)
     evmux_loop *loop = io->handle.loop;
     atomic_store(&loop->wake_pending, 0);
     evmux__wakeup_drain(loop->wake_read_fd);
+    if (loop->signals != NULL)
+        evmux__signals_dispatch(loop);
     /* A callback may close any handle, including the next one: closing
      * moves async_next past itself. */
     for (evmux_async *a = loop->asyncs; a != NULL; a = loop->async_next) {

@@ -14,7 +14,8 @@ enum evmux_handle_type {
     EVMUX_HANDLE_TIMER = 2,
     EVMUX_HANDLE_STREAM = 3,
     EVMUX_HANDLE_LISTENER = 4,
-    EVMUX_HANDLE_ASYNC = 5
+    EVMUX_HANDLE_ASYNC = 5,
+    EVMUX_HANDLE_SIGNAL = 6
 };
 
 enum evmux_handle_flag {
@@ -60,6 +61,8 @@ struct evmux_fd_slot {
     bool dirty;             /* on the loop's list of removals to apply */
 };
 
+#define EVMUX__SIGNAL_LIMIT 65 /* signals 1..64 */
+
 struct evmux_loop {
     const struct evmux_backend *backend;
     void *backend_state;
@@ -101,6 +104,15 @@ struct evmux_loop {
     atomic_int wake_pending;
     evmux_async *asyncs;      /* every open evmux_async of the loop */
     evmux_async *async_next;  /* the scan's next handle, kept valid by closes */
+
+    /* Signals (signal.c): the signals this loop's handles watch (bit
+     * signum - 1), read by the handler on any thread; the count of each
+     * signal's arrivals seen so far; the started handles. */
+    atomic_ullong signal_mask;
+    unsigned signal_seen[EVMUX__SIGNAL_LIMIT];
+    evmux_signal *signals;
+    evmux_signal *signal_next; /* the dispatch's next handle, kept valid by stops */
+    int signal_slot;           /* in the process's table of such loops, or -1 */
 
     struct evmux_pool *pool; /* started by the first evmux_queue_work */
     size_t work_outstanding; /* queued, after_cb not yet run */
@@ -189,6 +201,10 @@ int evmux__async_after_fork(evmux_loop *loop);
 /* Wakes the loop's thread out of its wait; any thread. */
 void evmux__loop_wake(evmux_loop *loop);
 void evmux__async_close(evmux_async *async);
+
+/* Signals (signal.c) */
+void evmux__signals_dispatch(evmux_loop *loop);
+void evmux__signal_close(evmux_signal *sig);
 
 /* Worker pool (pool.c) */
 void evmux__pool_free(evmux_loop *loop);

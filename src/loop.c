@@ -125,6 +125,8 @@ int evmux_loop_new(evmux_loop **out, const evmux_loop_options *opts)
         return -ENOMEM;
     loop->now_ns = evmux__clock_ns();
     loop->pool_threads_max = opts != NULL ? opts->pool_threads : 0;
+    loop->signal_slot = -1;
+    atomic_init(&loop->signal_mask, 0);
     atomic_init(&loop->stop_requested, false);
 
     int rc = strcmp(name, "auto") == 0 ? start_best_backend(loop)
@@ -309,6 +311,9 @@ int evmux_close(evmux_handle *h, evmux_close_cb close_cb)
         break;
     case EVMUX_HANDLE_ASYNC:
         evmux__async_close((evmux_async *)h);
+        break;
+    case EVMUX_HANDLE_SIGNAL:
+        evmux__signal_close((evmux_signal *)h);
         break;
     default:
         return -EINVAL;
