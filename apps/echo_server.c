@@ -20,6 +20,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ struct server {
     bool stopping;
     unsigned long long work_us; /* CPU per HEAVY_MARK byte */
     unsigned workers;           /* 0: the work runs on the loop's thread */
+    atomic_bool give_up_work;   /* shutting down without waiting: jobs end now */
 };
 
 /* Input handed to the pool: the connection reads nothing more meanwhile.
@@ -52,6 +54,7 @@ struct server {
 struct job {
     evmux_work work;
     struct conn *conn;
+    atomic_bool *give_up;
     unsigned long long cpu_us;
     size_t len;
     char bytes[];
@@ -80,15 +83,16 @@ static void uppercase(char *p, size_t n)
 /* Where burn_cpu's result goes, so the compiler must compute it. */
 static _Thread_local volatile unsigned burn_sink;
 
-/* Burns `us` microseconds of this thread's CPU time on real work. */
-static void burn_cpu(unsigned long long us)
+/* Burns `us` microseconds of this thread's CPU time on real work, or
+ * less if *give_up becomes true. */
+static void burn_cpu(unsigned long long us, atomic_bool *give_up)
 {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     unsigned long long now = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
     unsigned long long end = now + us * 1000ull;
     unsigned h = 2166136261u;
-    while (now < end) {
+    while (now < end && !atomic_load_explicit(give_up, memory_order_relaxed)) {
         for (unsigned i = 0; i < 1024; i++)
             h = (h ^ i) * 16777619u;
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -127,6 +131,8 @@ static void conn_close(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     srv->conn_count--;
+    if (c->job != NULL)
+        evmux_cancel_work(&c->job->work); /* if no thread took it yet */
     evmux_close(&c->stream.handle, conn_freed);
     server_maybe_finish(srv);
 }
@@ -157,7 +163,7 @@ static void send_reply(struct conn *c, char *bytes, size_t len)
 static void job_run(evmux_work *w) /* on a pool thread */
 {
     struct job *job = (struct job *)w;
-    burn_cpu(job->cpu_us);
+    burn_cpu(job->cpu_us, job->give_up);
     uppercase(job->bytes, job->len);
 }
 
@@ -171,7 +177,9 @@ static void job_done(evmux_work *w, int status)
         free(c);
         return;
     }
-    if (status == 0 && !evmux_is_closing(&c->stream.handle)) {
+    if (status < 0 && !evmux_is_closing(&c->stream.handle)) {
+        conn_close(c); /* its input went unanswered: the stream is broken */
+    } else if (status == 0 && !evmux_is_closing(&c->stream.handle)) {
         send_reply(c, job->bytes, job->len);
         if (c->goodbye_after_job)
             say_goodbye(c);
@@ -192,6 +200,7 @@ static bool hand_to_pool(struct conn *c, const char *buf, size_t len, unsigned l
     job->len = len;
     job->cpu_us = cpu_us;
     job->conn = c;
+    job->give_up = &c->srv->give_up_work;
     if (evmux_queue_work(c->srv->loop, &job->work, job_run, job_done) < 0) {
         free(job);
         return false;
@@ -215,7 +224,8 @@ static void on_read(evmux_stream *s, ssize_t nread, char *buf)
                 conn_close(c); /* out of memory or threads: cannot answer */
             return;
         }
-        burn_cpu(cpu_us);
+        if (cpu_us > 0) /* reading the thread's CPU clock is a system call */
+            burn_cpu(cpu_us, &c->srv->give_up_work);
         uppercase(buf, (size_t)nread);
         send_reply(c, buf, (size_t)nread);
     } else if (nread == EVMUX_EOF) {
@@ -295,6 +305,7 @@ static void server_maybe_finish(struct server *srv)
 
 static void close_everyone(struct server *srv)
 {
+    atomic_store(&srv->give_up_work, true); /* running jobs end, unanswered */
     while (srv->conns != NULL)
         conn_close(srv->conns);
 }

@@ -66,7 +66,8 @@ typedef struct evmux_loop_options {
      * or the error it failed to start with). Unknown names give -EINVAL. */
     const char *backend;
     /* Threads of the loop's worker pool (evmux_queue_work): at most this
-     * many, started as work arrives. 0: the default, 4. */
+     * many (up to 1024; more is -EINVAL), started as work arrives.
+     * 0: the default, 4. */
     unsigned pool_threads;
 } evmux_loop_options;
 
@@ -327,24 +328,26 @@ struct evmux_work {
     evmux_work_cb work_cb;
     evmux_after_work_cb after_cb;
     evmux_work *prev, *next;
+    uintptr_t queued_mark; /* tells a request evmux has seen from stale memory */
     int status;
     unsigned state;
 };
 
 /* Runs work_cb(req) on one of the loop's pool threads, then
  * after_cb(req, status) on the loop's thread, exactly once and never
- * inside this call. Requests start in the order they were queued; with
- * several threads they may finish in any order. A queued request keeps
- * evmux_run going. Errors: -EINVAL (NULL arguments, or req already
- * queued), -EAGAIN or -ENOMEM (no thread could be started; nothing was
- * queued). */
+ * inside this call. req needs no initialisation. Requests start in the
+ * order they were queued; with several threads they may finish in any
+ * order. A queued request keeps evmux_run going. Errors: -EINVAL (NULL
+ * arguments, or req queued and its after_cb not yet run, on this or
+ * another loop), -EAGAIN or -ENOMEM (no thread could be started; nothing
+ * was queued). */
 EVMUX_API int evmux_queue_work(evmux_loop *loop, evmux_work *req, evmux_work_cb work_cb,
                                evmux_after_work_cb after_cb);
 
 /* Withdraws a request that no thread has started: its after_cb then runs
  * with -ECANCELED (later, from the loop) and work_cb never does. -EBUSY if
- * it is running or done (after_cb will run with 0), -EINVAL if it is not
- * queued at all. */
+ * it is running, done or already cancelled (its after_cb has yet to run),
+ * -EINVAL if it is not queued at all. */
 EVMUX_API int evmux_cancel_work(evmux_work *req);
 
 /* ------------------------------------------------------------------ */

@@ -5,11 +5,13 @@
  * the descriptor only if the loop's own flag was clear, so a burst of
  * sends from many threads costs one system call until the loop wakes.
  *
- * The loop clears its flag before it drains the descriptor and scans the
- * handles: a send that lands after the clear writes again (at worst one
- * spurious wake-up), and one that lands before is found by the scan, so
- * no send is ever lost. The atomic exchanges also order the sender's
- * memory before the callback's reads. */
+ * The loop drains the descriptor, then clears its flag, then scans the
+ * handles. A send that finds the flag set has marked its handle before
+ * the clear, so the scan sees it; one that finds it clear writes again, so
+ * the loop wakes once more. (Clearing before draining would lose a wake-up:
+ * the drain could swallow the write of a send that had just set the flag,
+ * leaving the flag set and the descriptor empty for good.) The atomic
+ * exchanges also order the sender's memory before the callback's reads. */
 #include "evmux_internal.h"
 
 #include <errno.h>
@@ -24,8 +26,11 @@ static void on_wake(evmux_io *io, unsigned events)
 {
     (void)events;
     evmux_loop *loop = io->handle.loop;
-    atomic_store(&loop->wake_pending, 0);
+    uint64_t calls_before = loop->wake_calls;
     evmux__wakeup_drain(loop->wake_read_fd);
+    if (loop->wake_test_hook != NULL)
+        loop->wake_test_hook(loop); /* a send that lands right here */
+    atomic_store(&loop->wake_pending, 0);
     if (loop->signals != NULL)
         evmux__signals_dispatch(loop);
     /* A callback may close any handle, including the next one: closing
@@ -33,10 +38,15 @@ static void on_wake(evmux_io *io, unsigned events)
     for (evmux_async *a = loop->asyncs; a != NULL; a = loop->async_next) {
         loop->async_next = a->next;
         if (atomic_load_explicit(&a->pending, memory_order_relaxed) &&
-            atomic_exchange(&a->pending, 0))
+            atomic_exchange(&a->pending, 0)) {
+            if (!(a->handle.flags & EVMUX_FLAG_INTERNAL))
+                loop->wake_calls++; /* the pool counts its own callbacks */
             a->cb(a);
+        }
     }
     loop->async_next = NULL;
+    if (loop->wake_calls == calls_before)
+        loop->silent_wakes++; /* e.g. a stop's wake-up: no event for RUN_ONCE */
 }
 
 static int start_wake_watcher(evmux_loop *loop)
@@ -116,10 +126,13 @@ int evmux_async_send(evmux_async *async)
 {
     if (async == NULL)
         return -EINVAL;
-    /* Handle flags belong to the loop's thread; the caller promises no
-     * send after close, so only the atomic flag is touched here. */
+    /* Handle flags belong to the loop's thread: only the atomic flag is
+     * touched, and nothing of the handle after it is set, since the loop
+     * may run the callback, and the callback close and free the handle,
+     * at once. */
+    evmux_loop *loop = async->handle.loop;
     if (atomic_exchange(&async->pending, 1) == 0)
-        evmux__loop_wake(async->handle.loop);
+        evmux__loop_wake(loop);
     return 0;
 }
 

@@ -104,6 +104,11 @@ struct evmux_loop {
     atomic_int wake_pending;
     evmux_async *asyncs;      /* every open evmux_async of the loop */
     evmux_async *async_next;  /* the scan's next handle, kept valid by closes */
+    uint64_t wake_calls;      /* callbacks run from wake-ups (async, signal, pool) */
+    unsigned silent_wakes;    /* wake-ups in this wait that ran no callback */
+    atomic_uintptr_t run_owner; /* the running thread's tag while evmux_run runs, else 0 */
+    /* Tests only: called between the two steps of taking a wake-up. */
+    void (*wake_test_hook)(evmux_loop *loop);
 
     /* Signals (signal.c): the signals this loop's handles watch (bit
      * signum - 1), read by the handler on any thread; the count of each

@@ -120,12 +120,15 @@ int evmux_loop_new(evmux_loop **out, const evmux_loop_options *opts)
             name = env;
     }
 
+    if (opts != NULL && opts->pool_threads > 1024)
+        return -EINVAL;
     evmux_loop *loop = calloc(1, sizeof *loop);
     if (loop == NULL)
         return -ENOMEM;
     loop->now_ns = evmux__clock_ns();
     loop->pool_threads_max = opts != NULL ? opts->pool_threads : 0;
     loop->signal_slot = -1;
+    atomic_init(&loop->run_owner, 0);
     atomic_init(&loop->signal_mask, 0);
     atomic_init(&loop->stop_requested, false);
 
@@ -176,11 +179,11 @@ int evmux_loop_fork(evmux_loop *loop)
         if (rc == 0)
             rc = evmux__io_reinstall_all(loop);
     }
-    if (rc == 0)
-        rc = evmux__async_after_fork(loop);
-    if (rc == 0)
-        rc = evmux__pool_after_fork(loop);
-    return rc;
+    /* Each step regardless of the others' failure: the pool's requests
+     * must settle even when the loop can no longer wait. */
+    int async_rc = evmux__async_after_fork(loop);
+    int pool_rc = evmux__pool_after_fork(loop);
+    return rc < 0 ? rc : async_rc < 0 ? async_rc : pool_rc;
 }
 
 const char *evmux_loop_backend(const evmux_loop *loop)
@@ -204,10 +207,19 @@ int evmux_loop_alive(const evmux_loop *loop)
            loop->parked_streams > 0;
 }
 
+/* Identifies the calling thread: the address of a thread-local object. */
+static _Thread_local char this_thread_tag;
+
 void evmux_stop(evmux_loop *loop)
 {
     atomic_store(&loop->stop_requested, true);
-    evmux__loop_wake(loop); /* from another thread, the loop may be blocked */
+    /* Another thread's loop may be blocked: wake it. Its own thread, or a
+     * loop not running, checks the flag before it next blocks. (evmux_run
+     * publishes its owner before its first check of the flag, so either it
+     * sees the flag or we see it running.) */
+    uintptr_t owner = atomic_load(&loop->run_owner);
+    if (owner != 0 && owner != (uintptr_t)&this_thread_tag)
+        evmux__loop_wake(loop);
 }
 
 void evmux__loop_stats(const evmux_loop *loop, struct evmux_loop_stats *out)
@@ -361,7 +373,7 @@ static void run_closing(evmux_loop *loop)
 
 static uint64_t wait_timeout_ns(const evmux_loop *loop, evmux_run_mode mode)
 {
-    if (mode == EVMUX_RUN_NOWAIT || atomic_load_explicit(&loop->stop_requested, memory_order_relaxed) ||
+    if (mode == EVMUX_RUN_NOWAIT || atomic_load(&loop->stop_requested) ||
         loop->closing_head != NULL ||
         loop->deferred_head != NULL || (loop->active_refs == 0 && loop->parked_streams == 0))
         return 0;
@@ -375,20 +387,22 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
     if (loop->running)
         return -EBUSY;
     loop->running = true;
+    atomic_store(&loop->run_owner, (uintptr_t)&this_thread_tag);
 
     int rc = 0;
     evmux_update_time(loop);
     evmux__io_flush(loop); /* even when nothing is left to run */
-    while (!atomic_load_explicit(&loop->stop_requested, memory_order_relaxed) &&
-           evmux_loop_alive(loop)) {
+    /* A sequentially consistent load, after run_owner is set (evmux_stop). */
+    while (!atomic_load(&loop->stop_requested) && evmux_loop_alive(loop)) {
         evmux__timers_run(loop);
         evmux__io_flush(loop);
         uint64_t timeout_ns = wait_timeout_ns(loop, mode);
+        loop->silent_wakes = 0;
         rc = loop->backend->wait(loop, timeout_ns);
         loop->stats.backend_waits++;
         evmux_update_time(loop);
-        bool woken = rc > 0;
         evmux__io_run_pending(loop);
+        bool woken = rc > (int)loop->silent_wakes;
         if (loop->backend->stream_ops != NULL)
             loop->backend->stream_ops->run_completions(loop);
         evmux__streams_run_deferred(loop);
@@ -408,6 +422,7 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
         if (mode != EVMUX_RUN_DEFAULT)
             break;
     }
+    atomic_store(&loop->run_owner, 0);
     atomic_store(&loop->stop_requested, false);
     loop->running = false;
     return rc < 0 ? rc : 0;

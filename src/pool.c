@@ -35,6 +35,7 @@ struct evmux_pool {
     pthread_mutex_t mutex;
     pthread_cond_t work_ready;
     struct work_list queue, running, done;
+    size_t queued; /* length of queue */
     unsigned threads_max, threads_started, threads_idle;
     bool exiting;
     pthread_t *threads;
@@ -162,6 +163,7 @@ static void *worker_main(void *arg)
             continue;
         }
         list_remove(&pool->queue, req);
+        pool->queued--;
         req->state = WORK_RUNNING;
         list_push(&pool->running, req);
         pthread_mutex_unlock(&pool->mutex);
@@ -211,9 +213,16 @@ static void on_work_done(evmux_async *async)
     evmux_work *req;
     while ((req = done.head) != NULL) {
         list_remove(&done, req);
-        req->state = WORK_IDLE;
         loop->work_outstanding--;
         loop->active_refs--;
+        loop->wake_calls++;
+        /* Forgotten under the mutex, where in_flight looks: the request
+         * may be queued again, here or on another loop, even one that
+         * outlives this. */
+        pthread_mutex_lock(&pool->mutex);
+        req->state = WORK_IDLE;
+        req->queued_mark = 0;
+        pthread_mutex_unlock(&pool->mutex);
         req->after_cb(req, req->status); /* may free or requeue req */
     }
 }
@@ -252,11 +261,36 @@ static int pool_create(evmux_loop *loop)
     return 0;
 }
 
+/* A request's memory is the caller's and need not be initialised, so a
+ * queued request is recognised by a mark that depends on its address:
+ * stale bytes match it by chance with odds of 2^-64. */
+#define QUEUED_MARK_KEY ((uintptr_t)0x9e3779b97f4a7c15ull)
+
+static bool seen_before(const evmux_work *req)
+{
+    return req->queued_mark == ((uintptr_t)req ^ QUEUED_MARK_KEY);
+}
+
+/* Whether a request is between queue and after_cb (the mark is cleared
+ * when after_cb runs, so req->loop is then still alive). */
+static bool in_flight(const evmux_work *req)
+{
+    if (!seen_before(req) || req->loop == NULL || req->loop->pool == NULL)
+        return false;
+    struct evmux_pool *pool = req->loop->pool;
+    pthread_mutex_lock(&pool->mutex);
+    bool busy = req->state != WORK_IDLE;
+    pthread_mutex_unlock(&pool->mutex);
+    return busy;
+}
+
 int evmux_queue_work(evmux_loop *loop, evmux_work *req, evmux_work_cb work_cb,
                      evmux_after_work_cb after_cb)
 {
     if (loop == NULL || req == NULL || work_cb == NULL || after_cb == NULL)
         return -EINVAL;
+    if (in_flight(req))
+        return -EINVAL; /* queued, running, or waiting for after_cb */
     if (loop->pool == NULL) {
         int rc = pool_create(loop);
         if (rc < 0)
@@ -264,25 +298,24 @@ int evmux_queue_work(evmux_loop *loop, evmux_work *req, evmux_work_cb work_cb,
     }
     struct evmux_pool *pool = loop->pool;
     pthread_mutex_lock(&pool->mutex);
-    if (req->loop == loop && req->state != WORK_IDLE) {
-        pthread_mutex_unlock(&pool->mutex);
-        return -EINVAL; /* still queued, running, or waiting for after_cb */
-    }
-    /* One more thread while work would wait and the limit allows. A
-     * failure matters only when no thread is left to take the request. */
-    if (pool->threads_idle == 0 && pool->threads_started < pool->threads_max) {
+    /* One more thread while queued work outnumbers the idle threads (an
+     * idle thread counts until it wakes, so a burst would otherwise go to
+     * one thread). A failure matters only when no thread is left. */
+    if (pool->queued + 1 > pool->threads_idle && pool->threads_started < pool->threads_max) {
         int rc = start_thread_locked(pool);
         if (rc < 0 && pool->threads_started == 0) {
             pthread_mutex_unlock(&pool->mutex);
             return rc;
         }
     }
+    req->queued_mark = (uintptr_t)req ^ QUEUED_MARK_KEY;
     req->loop = loop;
     req->work_cb = work_cb;
     req->after_cb = after_cb;
     req->status = 0;
     req->state = WORK_QUEUED;
     list_push(&pool->queue, req);
+    pool->queued++;
     pthread_cond_signal(&pool->work_ready);
     pthread_mutex_unlock(&pool->mutex);
 
@@ -293,13 +326,14 @@ int evmux_queue_work(evmux_loop *loop, evmux_work *req, evmux_work_cb work_cb,
 
 int evmux_cancel_work(evmux_work *req)
 {
-    if (req == NULL || req->loop == NULL || req->loop->pool == NULL)
+    if (req == NULL || !seen_before(req) || req->loop == NULL || req->loop->pool == NULL)
         return -EINVAL;
     struct evmux_pool *pool = req->loop->pool;
     int rc;
     pthread_mutex_lock(&pool->mutex);
     if (req->state == WORK_QUEUED) {
         list_remove(&pool->queue, req);
+        pool->queued--;
         req->state = WORK_DONE;
         req->status = -ECANCELED;
         list_push(&pool->done, req);

@@ -212,8 +212,10 @@ void evmux__signals_dispatch(evmux_loop *loop)
     /* A callback may stop or close any handle: stopping moves signal_next. */
     for (evmux_signal *s = loop->signals; s != NULL; s = loop->signal_next) {
         loop->signal_next = s->next;
-        if (fired & signal_bit(s->signum))
+        if (fired & signal_bit(s->signum)) {
+            loop->wake_calls++;
             s->cb(s, s->signum);
+        }
     }
     loop->signal_next = NULL;
 }

@@ -17,6 +17,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+static const char heavy_msg[] = "\x7fheavy work";
+static const char heavy_reply[] = "\x7fHEAVY WORK";
+
 static void start_server(echo_server *s, const char *work_us, const char *workers)
 {
     const char *args[] = {"--work-us", work_us, "--workers", workers, NULL};
@@ -35,8 +38,23 @@ static void wait_server_read(echo_server *s, int fd, const char *what)
     }
 }
 
-static const char heavy_msg[] = "\x7fheavy work";
-static const char heavy_reply[] = "\x7fHEAVY WORK";
+/* Sends the heavy request and waits until the server is working on it:
+ * read from the socket is not enough (on io_uring the bytes may still wait
+ * in a completion), so this watches the server's CPU time grow by 50 ms of
+ * the job's hundreds. */
+static void send_heavy_and_wait_busy(echo_server *s, int fd, const char *what)
+{
+    double cpu_before = echo_proc_cpu_s(s->proc.pid);
+    CHECK_EQ(echo_send_all(fd, heavy_msg, sizeof heavy_msg - 1, 5000), 0);
+    wait_server_read(s, fd, what);
+    uint64_t until = echo_now_ms() + 20000;
+    while (echo_proc_cpu_s(s->proc.pid) < cpu_before + 0.05) {
+        if (echo_now_ms() > until)
+            echo_fail("%s: the server never started the heavy work", what);
+        echo_sleep_ms(5);
+    }
+}
+
 
 /* No 0x7F in here: it costs the server nothing. (The harness's payloads
  * hold every byte value, so they are not light.) */
@@ -74,8 +92,7 @@ static void test_light_client_during_heavy_work(int workers)
     int heavy = echo_connect(s.port, 5000), light = echo_connect(s.port, 5000);
     CHECK(heavy >= 0 && light >= 0);
     CHECK_EQ(light_roundtrip(light), 0); /* connected and served */
-    CHECK_EQ(echo_send_all(heavy, heavy_msg, sizeof heavy_msg - 1, 5000), 0);
-    wait_server_read(&s, heavy, what); /* the 1 s of work has begun */
+    send_heavy_and_wait_busy(&s, heavy, what); /* the 1 s of work has begun */
     uint64_t t0 = echo_now_ms();
     int rc = light_roundtrip(light);
     if (rc != 0)
@@ -131,8 +148,7 @@ static void test_sigterm_during_job(void)
     start_server(&s, "300000", "1");
     int fd = echo_connect(s.port, 5000);
     CHECK(fd >= 0);
-    CHECK_EQ(echo_send_all(fd, heavy_msg, sizeof heavy_msg - 1, 5000), 0);
-    wait_server_read(&s, fd, what);
+    send_heavy_and_wait_busy(&s, fd, what);
     CHECK(kill(s.proc.pid, SIGTERM) == 0);
     expect_heavy_reply(fd, what);
     int rc = echo_recv_eof(fd, 10000);
@@ -145,6 +161,30 @@ static void test_sigterm_during_job(void)
     if (!WIFEXITED(s.proc.status) || WEXITSTATUS(s.proc.status) != 0)
         echo_fail("%s: server %s", what, echo_status_str(s.proc.status, st, sizeof st));
     echo_proc_close_pipes(&s.proc);
+}
+
+/* A second SIGTERM stops waiting for slow peers: a job of 10 s of CPU
+ * gives up, and the server exits long before it would have ended. */
+static void test_second_sigterm_ends_job(void)
+{
+    const char *what = "second SIGTERM while a 10 s job runs";
+    echo_server s;
+    start_server(&s, "10000000", "1");
+    int fd = echo_connect(s.port, 5000);
+    CHECK(fd >= 0);
+    send_heavy_and_wait_busy(&s, fd, what);
+    uint64_t t0 = echo_now_ms();
+    CHECK(kill(s.proc.pid, SIGTERM) == 0);
+    echo_sleep_ms(100);
+    CHECK(kill(s.proc.pid, SIGTERM) == 0);
+    char st[96];
+    if (!echo_proc_wait(&s.proc, 8000))
+        echo_fail("%s: server still running 8 s after the second signal", what);
+    if (!WIFEXITED(s.proc.status) || WEXITSTATUS(s.proc.status) != 0)
+        echo_fail("%s: server %s", what, echo_status_str(s.proc.status, st, sizeof st));
+    echo_note("%s: exit 0 after %llu ms", what, (unsigned long long)(echo_now_ms() - t0));
+    echo_proc_close_pipes(&s.proc);
+    close(fd);
 }
 
 static void test_reset_during_job(void)
@@ -177,6 +217,7 @@ int main(int argc, char **argv)
     test_light_client_during_heavy_work(1);
     test_light_client_during_heavy_work(0);
     RUN_TEST(test_sigterm_during_job);
+    RUN_TEST(test_second_sigterm_ends_job);
     RUN_TEST(test_reset_during_job);
     return 0;
 }

@@ -10,52 +10,165 @@
  *  - An async keeps the loop alive unless unreferenced.
  *  - After fork, the child's loop has its own wake-up descriptor. */
 #include "unit_util.h"
+#include "evmux_internal.h" /* wake_test_hook */
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
 
-/* ---- many senders, no lost wake-up ---- */
+static void merged_cb_for_hook(evmux_async *a)
+{
+    (void)a;
+}
 
-#define SENDERS 4
-#define SENDS_EACH 5000
+/* ---- many senders on two handles, no lost wake-up ---- */
 
-static atomic_int sends_done;
-static int calls_seen;
+#define HANDLES 2
+#define SENDERS_EACH 2
+#define SEND_FOR_MS 1000
+
+struct counted {
+    evmux_async async;
+    atomic_int senders_finished;
+    atomic_long sends;
+    int calls;
+};
 
 static void *sender_main(void *arg)
 {
-    evmux_async *async = arg;
-    for (int i = 0; i < SENDS_EACH; i++) {
-        atomic_fetch_add(&sends_done, 1);
-        CHECK_OK(evmux_async_send(async));
+    struct counted *c = arg;
+    uint64_t until = unit_mono_ns() + SEND_FOR_MS * 1000000ull;
+    unsigned spin = (unsigned)(uintptr_t)c % 31 + 7; /* the senders drift apart */
+    for (long i = 0;; i++) {
+        atomic_fetch_add(&c->sends, 1);
+        CHECK_OK(evmux_async_send(&c->async));
+        for (volatile unsigned k = 0; k < spin; k++)
+            ;
+        if ((i & 1023) == 0 && unit_mono_ns() > until)
+            break;
     }
+    /* One more send after saying so, so that a callback sees "finished". */
+    atomic_fetch_add(&c->senders_finished, 1);
+    CHECK_OK(evmux_async_send(&c->async));
     return NULL;
 }
 
 static void count_until_all_cb(evmux_async *async)
 {
-    calls_seen++;
-    if (atomic_load(&sends_done) == SENDERS * SENDS_EACH)
+    struct counted *c = (struct counted *)async;
+    c->calls++;
+    if (atomic_load(&c->senders_finished) == SENDERS_EACH)
         CHECK_OK(evmux_close(&async->handle, NULL));
 }
 
+/* Two handles whose sends race with the loop's wake-ups for a second: a
+ * wake-up lost between them leaves the loop asleep with sends pending for
+ * good (the watchdog fails the test). The handles outlive the senders,
+ * who may still be inside their last send when the callback closes. */
 static void test_many_senders(void)
 {
     evmux_loop *loop = unit_loop_new();
-    evmux_async async;
-    pthread_t threads[SENDERS];
-    atomic_store(&sends_done, 0);
-    calls_seen = 0;
-    CHECK_OK(evmux_async_init(loop, &async, count_until_all_cb));
-    for (int i = 0; i < SENDERS; i++)
-        CHECK_EQ(pthread_create(&threads[i], NULL, sender_main, &async), 0);
-    /* Runs until the callback has seen every send; the async keeps it going. */
-    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
-    for (int i = 0; i < SENDERS; i++)
+    static struct counted handles[HANDLES];
+    pthread_t threads[HANDLES * SENDERS_EACH];
+    for (int h = 0; h < HANDLES; h++) {
+        atomic_store(&handles[h].senders_finished, 0);
+        atomic_store(&handles[h].sends, 0);
+        handles[h].calls = 0;
+        CHECK_OK(evmux_async_init(loop, &handles[h].async, count_until_all_cb));
+    }
+    for (int i = 0; i < HANDLES * SENDERS_EACH; i++)
+        CHECK_EQ(pthread_create(&threads[i], NULL, sender_main, &handles[i % HANDLES]), 0);
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT)); /* until both have closed */
+    for (int i = 0; i < HANDLES * SENDERS_EACH; i++)
         CHECK_EQ(pthread_join(threads[i], NULL), 0);
-    CHECK(calls_seen >= 1);
-    CHECK(calls_seen <= SENDERS * SENDS_EACH);
+    for (int h = 0; h < HANDLES; h++)
+        CHECK(handles[h].calls >= 1);
+    unit_loop_finish(loop);
+}
+
+/* ---- the same race, made certain ---- */
+
+static evmux_async hook_target;
+static int hook_calls, hooked_calls, late_calls;
+
+static void send_from_hook(evmux_loop *loop)
+{
+    loop->wake_test_hook = NULL; /* once */
+    hook_calls++;
+    CHECK_OK(evmux_async_send(&hook_target));
+}
+
+static void hooked_cb(evmux_async *a)
+{
+    (void)a;
+    hooked_calls++;
+}
+
+static void late_cb(evmux_async *a)
+{
+    late_calls++;
+    CHECK_OK(evmux_close(&a->handle, NULL));
+}
+
+static void *late_sender_main(void *arg)
+{
+    struct timespec pause = {0, 30 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    CHECK_OK(evmux_async_send(arg));
+    return NULL;
+}
+
+/* A send that lands between the loop's two steps of taking a wake-up must
+ * neither be lost nor leave the loop deaf: a later send from another
+ * thread still wakes it. (Clearing the flag before draining the
+ * descriptor fails here: the drain swallows the hook's write and the flag
+ * stays set, so the late send never writes.) */
+static void test_send_during_wake(void)
+{
+    evmux_loop *loop = unit_loop_new();
+    evmux_async first, late;
+    pthread_t t;
+    hook_calls = hooked_calls = late_calls = 0;
+    CHECK_OK(evmux_async_init(loop, &first, merged_cb_for_hook));
+    CHECK_OK(evmux_async_init(loop, &hook_target, hooked_cb));
+    CHECK_OK(evmux_async_init(loop, &late, late_cb));
+    loop->wake_test_hook = send_from_hook;
+    CHECK_OK(evmux_async_send(&first));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_ONCE));
+    CHECK_EQ(hook_calls, 1);
+    CHECK_EQ(hooked_calls, 1); /* not lost */
+    CHECK_OK(evmux_close(&first.handle, NULL));
+    CHECK_OK(evmux_close(&hook_target.handle, NULL));
+    CHECK_EQ(pthread_create(&t, NULL, late_sender_main, &late), 0);
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT)); /* until late_cb closes */
+    CHECK_EQ(pthread_join(t, NULL), 0);
+    CHECK_EQ(late_calls, 1);
+    unit_loop_finish(loop);
+}
+
+/* ---- RUN_ONCE is not ended by a wake-up that ran nothing ---- */
+
+static int once_timer_fired;
+
+static void once_timer_cb(evmux_timer *t)
+{
+    (void)t;
+    once_timer_fired++;
+}
+
+static void test_once_after_stop(void)
+{
+    evmux_loop *loop = unit_loop_new();
+    evmux_timer t;
+    once_timer_fired = 0;
+    evmux_stop(loop); /* before run: the next run returns at once */
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
+    CHECK_OK(evmux_timer_init(loop, &t, once_timer_cb));
+    CHECK_OK(evmux_timer_start(&t, 30, 0));
+    /* ONCE waits for the timer: nothing else can end it. */
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_ONCE));
+    CHECK_EQ(once_timer_fired, 1);
+    CHECK_OK(evmux_close(&t.handle, NULL));
     unit_loop_finish(loop);
 }
 
@@ -267,6 +380,8 @@ int main(void)
 {
     unit_watchdog(60);
     RUN_TEST(test_many_senders);
+    RUN_TEST(test_once_after_stop);
+    RUN_TEST(test_send_during_wake);
     RUN_TEST(test_merge_and_close);
     RUN_TEST(test_close_next_in_scan);
     RUN_TEST(test_send_publishes_memory);

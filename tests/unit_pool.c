@@ -152,10 +152,23 @@ static void count_after(evmux_work *req, int status)
     afters_total++;
 }
 
+static void nothing_work(evmux_work *req)
+{
+    (void)req;
+}
+
+/* The pool grows to its limit for a burst even when a thread sits idle
+ * from earlier work (it counts as idle until it wakes), and not beyond. */
 static void test_thread_limit(void)
 {
     evmux_loop *loop = new_loop_with_threads(3);
     static evmux_work reqs[12];
+    evmux_work first;
+    afters_total = 0;
+    CHECK_OK(evmux_queue_work(loop, &first, nothing_work, count_after));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
+    CHECK_EQ(afters_total, 1);
+    CHECK_EQ(pool_thread_count(), 1);
     atomic_store(&running_now, 0);
     atomic_store(&running_max, 0);
     afters_total = 0;
@@ -165,6 +178,64 @@ static void test_thread_limit(void)
     CHECK_EQ(afters_total, 12);
     CHECK_EQ(atomic_load(&running_max), 3);
     unit_loop_finish(loop);
+}
+
+/* ---- start order ---- */
+
+static int started_order[64];
+static atomic_int started_count;
+
+static void ordered_work(evmux_work *req)
+{
+    started_order[atomic_fetch_add(&started_count, 1)] = *(int *)req->data;
+}
+
+static void test_start_order(void)
+{
+    evmux_loop *loop = new_loop_with_threads(1);
+    static evmux_work reqs[64];
+    static int index[64];
+    atomic_store(&started_count, 0);
+    afters_total = 0;
+    for (int i = 0; i < 64; i++) {
+        index[i] = i;
+        reqs[i].data = &index[i];
+        CHECK_OK(evmux_queue_work(loop, &reqs[i], ordered_work, count_after));
+    }
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
+    CHECK_EQ(afters_total, 64);
+    for (int i = 0; i < 64; i++)
+        CHECK_EQ(started_order[i], i);
+    unit_loop_finish(loop);
+}
+
+/* ---- requests need no initialisation; misuse is refused ---- */
+
+static void test_uninitialised_and_misuse(void)
+{
+    evmux_loop *loop = new_loop_with_threads(1), *other = new_loop_with_threads(1);
+    evmux_work req;
+    afters_total = 0;
+    /* Stale memory that looks like a request queued on this loop. */
+    memset(&req, 0xbe, sizeof req);
+    req.loop = loop;
+    req.state = 1;
+    CHECK_EQ(evmux_cancel_work(&req), -EINVAL); /* never queued */
+    CHECK_OK(evmux_queue_work(loop, &req, nothing_work, count_after));
+    CHECK_EQ(evmux_queue_work(other, &req, nothing_work, count_after), -EINVAL);
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
+    CHECK_EQ(afters_total, 1);
+    CHECK_EQ(evmux_cancel_work(&req), -EINVAL); /* completed */
+    /* Done on one loop, it may go to another, even after the first is freed. */
+    unit_loop_finish(loop);
+    CHECK_OK(evmux_queue_work(other, &req, nothing_work, count_after));
+    CHECK_OK(evmux_run(other, EVMUX_RUN_DEFAULT));
+    CHECK_EQ(afters_total, 2);
+    unit_loop_finish(other);
+
+    evmux_loop_options opts = {.pool_threads = 1025};
+    evmux_loop *refused = NULL;
+    CHECK_EQ(evmux_loop_new(&refused, &opts), -EINVAL);
 }
 
 /* ---- cancel ---- */
@@ -380,6 +451,8 @@ int main(void)
     unit_watchdog(60);
     RUN_TEST(test_basic);
     RUN_TEST(test_thread_limit);
+    RUN_TEST(test_start_order);
+    RUN_TEST(test_uninitialised_and_misuse);
     RUN_TEST(test_cancel);
     RUN_TEST(test_loop_stays_responsive);
     RUN_TEST(test_requeue_from_after);
