@@ -15,6 +15,8 @@
  */
 #include <evmux.h>
 
+#include "echo_upper.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -73,12 +75,6 @@ struct conn {
 
 /* ---- one connection: read, uppercase, write back ---- */
 
-static void uppercase(char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)(p[i] - 'a') < 26)
-            p[i] = (char)(p[i] - ('a' - 'A'));
-}
 
 /* Where burn_cpu's result goes, so the compiler must compute it. */
 static _Thread_local volatile unsigned burn_sink;
@@ -164,7 +160,7 @@ static void job_run(evmux_work *w) /* on a pool thread */
 {
     struct job *job = (struct job *)w;
     burn_cpu(job->cpu_us, job->give_up);
-    uppercase(job->bytes, job->len);
+    echo_uppercase(job->bytes, job->len);
 }
 
 static void job_done(evmux_work *w, int status)
@@ -226,7 +222,7 @@ static void on_read(evmux_stream *s, ssize_t nread, char *buf)
         }
         if (cpu_us > 0) /* reading the thread's CPU clock is a system call */
             burn_cpu(cpu_us, &c->srv->give_up_work);
-        uppercase(buf, (size_t)nread);
+        echo_uppercase(buf, (size_t)nread);
         send_reply(c, buf, (size_t)nread);
     } else if (nread == EVMUX_EOF) {
         c->peer_done = true;

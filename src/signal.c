@@ -30,6 +30,32 @@ static pthread_mutex_t signal_mutex = PTHREAD_MUTEX_INITIALIZER;
 static unsigned handles_per_signal[EVMUX__SIGNAL_LIMIT]; /* started, in every loop */
 static struct sigaction previous_action[EVMUX__SIGNAL_LIMIT];
 
+/* fork() copies the mutex in whatever state another thread left it, and
+ * the count of a handler running on a thread the child lacks: take the
+ * mutex around fork(), and let the child start from no handler running. */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void before_fork(void)
+{
+    pthread_mutex_lock(&signal_mutex);
+}
+
+static void after_fork_parent(void)
+{
+    pthread_mutex_unlock(&signal_mutex);
+}
+
+static void after_fork_child(void)
+{
+    atomic_store(&handlers_running, 0);
+    pthread_mutex_unlock(&signal_mutex);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+}
+
 static unsigned long long signal_bit(int signum)
 {
     return 1ull << (signum - 1);
@@ -134,6 +160,7 @@ int evmux_signal_start(evmux_signal *sig, evmux_signal_cb cb, int signum)
         evmux_signal_stop(sig);
     }
     evmux_loop *loop = sig->handle.loop;
+    pthread_once(&atfork_once, register_atfork);
     pthread_mutex_lock(&signal_mutex);
     int rc = take_slot(loop);
     if (rc == 0)

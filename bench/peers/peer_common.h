@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "echo_upper.h" /* apps/: the transform every echo server shares */
+
 #define PEER_OWED_HIGH (1024 * 1024) /* stop reading from a client owed more */
 #define PEER_OWED_LOW (256 * 1024)   /* ...and resume once it is down to this */
 #define PEER_READ_SIZE (64 * 1024)   /* one read, as evmux's loop buffer */
@@ -188,9 +190,7 @@ static inline void peer_announce(int listen_fd)
 
 static inline void peer_uppercase(char *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)(p[i] - 'a') < 26)
-            p[i] = (char)(p[i] - ('a' - 'A'));
+    echo_uppercase(p, n); /* the same code as evmux-echo-server's */
 }
 
 static inline uint64_t peer_thread_cpu_ns(void)
