@@ -34,7 +34,7 @@
 #include <unistd.h>
 
 #define CHUNK_BYTES (16 * 1024 - 3 * sizeof(void *))
-#define CHUNK_POOL_MAX 64  /* chunks kept for reuse per loop: 1 MiB */
+#define CHUNK_POOL_MAX 256 /* chunks kept for reuse per loop: 4 MiB */
 #define READ_BUF_BYTES (64 * 1024)
 #define SEND_IOV_MAX 64
 #define READS_PER_EVENT 4
