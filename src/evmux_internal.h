@@ -125,7 +125,6 @@ struct evmux_loop {
     size_t open_handles;   /* initialised, close callback not yet run */
     size_t active_refs;    /* active and referenced */
     atomic_bool stop_requested;
-    bool running;
     unsigned pool_threads_max;
 
     struct evmux_loop_stats stats;
@@ -209,7 +208,6 @@ void evmux__async_close(evmux_async *async);
 
 /* Signals (signal.c) */
 void evmux__signals_dispatch(evmux_loop *loop);
-void evmux__signal_close(evmux_signal *sig);
 
 /* Worker pool (pool.c) */
 void evmux__pool_free(evmux_loop *loop);

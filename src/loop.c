@@ -154,7 +154,8 @@ int evmux_loop_free(evmux_loop *loop)
 {
     if (loop == NULL)
         return -EINVAL;
-    if (loop->open_handles > 0 || loop->work_outstanding > 0 || loop->running)
+    if (loop->open_handles > 0 || loop->work_outstanding > 0 ||
+        atomic_load(&loop->run_owner) != 0)
         return -EBUSY;
     evmux__pool_free(loop); /* joins its threads, which may still wake us */
     evmux__async_loop_free(loop);
@@ -325,7 +326,7 @@ int evmux_close(evmux_handle *h, evmux_close_cb close_cb)
         evmux__async_close((evmux_async *)h);
         break;
     case EVMUX_HANDLE_SIGNAL:
-        evmux__signal_close((evmux_signal *)h);
+        evmux_signal_stop((evmux_signal *)h);
         break;
     default:
         return -EINVAL;
@@ -384,9 +385,8 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
 {
     if (loop == NULL || mode < EVMUX_RUN_DEFAULT || mode > EVMUX_RUN_NOWAIT)
         return -EINVAL;
-    if (loop->running)
+    if (atomic_load(&loop->run_owner) != 0)
         return -EBUSY;
-    loop->running = true;
     atomic_store(&loop->run_owner, (uintptr_t)&this_thread_tag);
 
     int rc = 0;
@@ -422,8 +422,7 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
         if (mode != EVMUX_RUN_DEFAULT)
             break;
     }
-    atomic_store(&loop->run_owner, 0);
     atomic_store(&loop->stop_requested, false);
-    loop->running = false;
+    atomic_store(&loop->run_owner, 0);
     return rc < 0 ? rc : 0;
 }

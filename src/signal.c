@@ -216,11 +216,6 @@ int evmux_signal_stop(evmux_signal *sig)
     return 0;
 }
 
-void evmux__signal_close(evmux_signal *sig)
-{
-    evmux_signal_stop(sig);
-}
-
 void evmux__signals_dispatch(evmux_loop *loop)
 {
     unsigned long long mask = atomic_load(&loop->signal_mask), fired = 0;

@@ -17,21 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define NCLIENTS 6
-
-static void check_exit0(echo_server *s, const char *what, int timeout_ms)
-{
-    char st[96];
-    if (!echo_proc_wait(&s->proc, timeout_ms))
-        echo_fail("%s: server still running %d ms after the signal", what, timeout_ms);
-    if (!WIFEXITED(s->proc.status) || WEXITSTATUS(s->proc.status) != 0)
-        echo_fail("%s: server %s, expected exit 0", what,
-                  echo_status_str(s->proc.status, st, sizeof st));
-    echo_proc_close_pipes(&s->proc);
-}
 
 static void check_refused(int port, const char *what)
 {
@@ -52,7 +40,7 @@ static void test_idle_signal(int sig)
     echo_server_start(&s, NULL);
     uint64_t t0 = echo_now_ms();
     CHECK(kill(s.proc.pid, sig) == 0);
-    check_exit0(&s, what, 5000);
+    echo_server_expect_exit0(&s, what, 5000);
     check_refused(s.port, what);
     echo_note("%s: exit 0 after %llu ms", what, (unsigned long long)(echo_now_ms() - t0));
 }
@@ -174,7 +162,7 @@ static void test_signal_with_clients(int sig)
     }
     for (int i = 0; i < NCLIENTS; i++)
         close(fds[i]);
-    check_exit0(&s, what, 10000);
+    echo_server_expect_exit0(&s, what, 10000);
     check_refused(s.port, what);
     echo_note("%s: all %d second messages echoed complete, then EOF; exit 0 %llu ms after the "
               "signal",

@@ -14,7 +14,6 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static const char heavy_msg[] = "\x7fheavy work";
@@ -155,12 +154,7 @@ static void test_sigterm_during_job(void)
     if (rc != 0)
         echo_fail("%s: expected EOF after the reply: %s", what, strerror(-rc));
     close(fd);
-    char st[96];
-    if (!echo_proc_wait(&s.proc, 10000))
-        echo_fail("%s: server still running", what);
-    if (!WIFEXITED(s.proc.status) || WEXITSTATUS(s.proc.status) != 0)
-        echo_fail("%s: server %s", what, echo_status_str(s.proc.status, st, sizeof st));
-    echo_proc_close_pipes(&s.proc);
+    echo_server_expect_exit0(&s, what, 10000);
 }
 
 /* A second SIGTERM stops waiting for slow peers: a job of 10 s of CPU
@@ -177,13 +171,8 @@ static void test_second_sigterm_ends_job(void)
     CHECK(kill(s.proc.pid, SIGTERM) == 0);
     echo_sleep_ms(100);
     CHECK(kill(s.proc.pid, SIGTERM) == 0);
-    char st[96];
-    if (!echo_proc_wait(&s.proc, 8000))
-        echo_fail("%s: server still running 8 s after the second signal", what);
-    if (!WIFEXITED(s.proc.status) || WEXITSTATUS(s.proc.status) != 0)
-        echo_fail("%s: server %s", what, echo_status_str(s.proc.status, st, sizeof st));
+    echo_server_expect_exit0(&s, what, 8000);
     echo_note("%s: exit 0 after %llu ms", what, (unsigned long long)(echo_now_ms() - t0));
-    echo_proc_close_pipes(&s.proc);
     close(fd);
 }
 

@@ -515,6 +515,17 @@ void echo_server_stop_ok(echo_server *s)
     echo_proc_close_pipes(&s->proc);
 }
 
+void echo_server_expect_exit0(echo_server *s, const char *what, int timeout_ms)
+{
+    char st[96];
+    if (!echo_proc_wait(&s->proc, timeout_ms))
+        echo_fail("%s: server still running %d ms after the signal", what, timeout_ms);
+    if (!WIFEXITED(s->proc.status) || WEXITSTATUS(s->proc.status) != 0)
+        echo_fail("%s: server %s, expected exit 0", what,
+                  echo_status_str(s->proc.status, st, sizeof st));
+    echo_proc_close_pipes(&s->proc);
+}
+
 size_t echo_server_extra_stdout(echo_server *s, char *buf, size_t len)
 {
     size_t got = 0;

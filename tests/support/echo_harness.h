@@ -132,6 +132,10 @@ int echo_server_stop(echo_server *s, int sig, int timeout_ms);
 /* Stops with SIGTERM and checks exit status 0. */
 void echo_server_stop_ok(echo_server *s);
 
+/* Waits up to timeout_ms for an exit already asked for (a signal sent by
+ * the test) and fails unless it is exit 0; closes the pipes. */
+void echo_server_expect_exit0(echo_server *s, const char *what, int timeout_ms);
+
 /* 1 while the server process runs (reaps it if it died). */
 int echo_server_alive(echo_server *s);
 
