@@ -4,14 +4,14 @@
  * Reads lines from stdin, strips them, skips empty ones, sends each with a
  * newline to the uppercase echo server and prints the replies. Unlike the
  * seed it does not wait for each reply before sending the next line: stdin
- * and the connection are watched together, so a whole file can be piped
- * through with bounded memory. The prompt `msg>: ` is shown only on a
- * terminal.
+ * and the connection are both evmux streams on one loop, so a whole file
+ * can be piped through with bounded memory. stdin may be a terminal, a pipe
+ * or a file (`< file`): the stream takes each alike. The prompt `msg>: ` is
+ * shown only on a terminal.
  */
 #include <evmux.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
@@ -21,13 +21,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #define PROG "evmux-echo-client"
 #define PROMPT "msg>: "
-#define CHUNK (64 * 1024)          /* one read from stdin */
 #define UNSENT_HIGH (1024 * 1024)  /* stop reading stdin above this much unsent */
 #define UNSENT_LOW (256 * 1024)    /* and go on once it is down to this */
 
@@ -48,10 +46,8 @@ struct client {
     evmux_stream stream;
     evmux_connect_req connect;
 
-    evmux_io in_io;         /* stdin, when the backend can watch it */
-    evmux_timer in_timer;   /* stdin otherwise: a regular file */
-    bool in_timer_mode;
-    bool in_reading;        /* the watcher or timer is started */
+    evmux_stream in;        /* stdin */
+    bool in_reading;
     bool in_eof;
     bool tty;
     bool at_prompt;         /* the cursor sits after the prompt */
@@ -71,8 +67,9 @@ static bool is_blank(unsigned char ch)
     return ch == ' ' || (ch >= '\t' && ch <= '\r' && ch != '\n') || (ch >= 0x1c && ch <= 0x1f);
 }
 
-/* Writes all of p to stdout. Blocking is fine here; but stdout may share
- * a non-blocking file description with stdin (one tty), hence the poll. */
+/* Writes all of p to stdout. Blocking is fine here; stdout is left as the
+ * shell gave it, but someone else may have made it non-blocking, hence
+ * the poll. */
 static int write_out(const char *p, size_t n)
 {
     while (n > 0) {
@@ -92,42 +89,6 @@ static int write_out(const char *p, size_t n)
     return 0;
 }
 
-/* ---- stdin's flags: made non-blocking while we run, restored after ---- */
-
-static int saved_stdin_flags = -1;
-
-static void restore_stdin(void)
-{
-    if (saved_stdin_flags >= 0)
-        fcntl(STDIN_FILENO, F_SETFL, saved_stdin_flags);
-}
-
-/* So that Ctrl-C does not leave the terminal non-blocking for the shell. */
-static void on_fatal_signal(int sig)
-{
-    restore_stdin();
-    raise(sig); /* SA_RESETHAND: the default action, once we return */
-}
-
-static void make_stdin_nonblocking(void)
-{
-    struct stat st;
-    if (fstat(STDIN_FILENO, &st) < 0)
-        return;
-    /* Regular files and devices never block; leave them alone. */
-    if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) && !isatty(STDIN_FILENO))
-        return;
-    int flags = fcntl(STDIN_FILENO, F_GETFL);
-    if (flags < 0 || (flags & O_NONBLOCK))
-        return;
-    struct sigaction sa = {.sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    saved_stdin_flags = flags;
-    fcntl(STDIN_FILENO, F_SETFL, flags | O_NONBLOCK);
-}
-
 /* ---- ending: close every handle; the loop runs their callbacks ---- */
 
 static void finish(struct client *c, int code)
@@ -137,8 +98,7 @@ static void finish(struct client *c, int code)
     c->finishing = true;
     c->exit_code = code;
     c->in_reading = false;
-    evmux_close(&c->in_io.handle, NULL);
-    evmux_close(&c->in_timer.handle, NULL);
+    evmux_close(&c->in.handle, NULL);
     evmux_close(&c->stream.handle, NULL); /* drops what is unsent */
 }
 
@@ -192,16 +152,14 @@ static void connection_lost(struct client *c, int err)
 
 /* ---- stdin: read only while the stream's queue is short ---- */
 
+static void on_stdin_read(evmux_stream *in, ssize_t nread, char *buf);
+
 static void update_stdin(struct client *c)
 {
     bool want = !c->in_eof && !c->finishing && !evmux_stream_over_high(&c->stream);
     if (want == c->in_reading)
         return;
-    int rc;
-    if (c->in_timer_mode) /* one-shot 0 ms timer, re-armed after each read */
-        rc = want ? evmux_timer_start(&c->in_timer, 0, 0) : evmux_timer_stop(&c->in_timer);
-    else
-        rc = want ? evmux_io_start(&c->in_io, EVMUX_READABLE) : evmux_io_stop(&c->in_io);
+    int rc = want ? evmux_stream_read_start(&c->in, on_stdin_read) : evmux_stream_read_stop(&c->in);
     if (rc < 0) {
         fail(c, "cannot watch stdin: %s", evmux_strerror(rc));
         return;
@@ -284,55 +242,37 @@ static void send_stripped(struct client *c, char *p, size_t n)
         hold(c, p + run, n - run);
 }
 
-static void read_stdin(struct client *c)
+/* buf is the loop's, lent for this call: stripping compacts it in place,
+ * and the write copies what it cannot send at once. */
+static void on_stdin_read(evmux_stream *in, ssize_t nread, char *buf)
 {
-    char chunk[CHUNK];
-    ssize_t n = read(STDIN_FILENO, chunk, sizeof chunk);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        fail(c, "cannot read stdin: %s", strerror(errno));
-        return;
-    }
-    if (n > 0) {
+    struct client *c = in->handle.data;
+    if (nread > 0) {
         c->at_prompt = false; /* the terminal echoed the user's line */
-        send_stripped(c, chunk, (size_t)n);
-    } else if (n == 0) {
+        send_stripped(c, buf, (size_t)nread);
+    } else if (nread == EVMUX_EOF) {
         if (c->line_started) /* a last line without its newline */
             send_bufs(c, &(evmux_buf){"\n", 1}, 1);
         c->in_eof = true;
+        c->in_reading = false; /* the stream stopped reading by itself */
         leave_prompt(c); /* Ctrl-D echoes nothing */
+    } else {
+        c->in_reading = false;
+        fail(c, "cannot read stdin: %s", evmux_strerror((int)nread));
+        return;
     }
     if (c->in_eof && all_answered(c))
         finish(c, 0);
-    update_stdin(c); /* pauses on a long queue; re-arms the timer */
-}
-
-static void on_stdin_readable(evmux_io *io, unsigned events)
-{
-    (void)events;
-    read_stdin(io->handle.data);
-}
-
-static void on_stdin_timer(evmux_timer *timer)
-{
-    struct client *c = timer->handle.data;
-    c->in_reading = false; /* a one-shot timer that has fired */
-    read_stdin(c);
+    update_stdin(c); /* pauses on a long queue */
 }
 
 static void start_stdin(struct client *c)
 {
-    make_stdin_nonblocking();
-    int rc = evmux_io_start(&c->in_io, EVMUX_READABLE);
-    if (rc == -EPERM) {
-        /* The backend cannot watch it (a regular file under epoll); such a
-         * file never blocks, so read it a chunk per loop iteration. */
-        c->in_timer_mode = true;
-        rc = evmux_timer_start(&c->in_timer, 0, 0);
-    }
+    int rc = evmux_stream_open(&c->in, STDIN_FILENO);
     if (rc < 0)
-        fail(c, "cannot watch stdin: %s", evmux_strerror(rc));
+        fail(c, "cannot read stdin: %s", evmux_strerror(rc));
     else
-        c->in_reading = true;
+        update_stdin(c);
 }
 
 /* ---- the connection: replies go straight to stdout ---- */
@@ -520,7 +460,6 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN); /* a closed stdout is an error, not death */
-    atexit(restore_stdin);
     c.tty = isatty(STDIN_FILENO);
 
     int rc = evmux_loop_new(&c.loop, NULL);
@@ -530,9 +469,8 @@ int main(int argc, char **argv)
     }
     evmux_stream_init(c.loop, &c.stream);
     evmux_stream_set_watermarks(&c.stream, UNSENT_HIGH, UNSENT_LOW, on_drained);
-    evmux_io_init(c.loop, &c.in_io, STDIN_FILENO, on_stdin_readable);
-    evmux_timer_init(c.loop, &c.in_timer, on_stdin_timer);
-    c.stream.handle.data = c.in_io.handle.data = c.in_timer.handle.data = c.connect.data = &c;
+    evmux_stream_init(c.loop, &c.in);
+    c.stream.handle.data = c.in.handle.data = c.connect.data = &c;
 
     connect_next(&c);
     rc = evmux_run(c.loop, EVMUX_RUN_DEFAULT);
@@ -541,7 +479,6 @@ int main(int argc, char **argv)
         evmux_run(c.loop, EVMUX_RUN_DEFAULT); /* runs the close callbacks */
     }
 
-    restore_stdin();
     free(c.addrs);
     free(c.held);
     rc = evmux_loop_free(c.loop);

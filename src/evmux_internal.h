@@ -29,7 +29,14 @@ enum evmux_handle_flag {
     EVMUX_FLAG_INTERNAL = 1u << 5,
     /* io: not yet registered since init; its descriptor may be a new file
      * behind a number whose old registration is still being removed. */
-    EVMUX_FLAG_IO_FRESH = 1u << 6
+    EVMUX_FLAG_IO_FRESH = 1u << 6,
+    /* io: its descriptor cannot be waited for (a regular file): it counts
+     * as ready for its whole interest on every iteration, as poll(2)
+     * reports such files, and the backend never hears of it. */
+    EVMUX_FLAG_IO_ALWAYS_READY = 1u << 7,
+    /* io: its descriptor is known to be an open socket (accepted or made
+     * by the library), so its first start skips the fstat check. */
+    EVMUX_FLAG_IO_SOCKET = 1u << 8
 };
 
 /* A timer heap entry: the whole sort key in one integer, next to the timer,
@@ -74,6 +81,9 @@ struct evmux_loop {
     int *dirty_fds; /* stopped watchers' descriptors, removed before waiting */
     size_t dirty_count;
     size_t dirty_capacity;
+
+    evmux_io **always_ready; /* started watchers with EVMUX_FLAG_IO_ALWAYS_READY */
+    size_t always_ready_count, always_ready_capacity;
 
     evmux_io *pending_head; /* io watchers with collected events */
     evmux_io *pending_tail;
@@ -180,6 +190,8 @@ void evmux__timers_free(evmux_loop *loop);
  * can drop a stale kernel registration. */
 bool evmux__io_ready(evmux_loop *loop, int fd, unsigned events);
 void evmux__io_run_pending(evmux_loop *loop);
+/* Queues every started always-ready watcher; returns how many. */
+size_t evmux__io_collect_always_ready(evmux_loop *loop);
 void evmux__io_free(evmux_loop *loop);
 /* Registers every started watcher anew (a fresh kernel interest set). */
 int evmux__io_reinstall_all(evmux_loop *loop);
@@ -222,7 +234,9 @@ void evmux__stream_close_begin(evmux_stream *s);
  * (parked) until they end. */
 bool evmux__stream_park(evmux_stream *s);
 void evmux__stream_close_finish(evmux_stream *s);
-void evmux__streams_run_deferred(evmux_loop *loop);
+/* Reports what streams completed without waiting; before_wait: also hands
+ * queued bytes to a completion backend (the last step before its wait). */
+void evmux__streams_run_deferred(evmux_loop *loop, bool before_wait);
 void evmux__streams_free(evmux_loop *loop);
 /* Gives an initialised stream its connected, non-blocking socket. */
 int evmux__stream_attach(evmux_stream *s, int fd);

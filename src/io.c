@@ -16,12 +16,23 @@
  * Events are collected per watcher, not per descriptor: a watcher stopped in
  * one callback has its collected events dropped, and a new watcher started
  * on a reused descriptor number was never in the batch, so it cannot
- * receive the old descriptor's event. */
+ * receive the old descriptor's event.
+ *
+ * Backends disagree about descriptors they cannot wait for. select and poll
+ * take a closed number without complaint (the watcher then never fires, or
+ * fires with POLLNVAL), epoll refuses a regular file with EPERM, and poll
+ * reports it always ready. So the first start of a watcher checks its
+ * descriptor here, once for every backend: a closed one is -EBADF, and a
+ * file with no wait queue (regular file, directory, block device, or one the
+ * backend refuses with EPERM) becomes an always-ready watcher that the
+ * backend never sees and every iteration reports, as poll(2) would. */
 #include "evmux_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define EVMUX_IO_EVENTS (EVMUX_READABLE | EVMUX_WRITABLE)
 
@@ -63,6 +74,61 @@ static void forget_now(evmux_loop *loop, struct evmux_fd_slot *slot, int fd)
     slot->kernel_events = 0;
 }
 
+/* The first start's check of the descriptor (see the top of the file). */
+static int classify_fd(evmux_io *io)
+{
+    struct stat st;
+    if (fstat(io->fd, &st) < 0)
+        return -errno;
+    if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode))
+        io->handle.flags |= EVMUX_FLAG_IO_ALWAYS_READY;
+    return 0;
+}
+
+static int start_always_ready(evmux_io *io, struct evmux_fd_slot *slot, unsigned events)
+{
+    evmux_loop *loop = io->handle.loop;
+    assert(slot->kernel_events == 0);
+    if (slot->watcher != io) {
+        if (loop->always_ready_count == loop->always_ready_capacity) {
+            size_t cap = loop->always_ready_capacity ? loop->always_ready_capacity * 2 : 8;
+            evmux_io **grown = realloc(loop->always_ready, cap * sizeof *grown);
+            if (grown == NULL)
+                return -ENOMEM;
+            loop->always_ready = grown;
+            loop->always_ready_capacity = cap;
+        }
+        loop->always_ready[loop->always_ready_count++] = io;
+    }
+    io->handle.flags &= ~EVMUX_FLAG_IO_FRESH;
+    slot->watcher = io;
+    io->events = events;
+    io->pending_events &= events;
+    evmux__handle_activate(&io->handle);
+    return 0;
+}
+
+static void stop_always_ready(evmux_io *io)
+{
+    evmux_loop *loop = io->handle.loop;
+    for (size_t i = 0; i < loop->always_ready_count; i++) {
+        if (loop->always_ready[i] == io) {
+            loop->always_ready[i] = loop->always_ready[--loop->always_ready_count];
+            return;
+        }
+    }
+    assert(!"a started always-ready watcher is on the list");
+}
+
+size_t evmux__io_collect_always_ready(evmux_loop *loop)
+{
+    for (size_t i = 0; i < loop->always_ready_count; i++) {
+        evmux_io *io = loop->always_ready[i];
+        evmux__io_ready(loop, io->fd, io->events);
+    }
+    return loop->always_ready_count;
+}
+
 int evmux_io_start(evmux_io *io, unsigned events)
 {
     if (io == NULL || (events & ~EVMUX_IO_EVENTS) != 0 || evmux_is_closing(&io->handle))
@@ -77,15 +143,25 @@ int evmux_io_start(evmux_io *io, unsigned events)
     struct evmux_fd_slot *slot = &loop->fds[io->fd];
     if (slot->watcher != NULL && slot->watcher != io)
         return -EEXIST;
+    bool fresh = (io->handle.flags & EVMUX_FLAG_IO_FRESH) != 0;
+    if (fresh && !(io->handle.flags & EVMUX_FLAG_IO_SOCKET) && (rc = classify_fd(io)) < 0)
+        return rc;
 
     /* A new watcher's number may name a new file while the old file's
      * registration still waits for removal: drop that one first, so the
      * backend registers this file rather than amending the old one. */
-    if ((io->handle.flags & EVMUX_FLAG_IO_FRESH) && slot->watcher == NULL)
+    if (fresh && slot->watcher == NULL)
         forget_now(loop, slot, io->fd);
+    if (io->handle.flags & EVMUX_FLAG_IO_ALWAYS_READY)
+        return start_always_ready(io, slot, events);
     if (slot->kernel_events != events) {
         loop->stats.interest_changes++;
         rc = loop->backend->change(loop, io->fd, slot->kernel_events, events);
+        if (rc == -EPERM && fresh && slot->kernel_events == 0) {
+            /* epoll's word for a file it cannot wait for (/dev/null). */
+            io->handle.flags |= EVMUX_FLAG_IO_ALWAYS_READY;
+            return start_always_ready(io, slot, events);
+        }
         if (rc < 0)
             return rc; /* the old interest, if any, still holds */
         slot->kernel_events = events;
@@ -125,7 +201,10 @@ int evmux_io_stop(evmux_io *io)
         return 0;
     evmux_loop *loop = io->handle.loop;
     struct evmux_fd_slot *slot = &loop->fds[io->fd];
-    if (slot->watcher == io) {
+    if (io->handle.flags & EVMUX_FLAG_IO_ALWAYS_READY) {
+        stop_always_ready(io);
+        slot->watcher = NULL;
+    } else if (slot->watcher == io) {
         slot->watcher = NULL;
         mark_dirty(loop, slot, io->fd);
     }
@@ -209,7 +288,7 @@ int evmux__io_reinstall_all(evmux_loop *loop)
     for (size_t fd = 0; fd < loop->fds_len; fd++) {
         struct evmux_fd_slot *slot = &loop->fds[fd];
         slot->kernel_events = 0;
-        if (slot->watcher == NULL)
+        if (slot->watcher == NULL || (slot->watcher->handle.flags & EVMUX_FLAG_IO_ALWAYS_READY))
             continue;
         loop->stats.interest_changes++;
         int rc = loop->backend->change(loop, (int)fd, 0, slot->watcher->events);
@@ -223,6 +302,9 @@ int evmux__io_reinstall_all(evmux_loop *loop)
 
 void evmux__io_free(evmux_loop *loop)
 {
+    free(loop->always_ready);
+    loop->always_ready = NULL;
+    loop->always_ready_count = loop->always_ready_capacity = 0;
     free(loop->dirty_fds);
     loop->dirty_fds = NULL;
     loop->dirty_count = loop->dirty_capacity = 0;

@@ -376,7 +376,8 @@ static uint64_t wait_timeout_ns(const evmux_loop *loop, evmux_run_mode mode)
 {
     if (mode == EVMUX_RUN_NOWAIT || atomic_load(&loop->stop_requested) ||
         loop->closing_head != NULL ||
-        loop->deferred_head != NULL || (loop->active_refs == 0 && loop->parked_streams == 0))
+        loop->deferred_head != NULL || loop->always_ready_count > 0 ||
+        (loop->active_refs == 0 && loop->parked_streams == 0))
         return 0;
     return evmux__timers_next_ns(loop);
 }
@@ -395,17 +396,20 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
     /* A sequentially consistent load, after run_owner is set (evmux_stop). */
     while (!atomic_load(&loop->stop_requested) && evmux_loop_alive(loop)) {
         evmux__timers_run(loop);
+        evmux__streams_run_deferred(loop, true); /* and queued sends, just before waiting */
         evmux__io_flush(loop);
         uint64_t timeout_ns = wait_timeout_ns(loop, mode);
         loop->silent_wakes = 0;
         rc = loop->backend->wait(loop, timeout_ns);
         loop->stats.backend_waits++;
         evmux_update_time(loop);
-        evmux__io_run_pending(loop);
         bool woken = rc > (int)loop->silent_wakes;
+        if (rc >= 0 && evmux__io_collect_always_ready(loop) > 0)
+            woken = true;
+        evmux__io_run_pending(loop);
         if (loop->backend->stream_ops != NULL)
             loop->backend->stream_ops->run_completions(loop);
-        evmux__streams_run_deferred(loop);
+        evmux__streams_run_deferred(loop, false);
         if (mode == EVMUX_RUN_ONCE && evmux__timers_next_ns(loop) == 0) {
             evmux__timers_run(loop); /* the timer that ended the wait */
             woken = true;

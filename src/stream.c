@@ -1,6 +1,7 @@
-/* Buffered streams over connected sockets (TCP or Unix-domain).
+/* Buffered streams over connected sockets (TCP or Unix-domain), and over
+ * pipes, terminals and files.
  *
- * Reading: recv() into a buffer owned by the loop and lent to the read
+ * Reading: recv() (read() for a descriptor that is not a socket) into a buffer owned by the loop and lent to the read
  * callback, so an idle connection holds no read buffer and a busy one
  * allocates nothing.
  *
@@ -20,16 +21,36 @@
  * belong to the library and stay put until the kernel is done with them.
  * Bytes that arrive after read_stop, before the kernel has heard of the
  * cancel, are stashed and given to the next read callback, in order; a
- * closed stream's close callback waits until its requests have ended. */
+ * closed stream's close callback waits until its requests have ended.
+ *
+ * A program must not see which backend runs it, so the native driver keeps
+ * the readiness driver's promises where batching would break them. Queued
+ * bytes become a send request only just before the loop waits, so no
+ * callback ever sees a send that the kernel has not been offered yet. A
+ * write that takes the queue past the high watermark, and a close with
+ * bytes queued, first offer the queue to the kernel at once, as a readiness
+ * backend's write does: the watermark then counts bytes the kernel was
+ * offered and did not take, and an echo followed by a close delivers its
+ * reply, on every backend.
+ *
+ * Pipes, terminals and files take the readiness driver on every backend,
+ * with read() and write(): SIGPIPE is blocked around a write() (there is no
+ * MSG_NOSIGNAL for pipes), a terminal is reopened so that making it
+ * non-blocking does not change the shell's file description, and a regular
+ * file's watcher is always ready (io.c). */
 #include "evmux_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -64,7 +85,10 @@ enum stream_state {
     ST_SEND_BUSY = 1u << 13,     /* a send of the head chunk is in the kernel */
     ST_SEND_DISCARD = 1u << 14,  /* ...of chunks already dropped from the queue */
     ST_PARKED = 1u << 15,        /* closed; close callback waits for the kernel */
-    ST_SEND_FULL = 1u << 16      /* the last send found no room: wait for some first */
+    ST_SEND_FULL = 1u << 16,     /* the last send found no room: wait for some first */
+    ST_SEND_WANTED = 1u << 17,   /* bytes queued for a send made before the next wait */
+    ST_NOT_SOCKET = 1u << 18,    /* a pipe, terminal or file: read() and write() */
+    ST_MADE_NONBLOCK = 1u << 19  /* ...that we made non-blocking: undone at close */
 };
 
 #define ST_KERNEL_BUSY (ST_RECV_ARMED | ST_SEND_BUSY)
@@ -278,11 +302,12 @@ static void report_shutdown(evmux_stream *s, int status)
 static void report_connect(evmux_stream *s, int status);
 static void fail_writes(evmux_stream *s, int err);
 static void deliver_stash(evmux_stream *s);
+static void native_submit_send(evmux_stream *s);
 
-void evmux__streams_run_deferred(evmux_loop *loop)
+void evmux__streams_run_deferred(evmux_loop *loop, bool before_wait)
 {
-    /* Streams deferred by these callbacks wait for the next iteration, so
-     * a callback that keeps writing cannot hold the loop here. */
+    /* Streams deferred by these callbacks wait for the next pass, so a
+     * callback that keeps writing cannot hold the loop here. */
     evmux_stream *s = loop->deferred_head;
     loop->deferred_head = loop->deferred_tail = NULL;
     while (s != NULL) {
@@ -302,6 +327,12 @@ void evmux__streams_run_deferred(evmux_loop *loop)
             if ((s->state & ST_READING) && (s->stash != NULL || s->read_end != 0) &&
                 !evmux_is_closing(&s->handle))
                 deliver_stash(s);
+            if (s->state & ST_SEND_WANTED) {
+                if (before_wait)
+                    native_submit_send(s);
+                else
+                    defer(s); /* sent from the pass just before the wait */
+            }
         }
         s = next;
     }
@@ -327,35 +358,48 @@ static void cancel_recv(evmux_stream *s)
 }
 
 /* The completion-based counterpart of the io watcher's interest: a recv in
- * the kernel while reading (and nothing stashed is owed first), a send
- * while bytes are queued. */
+ * the kernel while reading (and nothing stashed is owed first), and, while
+ * bytes are queued, a send made in the pass just before the loop waits. */
 static int native_sync(evmux_stream *s)
 {
-    evmux_loop *loop = s->handle.loop;
-    const struct evmux_stream_ops *ops = native_ops(s);
     int rc = 0;
     if (s->io.events != 0)
         evmux_io_stop(&s->io); /* it served the connect */
     bool want_recv = (s->state & ST_READING) && s->stash == NULL && s->read_end == 0;
     if (want_recv && !(s->state & ST_RECV_ARMED)) {
-        rc = ops->recv(loop, s, s->io.fd);
+        rc = native_ops(s)->recv(s->handle.loop, s, s->io.fd);
         if (rc == 0)
             s->state |= ST_RECV_ARMED;
     } else if (!want_recv) {
         cancel_recv(s);
     }
     if (s->queued > 0 && !(s->state & ST_SEND_BUSY)) {
-        struct iovec iov[NATIVE_SEND_CHUNKS];
-        size_t total;
-        int n = (int)queue_iov(s, iov, NATIVE_SEND_CHUNKS, &total);
-        int send_rc = ops->send(loop, s, s->io.fd, iov, n, (s->state & ST_SEND_FULL) != 0);
-        if (send_rc == 0)
-            s->state = (s->state & ~ST_SEND_FULL) | ST_SEND_BUSY;
-        else if (rc == 0)
-            rc = send_rc;
+        s->state |= ST_SEND_WANTED;
+        defer(s);
     }
     set_native_active(s, (s->state & ST_READING) || s->queued > 0);
     return rc;
+}
+
+/* Hands the head of the queue to the kernel; called only just before the
+ * loop waits, so ST_SEND_BUSY always means the kernel has been offered the
+ * bytes (see the top of the file). */
+static void native_submit_send(evmux_stream *s)
+{
+    s->state &= ~ST_SEND_WANTED;
+    if (s->queued == 0 || (s->state & ST_SEND_BUSY) || !(s->state & ST_OPEN) ||
+        evmux__closing(&s->handle))
+        return;
+    assert(s->state & ST_NATIVE);
+    struct iovec iov[NATIVE_SEND_CHUNKS];
+    size_t total;
+    int n = (int)queue_iov(s, iov, NATIVE_SEND_CHUNKS, &total);
+    int rc = native_ops(s)->send(s->handle.loop, s, s->io.fd, iov, n,
+                                 (s->state & ST_SEND_FULL) != 0);
+    if (rc == 0)
+        s->state = (s->state & ~ST_SEND_FULL) | ST_SEND_BUSY;
+    else
+        fail_writes(s, rc); /* cannot wait for the socket: fail every request */
 }
 
 static int update_interest(evmux_stream *s)
@@ -417,15 +461,44 @@ static void finish_shutdown(evmux_stream *s)
 
 /* ---- sending ---- */
 
-static ssize_t send_iov(int fd, struct iovec *iov, size_t n)
+/* write() to a pipe whose reader is gone raises SIGPIPE, and only sockets
+ * have MSG_NOSIGNAL: block the signal for this thread around the write,
+ * and take back the one the write raised, if it raised one. */
+static ssize_t write_no_sigpipe(int fd, const struct iovec *iov, size_t n)
 {
+    sigset_t pipe_only, old_mask, pending;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old_mask);
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE) == 1;
+    ssize_t w = writev(fd, iov, (int)(n > IOV_MAX ? IOV_MAX : n));
+    int err = errno;
+    if (w < 0 && err == EPIPE && !was_pending) {
+        const struct timespec no_wait = {0, 0};
+        while (sigtimedwait(&pipe_only, NULL, &no_wait) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    errno = err;
+    return w;
+}
+
+static ssize_t send_iov(const evmux_stream *s, struct iovec *iov, size_t n)
+{
+    ssize_t w;
+    if (s->state & ST_NOT_SOCKET) {
+        do
+            w = write_no_sigpipe(s->io.fd, iov, n);
+        while (w < 0 && errno == EINTR);
+        return w;
+    }
     struct msghdr msg;
     memset(&msg, 0, sizeof msg);
     msg.msg_iov = iov;
     msg.msg_iovlen = n;
-    ssize_t w;
     do
-        w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        w = sendmsg(s->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (w < 0 && errno == EINTR);
     return w;
 }
@@ -439,7 +512,7 @@ static void flush_queue(evmux_stream *s)
         struct iovec iov[SEND_IOV_MAX];
         size_t total;
         size_t n = queue_iov(s, iov, SEND_IOV_MAX, &total);
-        ssize_t w = send_iov(s->io.fd, iov, n);
+        ssize_t w = send_iov(s, iov, n);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -476,6 +549,27 @@ static void after_send(evmux_stream *s)
     update_interest(s);
 }
 
+/* A completion backend's stream offers its queue to the kernel at once, as
+ * a readiness backend's write does (see the top of the file). Only while
+ * no send is in the kernel, which keeps the bytes in order. Runs no
+ * callback; returns 0 or the send's error. */
+static int native_send_now(evmux_stream *s)
+{
+    assert(!(s->state & ST_SEND_BUSY));
+    while (s->queued > 0) {
+        struct iovec iov[SEND_IOV_MAX];
+        size_t total;
+        size_t n = queue_iov(s, iov, SEND_IOV_MAX, &total);
+        ssize_t w = send_iov(s, iov, n);
+        if (w < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+        consume_queue(s, (size_t)w);
+        if ((size_t)w < total)
+            break;
+    }
+    return 0;
+}
+
 int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bufs[], size_t nbufs,
                        evmux_write_cb cb)
 {
@@ -484,7 +578,9 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
         return -EINVAL;
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
-    if (s->error != 0)
+    /* A connect that failed at once is still "connecting" until its
+     * callback: writes queue and fail with it, as for a later failure. */
+    if (s->error != 0 && !(s->state & ST_CONNECT_FAILED))
         return s->error;
     if (s->state & ST_SHUT_WANTED)
         return -EPIPE;
@@ -508,7 +604,7 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
                 iov[n].iov_len = bufs[first + n].len;
                 batch += bufs[first + n].len;
             }
-            ssize_t w = send_iov(s->io.fd, iov, n);
+            ssize_t w = send_iov(s, iov, n);
             if (w < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK)
                     break;
@@ -560,10 +656,20 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
             s->req_head = req;
         s->req_tail = req;
     }
+    if (s->high_water != 0 && s->queued > s->high_water && (s->state & ST_NATIVE) &&
+        (s->state & ST_OPEN) && !(s->state & ST_SEND_BUSY)) {
+        int rc = native_send_now(s);
+        if (rc < 0) {
+            s->error = rc; /* this write and the ones before it fail from the loop */
+            drop_queue(s);
+            defer(s);
+            return 0;
+        }
+    }
     if (s->high_water != 0 && s->queued > s->high_water)
         s->state |= ST_OVER_HIGH;
     if (s->queued == 0) {
-        if (req != NULL)
+        if (s->req_head != NULL)
             defer(s); /* complete already: reported from the loop */
         return 0;
     }
@@ -605,9 +711,11 @@ int evmux_stream_shutdown(evmux_stream *s, evmux_shutdown_cb cb)
         return -EINVAL;
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
+    if (s->state & ST_NOT_SOCKET)
+        return -ENOTSUP; /* a pipe or terminal has no half-close */
     if (s->state & ST_SHUT_WANTED)
         return -EALREADY;
-    if (s->error != 0)
+    if (s->error != 0 && !(s->state & ST_CONNECT_FAILED))
         return s->error;
     s->state |= ST_SHUT_WANTED;
     s->shutdown_cb = cb;
@@ -633,7 +741,8 @@ static void read_ready(evmux_stream *s)
         return;
     }
     for (int i = 0; i < READS_PER_EVENT; i++) {
-        ssize_t n = recv(s->io.fd, loop->read_buf, READ_BUF_BYTES, 0);
+        ssize_t n = (s->state & ST_NOT_SOCKET) ? read(s->io.fd, loop->read_buf, READ_BUF_BYTES)
+                                               : recv(s->io.fd, loop->read_buf, READ_BUF_BYTES, 0);
         if (n > 0) {
             s->read_cb(s, n, loop->read_buf);
             if (n < READ_BUF_BYTES || !(s->state & ST_READING) || evmux__closing(&s->handle))
@@ -768,6 +877,8 @@ void evmux__stream_send_done(evmux_stream *s, int res)
         return;
     }
     if (evmux__closing(&s->handle)) {
+        if (res > 0)
+            consume_queue(s, (size_t)res); /* sent after all: its writes report 0 */
         settle(s);
         return;
     }
@@ -848,11 +959,25 @@ static void detach_socket(evmux_stream *s)
 {
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return;
+    /* Bytes a readiness backend would have sent inside evmux_stream_write
+     * get the same chance here before the socket goes. */
+    if ((s->state & (ST_NATIVE | ST_OPEN | ST_SEND_BUSY)) == (ST_NATIVE | ST_OPEN) &&
+        s->queued > 0 && s->error == 0)
+        (void)native_send_now(s); /* an error only means no more goes out */
+    s->state &= ~ST_SEND_WANTED;
     cancel_recv(s);
     if (s->state & ST_SEND_BUSY)
         native_ops(s)->cancel_send(s->handle.loop, s);
     set_native_active(s, false);
     evmux__io_stop_now(&s->io); /* while the descriptor still names the socket */
+    /* A pipe may be shared with other processes (a shell pipeline): leave
+     * its description blocking, as we found it. */
+    if (s->state & ST_MADE_NONBLOCK) {
+        int flags = fcntl(s->io.fd, F_GETFL);
+        if (flags >= 0)
+            fcntl(s->io.fd, F_SETFL, flags & ~O_NONBLOCK);
+        s->state &= ~ST_MADE_NONBLOCK;
+    }
     close(s->io.fd);
     s->io.fd = -1;
     s->state &= ~(ST_OPEN | ST_CONNECTING);
@@ -884,8 +1009,11 @@ static void on_connect_timeout(evmux_timer *t)
 }
 
 static void on_stream_io(evmux_io *io, unsigned events);
+static void native_list_remove(evmux_stream *s);
 
-int evmux__stream_attach(evmux_stream *s, int fd)
+/* Gives the stream its descriptor: a connected socket, or (is_socket
+ * false) a pipe, terminal or file, which takes the readiness driver. */
+static int attach(evmux_stream *s, int fd, bool is_socket)
 {
     evmux_loop *loop = s->handle.loop;
     int rc = evmux__io_check_fd(loop, fd);
@@ -894,6 +1022,8 @@ int evmux__stream_attach(evmux_stream *s, int fd)
     rc = evmux_io_init(loop, &s->io, fd, on_stream_io);
     if (rc < 0)
         return rc;
+    if (is_socket)
+        s->io.handle.flags |= EVMUX_FLAG_IO_SOCKET;
     evmux__handle_make_internal(&s->io.handle);
     if (!(s->handle.flags & EVMUX_FLAG_REF))
         evmux_unref(&s->io.handle);
@@ -901,6 +1031,12 @@ int evmux__stream_attach(evmux_stream *s, int fd)
     s->state = (s->state & ~(ST_EOF | ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT)) | ST_OPEN;
     s->error = 0;
     s->read_end = 0;
+    if (!is_socket) {
+        native_list_remove(s);
+        s->state |= ST_NOT_SOCKET;
+        return 0;
+    }
+    s->state &= ~ST_NOT_SOCKET;
     if (loop->backend->stream_ops != NULL && !(s->state & ST_NATIVE)) {
         s->state |= ST_NATIVE;
         s->native_prev = NULL;
@@ -910,6 +1046,11 @@ int evmux__stream_attach(evmux_stream *s, int fd)
         loop->native_streams = s;
     }
     return 0;
+}
+
+int evmux__stream_attach(evmux_stream *s, int fd)
+{
+    return attach(s, fd, true);
 }
 
 static void connect_settled(evmux_stream *s)
@@ -1019,18 +1160,54 @@ int evmux_stream_init(evmux_loop *loop, evmux_stream *s)
     return 0;
 }
 
+/* A terminal's file description is shared with the shell that started us:
+ * made non-blocking, it would stay so after we exit and break the shell's
+ * next read. Opening the terminal again gives a description of our own,
+ * put in place under the same number. If that fails, the shared one is
+ * used. */
+static void reopen_terminal(int fd)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int flags = fcntl(fd, F_GETFL);
+    int fd_flags = fcntl(fd, F_GETFD);
+    if (flags < 0 || fd_flags < 0)
+        return;
+    int own = open(path, (flags & O_ACCMODE) | O_NOCTTY | O_CLOEXEC);
+    if (own < 0)
+        return;
+    if (own != fd) {
+        if (dup3(own, fd, fd_flags & FD_CLOEXEC ? O_CLOEXEC : 0) < 0) {
+            close(own);
+            return;
+        }
+        close(own);
+    }
+}
+
 int evmux_stream_open(evmux_stream *s, int fd)
 {
     if (s == NULL || fd < 0 || evmux_is_closing(&s->handle))
         return -EINVAL;
     if (s->state & (ST_OPEN | ST_CONNECTING))
         return -EISCONN;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (isatty(fd))
+        reopen_terminal(fd);
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0)
         return -errno;
-    if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+    bool made_nonblock = !(flags & O_NONBLOCK);
+    if (made_nonblock && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
         return -errno;
-    return evmux__stream_attach(s, fd);
+    int rc = attach(s, fd, S_ISSOCK(st.st_mode));
+    if (rc < 0 && made_nonblock)
+        fcntl(fd, F_SETFL, flags);
+    else if (made_nonblock && !S_ISSOCK(st.st_mode))
+        s->state |= ST_MADE_NONBLOCK;
+    return rc;
 }
 
 int evmux_stream_fd(const evmux_stream *s)
@@ -1076,6 +1253,8 @@ int evmux_stream_set_nodelay(evmux_stream *s, int on)
 {
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
+    if (s->state & ST_NOT_SOCKET)
+        return -ENOTSUP;
     int v = on != 0;
     return setsockopt(s->io.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) < 0 ? -errno : 0;
 }
@@ -1084,6 +1263,8 @@ int evmux_stream_set_keepalive(evmux_stream *s, int on, unsigned idle_s)
 {
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
+    if (s->state & ST_NOT_SOCKET)
+        return -ENOTSUP;
     int v = on != 0;
     if (setsockopt(s->io.fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) < 0)
         return -errno;

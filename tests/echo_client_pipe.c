@@ -1,7 +1,9 @@
 /* evmux-echo-client driven through pipes: ~2000 lines with surrounding
  * whitespace, blank lines, UTF-8 and 10 KB lines must come back as exactly
  * the uppercased, stripped, non-empty lines (no prompt: stdin is not a
- * terminal), exit 0. Also: no server -> non-zero exit and a message; server
+ * terminal), exit 0; the same lines from a regular file on stdin (`< file`),
+ * which no backend can wait for. The terminal the client reads is left
+ * blocking for the shell that shares it. Also: no server -> non-zero exit and a message; server
  * killed while the client waits for a reply -> the same; with a terminal on
  * stdin the "msg>: " prompt appears; --help -> 0. */
 #include "echo_harness.h"
@@ -102,12 +104,30 @@ static void set_client_argv(int port)
     client_argv[3] = NULL;
 }
 
-static void check_client_output(const char *what, const strbuf *in, const strbuf *want)
+/* Runs the client with `in` in a regular file on its stdin. */
+static void run_with_file(const strbuf *in, echo_output *o)
+{
+    char path[] = "/tmp/evmux-client-stdin-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    unlink(path);
+    CHECK(in->len == 0 || write(fd, in->p, in->len) == (ssize_t)in->len);
+    CHECK(lseek(fd, 0, SEEK_SET) == 0);
+    echo_run_fd(client_argv, fd, 30000, o);
+    close(fd);
+}
+
+/* stdin_file: the input comes from a regular file rather than a pipe. */
+static void check_client_output_from(const char *what, const strbuf *in, const strbuf *want,
+                                     int stdin_file)
 {
     echo_output o;
     char st[96];
     uint64_t t0 = echo_now_ms();
-    echo_run(client_argv, in->p, in->len, 30000, &o);
+    if (stdin_file)
+        run_with_file(in, &o);
+    else
+        echo_run(client_argv, in->p, in->len, 30000, &o);
     if (o.timed_out)
         echo_fail("%s: client still running after 30 s (stdout %zu bytes, stderr: %.300s)", what,
                   o.out_len, o.err);
@@ -123,7 +143,40 @@ static void check_client_output(const char *what, const strbuf *in, const strbuf
     echo_output_free(&o);
 }
 
+static void check_client_output(const char *what, const strbuf *in, const strbuf *want)
+{
+    check_client_output_from(what, in, want, 0);
+}
+
+/* The 2000-line input of test_pipe_lines; returns its number of lines. */
+static void make_lines(strbuf *in_out, strbuf *want_out);
+
 static void test_pipe_lines(void)
+{
+    strbuf in = { 0 }, want = { 0 };
+    make_lines(&in, &want);
+    check_client_output("2000 piped lines", &in, &want);
+    free(in.p);
+    free(want.p);
+}
+
+/* The same lines from a regular file: stdin is always ready and ends. */
+static void test_file_lines(void)
+{
+    strbuf in = { 0 }, want = { 0 };
+    make_lines(&in, &want);
+    check_client_output_from("2000 lines from a file", &in, &want, 1);
+    strbuf empty = { 0 }, none = { 0 };
+    sb_add(&empty, "", 0);
+    sb_add(&none, "", 0);
+    check_client_output_from("an empty file", &empty, &none, 1);
+    free(in.p);
+    free(want.p);
+    free(empty.p);
+    free(none.p);
+}
+
+static void make_lines(strbuf *in_out, strbuf *want_out)
 {
     strbuf in = { 0 }, want = { 0 };
     uint64_t rng = 0xC11E47;
@@ -151,10 +204,9 @@ static void test_pipe_lines(void)
         }
         sb_addc(&in, '\n');
     }
-    echo_note("pipe: %zu lines with text (%zu of 10 KB), %zu blank", lines, longl, blank);
-    check_client_output("2000 piped lines", &in, &want);
-    free(in.p);
-    free(want.p);
+    echo_note("input: %zu lines with text (%zu of 10 KB), %zu blank", lines, longl, blank);
+    *in_out = in;
+    *want_out = want;
 }
 
 /* The last line has no newline: it is still a line. Whitespace inside a
@@ -294,13 +346,16 @@ static void test_tty_prompt(void)
     echo_server_start(&srv, NULL);
     set_client_argv(srv.port);
     echo_spawn_io(&c, client_argv, slave, ECHO_PIPE_OUT, 0);
-    close(slave);
+    /* slave stays open here: it shares the client's terminal description,
+     * as the shell that started the client would. */
     if (!read_until(c.out_fd, &out, "msg>: ", 10000))
         echo_fail("tty: no \"msg>: \" prompt on stdout with a terminal on stdin (got \"%s\")",
                   out.p ? out.p : "");
     CHECK(write(master, "  tty line \n", 12) == 12);
     if (!read_until(c.out_fd, &out, "TTY LINE\n", 10000))
         echo_fail("tty: no \"TTY LINE\" reply (stdout \"%s\")", out.p);
+    if (fcntl(slave, F_GETFL) & O_NONBLOCK)
+        echo_fail("tty: the client made the shell's terminal description non-blocking");
     /* ^D at the start of a line: EOF on the terminal. */
     echo_sleep_ms(100);
     CHECK(write(master, "\x04", 1) == 1);
@@ -309,8 +364,11 @@ static void test_tty_prompt(void)
     if (!WIFEXITED(c.status) || WEXITSTATUS(c.status) != 0)
         echo_fail("tty: client %s after EOF, expected exit 0",
                   echo_status_str(c.status, st, sizeof st));
-    echo_note("tty: prompt shown, reply \"TTY LINE\", exit 0 at EOF");
+    if (fcntl(slave, F_GETFL) & O_NONBLOCK)
+        echo_fail("tty: the terminal description is non-blocking after the client exited");
+    echo_note("tty: prompt shown, reply \"TTY LINE\", exit 0 at EOF, terminal left blocking");
     echo_proc_close_pipes(&c);
+    close(slave);
     close(master);
     free(out.p);
     echo_server_stop_ok(&srv);
@@ -338,6 +396,7 @@ int main(int argc, char **argv)
     set_client_argv(srv.port);
 
     RUN_TEST(test_pipe_lines);
+    RUN_TEST(test_file_lines);
     RUN_TEST(test_last_line_unterminated);
     RUN_TEST(test_empty_input);
     echo_server_check_alive(&srv, "after the piped clients");

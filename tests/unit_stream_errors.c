@@ -244,7 +244,6 @@ static void test_close_with_pending_writes(void)
         CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT));
     CHECK_EQ(evmux_stream_queued(&s), 0);
     int reported = log.n; /* io_uring: the first write's callback already ran */
-    int at_once = su_writes_at_once(loop);
     CHECK_OK(lwrite(&log, &w[1], 1, &s, mb, sizeof mb)); /* partly sent, or queued */
     CHECK(evmux_stream_queued(&s) > 0);
     if (su_writes_at_once(loop))
@@ -293,7 +292,8 @@ static void test_close_with_pending_writes(void)
     /* The peer got a prefix of the bytes and then the end. */
     size_t got = unit_drain(sv[1]);
     CHECK(got >= 5 && got < 5 + sizeof mb);
-    CHECK(at_once || got == 5); /* io_uring: the rest never left */
+    /* io_uring too: the close offered the queue to the kernel first. */
+    CHECK(got > 5);
     CHECK_EQ(su_peek_state(sv[1]), 0);
     close(sv[1]);
 }

@@ -316,7 +316,9 @@ static void buf_append(char **b, size_t *len, size_t *cap, const char *data, siz
     (*b)[*len] = '\0';
 }
 
-void echo_run(char *const argv[], const void *in, size_t in_len, int timeout_ms, echo_output *o)
+/* stdin_fd < 0: `in` goes through a pipe; else stdin_fd is the input. */
+static void run_collect(char *const argv[], int stdin_fd, const void *in, size_t in_len,
+                        int timeout_ms, echo_output *o)
 {
     echo_proc p;
     size_t in_off = 0, out_cap = 0, err_cap = 0;
@@ -327,8 +329,11 @@ void echo_run(char *const argv[], const void *in, size_t in_len, int timeout_ms,
     memset(o, 0, sizeof *o);
     buf_append(&o->out, &o->out_len, &out_cap, "", 0);
     buf_append(&o->err, &o->err_len, &err_cap, "", 0);
-    echo_spawn(&p, argv, ECHO_PIPE_IN | ECHO_PIPE_OUT | ECHO_PIPE_ERR, 0);
-    if (in_len == 0) {
+    if (stdin_fd >= 0)
+        echo_spawn_io(&p, argv, stdin_fd, ECHO_PIPE_OUT | ECHO_PIPE_ERR, 0);
+    else
+        echo_spawn(&p, argv, ECHO_PIPE_IN | ECHO_PIPE_OUT | ECHO_PIPE_ERR, 0);
+    if (stdin_fd < 0 && in_len == 0) {
         close(p.in_fd);
         p.in_fd = -1;
     }
@@ -390,6 +395,16 @@ void echo_run(char *const argv[], const void *in, size_t in_len, int timeout_ms,
     }
     o->status = p.status;
     echo_proc_close_pipes(&p);
+}
+
+void echo_run(char *const argv[], const void *in, size_t in_len, int timeout_ms, echo_output *o)
+{
+    run_collect(argv, -1, in, in_len, timeout_ms, o);
+}
+
+void echo_run_fd(char *const argv[], int stdin_fd, int timeout_ms, echo_output *o)
+{
+    run_collect(argv, stdin_fd, NULL, 0, timeout_ms, o);
 }
 
 void echo_output_free(echo_output *o)

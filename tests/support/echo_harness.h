@@ -101,6 +101,8 @@ typedef struct echo_output {
  * stdout and stderr, for at most timeout_ms (then SIGKILL, timed_out=1). */
 void echo_run(char *const argv[], const void *in, size_t in_len, int timeout_ms,
               echo_output *o);
+/* The same with stdin_fd (a file, say) as the program's stdin. */
+void echo_run_fd(char *const argv[], int stdin_fd, int timeout_ms, echo_output *o);
 void echo_output_free(echo_output *o);
 
 /* ------------------------------------------------------------------ */
