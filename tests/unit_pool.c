@@ -412,8 +412,7 @@ static void fork_queued_after(evmux_work *req, int status)
 static void test_fork(void)
 {
 #ifdef UNDER_TSAN
-    fprintf(stderr, "   (not under ThreadSanitizer: threads after fork)\n");
-    return;
+    UNIT_SKIP("not under ThreadSanitizer: threads after fork");
 #endif
     evmux_loop *loop = new_loop_with_threads(1);
     evmux_work blocker, queued;
@@ -446,8 +445,9 @@ static void test_fork(void)
     unit_loop_finish(loop);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    unit_args(argc, argv);
     unit_watchdog(60);
     RUN_TEST(test_basic);
     RUN_TEST(test_thread_limit);
@@ -457,5 +457,5 @@ int main(void)
     RUN_TEST(test_loop_stays_responsive);
     RUN_TEST(test_requeue_from_after);
     RUN_TEST(test_fork);
-    return 0;
+    return unit_end();
 }

@@ -876,9 +876,8 @@ static void test_large_fd(void)
     CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
     const int high = FD_SETSIZE + 100;
     if (old.rlim_max != RLIM_INFINITY && old.rlim_max <= (rlim_t)high + 1) {
-        fprintf(stderr, "   skipped: RLIMIT_NOFILE hard limit %llu too low\n",
-                (unsigned long long)old.rlim_max);
-        return;
+        fprintf(stderr, "   RLIMIT_NOFILE hard limit: %llu\n", (unsigned long long)old.rlim_max);
+        UNIT_SKIP("RLIMIT_NOFILE hard limit too low");
     }
     rl = old;
     if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur < (rlim_t)high + 1)
@@ -1038,8 +1037,9 @@ static void test_reset_while_paused_over_high(void)
     CHECK(wrc == -ECONNRESET || wrc == -EPIPE);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    unit_args(argc, argv);
     unit_watchdog(60);
     RUN_TEST(test_peer_reset_during_large_write);
     RUN_TEST(test_close_with_pending_writes);
@@ -1056,5 +1056,5 @@ int main(void)
     RUN_TEST(test_large_fd);
     RUN_TEST(test_bad_arguments);
     RUN_TEST(test_reset_while_paused_over_high);
-    return 0;
+    return unit_end();
 }
