@@ -7,7 +7,12 @@
  * Conventions (see docs/design.md):
  *  - Every function that can fail returns 0 or a negative errno value
  *    (-EINVAL, -ENOMEM, ...); evmux_strerror() names it. There is no global
- *    error state and nothing aborts on bad input.
+ *    error state and nothing aborts on bad input. Each function lists its
+ *    own errors; besides them, any of these functions returns -EINVAL for
+ *    a NULL pointer argument that is not documented as optional.
+ *  - The other functions tolerate NULL too: an accessor then returns a
+ *    neutral value (0; -1 for a descriptor; "" for a name) and a void
+ *    function does nothing.
  *  - The loop is opaque. Handles (evmux_io, evmux_timer, evmux_async,
  *    evmux_signal, evmux_stream, evmux_listener) and requests (evmux_write_req,
  *    evmux_connect_req, evmux_work) are

@@ -579,6 +579,8 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
 
 size_t evmux_stream_queued(const evmux_stream *s)
 {
+    if (s == NULL)
+        return 0;
     return s->queued;
 }
 
@@ -596,6 +598,8 @@ int evmux_stream_set_watermarks(evmux_stream *s, size_t high, size_t low, evmux_
 
 int evmux_stream_over_high(const evmux_stream *s)
 {
+    if (s == NULL)
+        return 0;
     return (s->state & ST_OVER_HIGH) != 0;
 }
 
@@ -1035,6 +1039,8 @@ int evmux_stream_open(evmux_stream *s, int fd)
 
 int evmux_stream_fd(const evmux_stream *s)
 {
+    if (s == NULL)
+        return -1;
     return s->io.fd;
 }
 
@@ -1074,6 +1080,8 @@ void evmux__stream_close_finish(evmux_stream *s)
 
 int evmux_stream_set_nodelay(evmux_stream *s, int on)
 {
+    if (s == NULL)
+        return -EINVAL;
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
     int v = on != 0;
@@ -1082,6 +1090,8 @@ int evmux_stream_set_nodelay(evmux_stream *s, int on)
 
 int evmux_stream_set_keepalive(evmux_stream *s, int on, unsigned idle_s)
 {
+    if (s == NULL)
+        return -EINVAL;
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
     int v = on != 0;
@@ -1099,6 +1109,8 @@ int evmux_stream_set_keepalive(evmux_stream *s, int on, unsigned idle_s)
 
 int evmux_stream_peer(const evmux_stream *s, struct sockaddr_storage *out, socklen_t *out_len)
 {
+    if (s == NULL || out == NULL || out_len == NULL)
+        return -EINVAL;
     if (!(s->state & ST_OPEN))
         return -ENOTCONN;
     *out_len = sizeof *out;
