@@ -1078,12 +1078,23 @@ void evmux__stream_close_finish(evmux_stream *s)
 
 /* ---- socket options ---- */
 
+/* Unix-domain sockets take some TCP options (SO_KEEPALIVE) and ignore
+ * them, and refuse others: all are refused alike, up front. */
+static bool is_unix_socket(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    return getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
+}
+
 int evmux_stream_set_nodelay(evmux_stream *s, int on)
 {
     if (s == NULL)
         return -EINVAL;
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
+    if (is_unix_socket(s->io.fd))
+        return -ENOTSUP;
     int v = on != 0;
     return setsockopt(s->io.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) < 0 ? -errno : 0;
 }
@@ -1094,6 +1105,8 @@ int evmux_stream_set_keepalive(evmux_stream *s, int on, unsigned idle_s)
         return -EINVAL;
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
+    if (is_unix_socket(s->io.fd))
+        return -ENOTSUP;
     int v = on != 0;
     if (setsockopt(s->io.fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) < 0)
         return -errno;

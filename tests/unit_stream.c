@@ -741,9 +741,13 @@ static void test_read_start_stop(void)
 
     CHECK_OK(evmux_stream_open(&s, sv[0]));
     CHECK_EQ(evmux_stream_open(&s, sv[0]), -EISCONN);
-    /* Unix-domain: no TCP options. */
+    /* Unix-domain: no TCP options, whatever the arguments (the kernel
+     * itself would take SO_KEEPALIVE, and do nothing with it). */
     CHECK_EQ(evmux_stream_set_nodelay(&s, 1), -ENOTSUP);
+    CHECK_EQ(evmux_stream_set_nodelay(&s, 0), -ENOTSUP);
     CHECK_EQ(evmux_stream_set_keepalive(&s, 1, 10), -ENOTSUP);
+    CHECK_EQ(evmux_stream_set_keepalive(&s, 1, 0), -ENOTSUP);
+    CHECK_EQ(evmux_stream_set_keepalive(&s, 0, 0), -ENOTSUP);
     CHECK_EQ(evmux_stream_read_start(&s, NULL), -EINVAL);
 
     CHECK(write(sv[1], "abc", 3) == 3);

@@ -547,7 +547,10 @@ static void test_connect_refused(void)
     CHECK_EQ(plen, blen);
     CHECK(memcmp(&pa, &bound, blen) == 0);
     CHECK_OK(evmux_stream_set_nodelay(&s, 1));
+    CHECK_OK(evmux_stream_set_nodelay(&s, 0));
     CHECK_OK(evmux_stream_set_keepalive(&s, 1, 30));
+    CHECK_OK(evmux_stream_set_keepalive(&s, 1, 0));
+    CHECK_OK(evmux_stream_set_keepalive(&s, 0, 0));
 
     CHECK_OK(evmux_close(&s.handle, log_close_cb));
     CHECK_OK(evmux_close(&peer.handle, NULL));
