@@ -333,26 +333,32 @@ struct evmux_work {
     evmux_work_cb work_cb;
     evmux_after_work_cb after_cb;
     evmux_work *prev, *next;
-    uintptr_t queued_mark; /* tells a request evmux has seen from stale memory */
     int status;
-    unsigned state;
+    unsigned state; /* idle or queued (until after_cb): the loop's thread's */
+    unsigned stage; /* waiting, running or done: under the pool's mutex */
 };
+
+/* Prepares a request, whatever its memory held: call it once before the
+ * request's first evmux_queue_work (never while it is queued). Leaves
+ * `data` alone. Errors: -EINVAL (NULL). */
+EVMUX_API int evmux_work_init(evmux_work *req);
 
 /* Runs work_cb(req) on one of the loop's pool threads, then
  * after_cb(req, status) on the loop's thread, exactly once and never
- * inside this call. req needs no initialisation. Requests start in the
- * order they were queued; with several threads they may finish in any
- * order. A queued request keeps evmux_run going. Errors: -EINVAL (NULL
- * arguments, or req queued and its after_cb not yet run, on this or
- * another loop), -EAGAIN or -ENOMEM (no thread could be started; nothing
- * was queued). */
+ * inside this call. req must have been prepared by evmux_work_init. It is
+ * queued from this call until its after_cb runs, and idle again by then,
+ * so after_cb may queue it again (on any loop) or free it. Requests start
+ * in the order they were queued; with several threads they may finish in
+ * any order. A queued request keeps evmux_run going. Errors: -EINVAL (req
+ * queued: its after_cb has not yet run, on this or another loop),
+ * -EAGAIN or -ENOMEM (no thread could be started; nothing was queued). */
 EVMUX_API int evmux_queue_work(evmux_loop *loop, evmux_work *req, evmux_work_cb work_cb,
                                evmux_after_work_cb after_cb);
 
 /* Withdraws a request that no thread has started: its after_cb then runs
- * with -ECANCELED (later, from the loop) and work_cb never does. -EBUSY if
- * it is running, done or already cancelled (its after_cb has yet to run),
- * -EINVAL if it is not queued at all. */
+ * with -ECANCELED (later, from the loop) and work_cb never does. Errors:
+ * -EBUSY (running, done or already cancelled: its after_cb has yet to
+ * run), -EINVAL (idle: not queued, or its after_cb has run). */
 EVMUX_API int evmux_cancel_work(evmux_work *req);
 
 /* ------------------------------------------------------------------ */

@@ -142,7 +142,8 @@ static void test_work(void)
 {
     evmux_loop *loop = unit_loop_new();
     evmux_work req;
-    memset(&req, 0, sizeof req);
+    CHECK_EQ(evmux_work_init(NULL), -EINVAL);
+    CHECK_OK(evmux_work_init(&req));
     CHECK_EQ(evmux_queue_work(NULL, &req, work_cb, after_cb), -EINVAL);
     CHECK_EQ(evmux_queue_work(loop, NULL, work_cb, after_cb), -EINVAL);
     CHECK_EQ(evmux_queue_work(loop, &req, NULL, after_cb), -EINVAL);
