@@ -19,7 +19,7 @@ static const int documented[] = {
     -EEXIST,       -ERANGE,      -EBADF,       -EPERM,        -ENOSPC,     -EAGAIN,
     -ENAMETOOLONG, -EPIPE,       -ENOTCONN,    -EISCONN,      -ECONNRESET, -ECONNREFUSED,
     -ETIMEDOUT,    -ENOENT,      -EMFILE,      -ENFILE,       -ENOTSUP,    -EAFNOSUPPORT,
-    -EADDRINUSE,   -EACCES,      -EADDRNOTAVAIL, -ENOTSOCK,   -ENOBUFS,
+    -EADDRINUSE,   -EACCES,      -EADDRNOTAVAIL, -ENOBUFS,
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
