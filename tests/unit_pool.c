@@ -229,7 +229,7 @@ static void free_after(evmux_work *req, int status)
 static void test_init_and_misuse(void)
 {
     evmux_loop *loop = new_loop_with_threads(1), *other = new_loop_with_threads(1);
-    evmux_work req, stale;
+    evmux_work req;
     afters_total = 0;
     CHECK_EQ(evmux_work_init(NULL), -EINVAL);
     memset(&req, 0xbe, sizeof req);
@@ -238,16 +238,16 @@ static void test_init_and_misuse(void)
     CHECK(req.data == &afters_total); /* the caller's field is left alone */
     CHECK_EQ(evmux_cancel_work(&req), -EINVAL); /* never queued */
     CHECK_OK(evmux_queue_work(loop, &req, nothing_work, count_after));
-    memcpy(&stale, &req, sizeof req); /* the bytes of a queued request */
     CHECK_EQ(evmux_queue_work(loop, &req, nothing_work, count_after), -EINVAL);
     CHECK_EQ(evmux_queue_work(other, &req, nothing_work, count_after), -EINVAL);
     CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
     CHECK_EQ(afters_total, 1);
     CHECK_EQ(evmux_cancel_work(&req), -EINVAL); /* completed */
 
-    /* Memory that still holds a queued request's bytes, at its address:
-     * once initialised it is a fresh request, not mistaken for that one. */
-    memcpy(&req, &stale, sizeof req);
+    /* Memory that still says "queued" (stale bytes of a request that
+     * lived here): refused until evmux_work_init makes it a fresh one. */
+    req.state = 1;
+    CHECK_EQ(evmux_queue_work(loop, &req, nothing_work, count_after), -EINVAL);
     CHECK_OK(evmux_work_init(&req));
     CHECK_OK(evmux_queue_work(loop, &req, nothing_work, count_after));
     CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
