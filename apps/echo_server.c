@@ -192,6 +192,7 @@ static bool hand_to_pool(struct conn *c, const char *buf, size_t len, unsigned l
     struct job *job = malloc(sizeof *job + len);
     if (job == NULL)
         return false;
+    evmux_work_init(&job->work);
     memcpy(job->bytes, buf, len);
     job->len = len;
     job->cpu_us = cpu_us;

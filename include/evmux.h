@@ -7,7 +7,12 @@
  * Conventions (see docs/design.md):
  *  - Every function that can fail returns 0 or a negative errno value
  *    (-EINVAL, -ENOMEM, ...); evmux_strerror() names it. There is no global
- *    error state and nothing aborts on bad input.
+ *    error state and nothing aborts on bad input. Each function's comment
+ *    lists its errors. Every such function returns -EINVAL for a NULL
+ *    pointer argument not documented as optional ("NULL" in the lists).
+ *  - The other functions tolerate NULL too: an accessor then returns a
+ *    neutral value (0; -1 for a descriptor; "" for a name) and a void
+ *    function does nothing.
  *  - The loop is opaque. Handles (evmux_io, evmux_timer, evmux_async,
  *    evmux_signal, evmux_stream, evmux_listener) and requests (evmux_write_req,
  *    evmux_connect_req, evmux_work) are
@@ -49,8 +54,10 @@ extern "C" {
 /* Errors                                                              */
 /* ------------------------------------------------------------------ */
 
-/* A short description of a negative errno value returned by evmux, or of 0.
- * Never returns NULL; the string is static. */
+/* A short description of a negative errno value or EVMUX_EOF, in general
+ * terms (which case it is, the function that returned it documents);
+ * "success" for 0, "unknown error" for positive values and others outside
+ * errno's range. Never returns NULL; the string is static. */
 EVMUX_API const char *evmux_strerror(int err);
 
 /* ------------------------------------------------------------------ */
@@ -61,7 +68,7 @@ typedef struct evmux_loop evmux_loop;
 
 typedef struct evmux_loop_options {
     /* "auto" (or NULL): the EVMUX_BACKEND environment variable if set,
-     * else the best backend that starts. A name ("epoll", "poll",
+     * else the best backend that starts. A name ("uring", "epoll", "poll",
      * "select"): that backend or an error (-ENOSYS if it is not built in,
      * or the error it failed to start with). Unknown names give -EINVAL. */
     const char *backend;
@@ -78,46 +85,60 @@ typedef enum evmux_run_mode {
 } evmux_run_mode;
 
 /* Creates a loop. opts may be NULL (auto backend). On success *out is set
- * and 0 returned. */
+ * and 0 returned. Errors: -EINVAL (NULL out, pool_threads over 1024, an
+ * unknown backend name), -ENOSYS (the backend is not built in, or the
+ * kernel lacks it), -ENOMEM, -EMFILE or -ENFILE (out of descriptors), or
+ * the error the named backend failed to start with (io_uring: -EPERM
+ * where it is forbidden, e.g. by seccomp). */
 EVMUX_API int evmux_loop_new(evmux_loop **out, const evmux_loop_options *opts);
 
 /* Frees a loop. Refuses with -EBUSY while any handle is open (initialised
- * and its close callback not yet run) or a work request has not completed;
- * the loop is then left untouched. Joins the worker pool's threads. */
+ * and its close callback not yet run), a work request has not completed
+ * or the loop is running; the loop is then left untouched. Joins the
+ * worker pool's threads. Errors: -EINVAL (NULL), -EBUSY. */
 EVMUX_API int evmux_loop_free(evmux_loop *loop);
 
 /* Runs the loop in the given mode. Returns 0, or a negative errno value if
  * the backend failed (the loop can be freed afterwards). Use
- * evmux_loop_alive() to learn whether work remains. */
+ * evmux_loop_alive() to learn whether work remains. Errors: -EINVAL (NULL,
+ * unknown mode), -EBUSY (already running: from a callback, or on another
+ * thread), or the backend's error waiting (e.g. -ENOMEM; -EBADF under
+ * select when a watched descriptor was closed). */
 EVMUX_API int evmux_run(evmux_loop *loop, evmux_run_mode mode);
 
 /* Makes evmux_run return after the current iteration (at the latest before
  * blocking again); called before evmux_run or from another thread while
- * the loop blocks, the next or current run returns. Safe from any thread. */
+ * the loop blocks, the next or current run returns. Safe from any thread.
+ * NULL: nothing. */
 EVMUX_API void evmux_stop(evmux_loop *loop);
 
-/* 1 if the loop has active referenced handles or pending close callbacks. */
+/* 1 if the loop has active referenced handles or pending close callbacks;
+ * 0 otherwise and for NULL. */
 EVMUX_API int evmux_loop_alive(const evmux_loop *loop);
 
-/* The name of the backend in use: "epoll", "poll" or "select". */
+/* The name of the backend in use: "uring", "epoll", "poll" or "select";
+ * "" for NULL. */
 EVMUX_API const char *evmux_loop_backend(const evmux_loop *loop);
 
-/* The cached monotonic time in milliseconds, updated once per iteration. */
+/* The cached monotonic time in milliseconds, updated once per iteration;
+ * 0 for NULL. */
 EVMUX_API uint64_t evmux_now(const evmux_loop *loop);
 
-/* Reads the clock now and updates the cached time. */
+/* Reads the clock now and updates the cached time. NULL: nothing. */
 EVMUX_API void evmux_update_time(evmux_loop *loop);
 
 /* Call in the child after fork() before using a loop created in the parent:
  * rebuilds kernel state the two processes would otherwise share (an epoll
  * set, the wake-up descriptor). The worker pool's threads do not survive
  * fork: queued work runs on new threads, and work that was running in the
- * parent completes in the child with -ECANCELED. Returns 0 or a negative
- * errno value. */
+ * parent completes in the child with -ECANCELED. Errors: -EINVAL (NULL),
+ * or the first error met rebuilding (-EMFILE, -ENFILE, -ENOMEM: out of
+ * descriptors or memory; -EAGAIN: no pool thread could start); every part
+ * is rebuilt that can be. */
 EVMUX_API int evmux_loop_fork(evmux_loop *loop);
 
 /* Names of the backends compiled into this build, in order of preference,
- * separated by commas: e.g. "epoll,poll,select". */
+ * separated by commas: e.g. "uring,epoll,poll,select". */
 EVMUX_API const char *evmux_backends_available(void);
 
 /* ------------------------------------------------------------------ */
@@ -147,17 +168,20 @@ struct evmux_handle {
  * exactly once. Requests still pending on a closed stream (writes,
  * shutdown, connect) complete with -ECANCELED, exactly once, before
  * close_cb; a write whose bytes had all been sent completes with 0. For a
- * graceful end, evmux_stream_shutdown first and close in its callback. */
+ * graceful end, evmux_stream_shutdown first and close in its callback.
+ * Errors: -EINVAL (NULL, or a handle never initialised if zeroed),
+ * -EALREADY (closing or closed). */
 EVMUX_API int evmux_close(evmux_handle *handle, evmux_close_cb close_cb);
 
-/* 1 while a handle is closing or closed. */
+/* 1 while a handle is closing or closed; 0 otherwise and for NULL. */
 EVMUX_API int evmux_is_closing(const evmux_handle *handle);
 
-/* 1 while a handle is started (an io watcher with interest, a pending timer). */
+/* 1 while a handle is started (an io watcher with interest, a pending
+ * timer); 0 otherwise and for NULL. */
 EVMUX_API int evmux_is_active(const evmux_handle *handle);
 
 /* An unreferenced handle does not keep evmux_run(EVMUX_RUN_DEFAULT) going
- * on its own. Handles start referenced. */
+ * on its own. Handles start referenced. NULL: nothing. */
 EVMUX_API void evmux_ref(evmux_handle *handle);
 EVMUX_API void evmux_unref(evmux_handle *handle);
 
@@ -189,23 +213,28 @@ struct evmux_io {
 
 /* Prepares a watcher for a descriptor (the descriptor should be
  * non-blocking). One watcher per descriptor per loop may be started at a
- * time. Level-triggered: a callback repeats while the condition holds. */
+ * time. Level-triggered: a callback repeats while the condition holds.
+ * Errors: -EINVAL (NULL, fd < 0). */
 EVMUX_API int evmux_io_init(evmux_loop *loop, evmux_io *io, int fd, evmux_io_cb cb);
 
 /* Sets the interest to `events` (EVMUX_READABLE and/or EVMUX_WRITABLE),
  * starting or changing the watcher; 0 stops it.
- * Errors: -EINVAL (bad events, closing handle), -EEXIST (another watcher
- * of this loop is started on the descriptor), -ERANGE (select backend:
- * descriptor >= FD_SETSIZE), -EBADF or -EPERM (the kernel refuses the
- * descriptor, e.g. a regular file under epoll), -ENOMEM. */
+ * Errors: -EINVAL (NULL, bad events, closing handle), -EEXIST (another
+ * watcher of this loop is started on the descriptor), -ERANGE (select
+ * backend: descriptor >= FD_SETSIZE), -EBADF or -EPERM (the kernel refuses
+ * the descriptor, e.g. a regular file under epoll), -ENOSPC (epoll: the
+ * user's limit of watches), -EBUSY (io_uring: no submission slot free),
+ * -ENOMEM. */
 EVMUX_API int evmux_io_start(evmux_io *io, unsigned events);
 
 /* Stops the watcher; its callback will not run again until restarted, even
  * for an event already collected. Stop (or close) the watcher before
  * closing its descriptor; a new descriptor needs a new watcher, even if it
- * has the same number. */
+ * has the same number. Stopping a stopped watcher is 0. Errors: -EINVAL
+ * (NULL). */
 EVMUX_API int evmux_io_stop(evmux_io *io);
 
+/* The watcher's descriptor; -1 for NULL. */
 EVMUX_API int evmux_io_fd(const evmux_io *io);
 
 /* ------------------------------------------------------------------ */
@@ -225,6 +254,7 @@ struct evmux_timer {
     size_t heap_index;
 };
 
+/* Errors: -EINVAL (NULL). */
 EVMUX_API int evmux_timer_init(evmux_loop *loop, evmux_timer *timer, evmux_timer_cb cb);
 
 /* Fires once after timeout_ms (measured from evmux_now), then every
@@ -235,16 +265,20 @@ EVMUX_API int evmux_timer_init(evmux_loop *loop, evmux_timer *timer, evmux_timer
  * -ENOMEM (no memory, or 2^27 timers already started in this loop). */
 EVMUX_API int evmux_timer_start(evmux_timer *timer, uint64_t timeout_ms, uint64_t repeat_ms);
 
+/* Stopping a stopped timer is 0. Errors: -EINVAL (NULL). */
 EVMUX_API int evmux_timer_stop(evmux_timer *timer);
 
 /* Restarts a repeating timer with its repeat interval as the timeout.
- * -EINVAL if the repeat interval is 0. */
+ * Errors: -EINVAL (NULL, repeat interval 0, closing handle), -ENOMEM (as
+ * evmux_timer_start). */
 EVMUX_API int evmux_timer_again(evmux_timer *timer);
 
+/* The repeat interval, used from the next expiry on. For NULL, set does
+ * nothing and get returns 0. */
 EVMUX_API void evmux_timer_set_repeat(evmux_timer *timer, uint64_t repeat_ms);
 EVMUX_API uint64_t evmux_timer_get_repeat(const evmux_timer *timer);
 
-/* Milliseconds until the timer fires (0 if due or stopped). */
+/* Milliseconds until the timer fires (0 if due or stopped, and for NULL). */
 EVMUX_API uint64_t evmux_timer_get_due_in(const evmux_timer *timer);
 
 /* ------------------------------------------------------------------ */
@@ -269,14 +303,14 @@ struct evmux_async {
 };
 
 /* Prepares a wake-up handle. It is active (keeps evmux_run going) until
- * closed, unless unreferenced. */
+ * closed, unless unreferenced. Errors: -EINVAL (NULL). */
 EVMUX_API int evmux_async_init(evmux_loop *loop, evmux_async *async, evmux_async_cb cb);
 
 /* Safe from any thread (and from a signal handler): makes the loop call
  * cb from its own thread soon. Sends that come before the callback runs
  * are merged into one call. Memory written before the send is visible to
  * the callback. Do not send once evmux_close has been called on the handle:
- * the caller orders the two. Returns 0 (-EINVAL for NULL). */
+ * the caller orders the two. Errors: -EINVAL (NULL). */
 EVMUX_API int evmux_async_send(evmux_async *async);
 
 /* ------------------------------------------------------------------ */
@@ -294,6 +328,7 @@ struct evmux_signal {
     evmux_signal *prev, *next; /* the loop's started signal handles */
 };
 
+/* Errors: -EINVAL (NULL). */
 EVMUX_API int evmux_signal_init(evmux_loop *loop, evmux_signal *sig);
 
 /* Calls cb from the loop's thread, as a normal callback, after signum has
@@ -302,10 +337,12 @@ EVMUX_API int evmux_signal_init(evmux_loop *loop, evmux_signal *sig);
  * is called. While any handle watches signum, evmux's own handler is the
  * signal's disposition; the one before is restored when the last handle
  * stops. Starting a started handle changes its signal and callback.
- * Errors: -EINVAL (signum not a catchable signal, e.g. SIGKILL; closing
- * handle), -ENOSPC (64 loops already watch signals), or the error of
- * sigaction. */
+ * Errors: -EINVAL (NULL, signum not a catchable signal, e.g. SIGKILL;
+ * closing handle), -ENOSPC (64 loops already watch signals), or the error
+ * of sigaction. */
 EVMUX_API int evmux_signal_start(evmux_signal *sig, evmux_signal_cb cb, int signum);
+
+/* Stopping a stopped handle is 0. Errors: -EINVAL (NULL). */
 EVMUX_API int evmux_signal_stop(evmux_signal *sig);
 
 /* ------------------------------------------------------------------ */
@@ -328,26 +365,32 @@ struct evmux_work {
     evmux_work_cb work_cb;
     evmux_after_work_cb after_cb;
     evmux_work *prev, *next;
-    uintptr_t queued_mark; /* tells a request evmux has seen from stale memory */
     int status;
-    unsigned state;
+    unsigned state; /* idle or queued (until after_cb): the loop's thread's */
+    unsigned stage; /* waiting, running or done: under the pool's mutex */
 };
+
+/* Prepares a request, whatever its memory held: call it once before the
+ * request's first evmux_queue_work (never while it is queued). Leaves
+ * `data` alone. Errors: -EINVAL (NULL). */
+EVMUX_API int evmux_work_init(evmux_work *req);
 
 /* Runs work_cb(req) on one of the loop's pool threads, then
  * after_cb(req, status) on the loop's thread, exactly once and never
- * inside this call. req needs no initialisation. Requests start in the
- * order they were queued; with several threads they may finish in any
- * order. A queued request keeps evmux_run going. Errors: -EINVAL (NULL
- * arguments, or req queued and its after_cb not yet run, on this or
- * another loop), -EAGAIN or -ENOMEM (no thread could be started; nothing
- * was queued). */
+ * inside this call. req must have been prepared by evmux_work_init. It is
+ * queued from this call until its after_cb runs, and idle again by then,
+ * so after_cb may queue it again (on any loop) or free it. Requests start
+ * in the order they were queued; with several threads they may finish in
+ * any order. A queued request keeps evmux_run going. Errors: -EINVAL (NULL;
+ * req queued: its after_cb has not yet run, on this or another loop),
+ * -EAGAIN or -ENOMEM (no thread could be started; nothing was queued). */
 EVMUX_API int evmux_queue_work(evmux_loop *loop, evmux_work *req, evmux_work_cb work_cb,
                                evmux_after_work_cb after_cb);
 
 /* Withdraws a request that no thread has started: its after_cb then runs
- * with -ECANCELED (later, from the loop) and work_cb never does. -EBUSY if
- * it is running, done or already cancelled (its after_cb has yet to run),
- * -EINVAL if it is not queued at all. */
+ * with -ECANCELED (later, from the loop) and work_cb never does. Errors:
+ * -EBUSY (running, done or already cancelled: its after_cb has yet to
+ * run), -EINVAL (NULL; idle: not queued, or its after_cb has run). */
 EVMUX_API int evmux_cancel_work(evmux_work *req);
 
 /* ------------------------------------------------------------------ */
@@ -355,17 +398,20 @@ EVMUX_API int evmux_cancel_work(evmux_work *req);
 /* ------------------------------------------------------------------ */
 
 /* Fills *out with an IPv4 or IPv6 literal ("127.0.0.1", "::1") and a port.
- * Names are not resolved (that would block the loop): -EINVAL. */
+ * Names are not resolved (that would block the loop). Errors: -EINVAL
+ * (NULL, not a literal, port over 65535). */
 EVMUX_API int evmux_addr_ip(const char *ip, unsigned port, struct sockaddr_storage *out,
                             socklen_t *out_len);
 
 /* Fills *out with a Unix-domain socket path. A path that does not fit in
- * sun_path is -ENAMETOOLONG, never truncated; an empty path is -EINVAL. */
+ * sun_path is -ENAMETOOLONG, never truncated. Errors: -EINVAL (NULL, empty
+ * path), -ENAMETOOLONG. */
 EVMUX_API int evmux_addr_unix(const char *path, struct sockaddr_storage *out,
                               socklen_t *out_len);
 
 /* Writes "1.2.3.4:80", "[::1]:80" or the socket path into buf (always
- * terminated). Returns 0, -EINVAL (unknown family) or -ENOSPC. */
+ * terminated). Errors: -EINVAL (NULL, size 0, unknown family), -ENOSPC
+ * (buf too small: the text is cut). */
 EVMUX_API int evmux_addr_format(const struct sockaddr *addr, socklen_t len, char *buf,
                                 size_t size);
 
@@ -418,8 +464,9 @@ typedef void (*evmux_connect_cb)(evmux_connect_req *req, int status);
 /* A connection is waiting (status 0): take it with evmux_accept() inside
  * the callback, or leave it and it is closed when the callback returns.
  * A negative status reports trouble accepting (-EMFILE, -ENFILE: out of
- * descriptors; the listener copes by itself and keeps going); nothing is
- * waiting then. */
+ * descriptors; -ENOBUFS, -ENOMEM: out of memory; the listener copes by
+ * itself and keeps going; any other error pauses accepting briefly);
+ * nothing is waiting then. */
 typedef void (*evmux_accept_cb)(evmux_listener *listener, int status);
 
 struct evmux_write_req {
@@ -475,19 +522,29 @@ struct evmux_listener {
 };
 
 /* Prepares a stream; then evmux_accept, evmux_connect or evmux_stream_open
- * gives it a socket. */
+ * gives it a socket. Errors: -EINVAL (NULL). */
 EVMUX_API int evmux_stream_init(evmux_loop *loop, evmux_stream *stream);
 
 /* Adopts a connected socket (made non-blocking). The stream owns it from
- * now on and closes it exactly once, in evmux_close. */
+ * now on and closes it exactly once, in evmux_close; on an error it stays
+ * the caller's. Errors: -EINVAL (NULL, fd < 0, closing stream), -EISCONN
+ * (the stream has a socket or is connecting), -EBADF (fd not open),
+ * -ERANGE (select backend: fd >= FD_SETSIZE). */
 EVMUX_API int evmux_stream_open(evmux_stream *stream, int fd);
 
-/* The socket, or -1 before one is attached or after close. */
+/* The socket, or -1 before one is attached, after close, and for NULL. */
 EVMUX_API int evmux_stream_fd(const evmux_stream *stream);
 
-/* Starts calling cb with what arrives. -ENOTCONN without a connected
- * socket; EVMUX_EOF if the peer has already finished sending. */
+/* Starts calling cb with what arrives. Errors: -EINVAL (NULL, closing
+ * stream), -ENOTCONN (no connected socket, e.g. still connecting),
+ * EVMUX_EOF (the peer has already finished sending), or an error of
+ * watching the socket (as evmux_io_start: -ENOMEM, ...; reading is then
+ * off). */
 EVMUX_API int evmux_stream_read_start(evmux_stream *stream, evmux_read_cb cb);
+
+/* Stops reading (also when not reading). Errors: -EINVAL (NULL), or an
+ * error of changing the socket's watch for queued writes (as
+ * evmux_io_start; reading stops all the same). */
 EVMUX_API int evmux_stream_read_stop(evmux_stream *stream);
 
 /* Writes nbufs buffers, in order after every earlier write. On a readiness
@@ -497,33 +554,43 @@ EVMUX_API int evmux_stream_read_stop(evmux_stream *stream);
  * (one system call for all streams). Either way the caller may reuse its
  * buffers as soon as this returns. req may be NULL when cb is NULL. On 0, cb runs
  * exactly once, later, from the loop; on a negative return it never runs:
- * -EPIPE (after shutdown), -ENOTCONN (no socket yet), the stream's earlier
- * write error, -EINVAL (closing stream or bad arguments), -ENOMEM. */
+ * -EPIPE (after shutdown), -ENOTCONN (no socket yet), the stream's write
+ * error (met now or earlier: -EPIPE, -ECONNRESET, ...), -EINVAL (NULL
+ * stream, NULL bufs with nbufs > 0, NULL req with a cb, closing stream,
+ * lengths that overflow size_t), -ENOMEM. */
 EVMUX_API int evmux_stream_write(evmux_write_req *req, evmux_stream *stream, const evmux_buf bufs[],
                                  size_t nbufs, evmux_write_cb cb);
 
-/* Bytes accepted by evmux_stream_write and not yet handed to the kernel. */
+/* Bytes accepted by evmux_stream_write and not yet handed to the kernel;
+ * 0 for NULL. */
 EVMUX_API size_t evmux_stream_queued(const evmux_stream *stream);
 
 /* When the queue passes `high`, a server should stop reading from the
  * peer (evmux_stream_read_stop); drain_cb runs once it falls to `low`.
- * Requires low < high. Writes beyond `high` are still accepted. */
+ * Requires low < high. Writes beyond `high` are still accepted. drain_cb
+ * may be NULL. Errors: -EINVAL (NULL stream, high 0, low >= high). */
 EVMUX_API int evmux_stream_set_watermarks(evmux_stream *stream, size_t high, size_t low,
                                           evmux_drain_cb drain_cb);
 
-/* 1 while the queue is above the high watermark (and has not drained). */
+/* 1 while the queue is above the high watermark (and has not drained); 0
+ * otherwise and for NULL. */
 EVMUX_API int evmux_stream_over_high(const evmux_stream *stream);
 
 /* Half-close: once every queued byte is sent, shuts down our sending side
- * (the peer reads EOF) and calls cb (which may be NULL). Reading goes on. */
+ * (the peer reads EOF) and calls cb (which may be NULL). Reading goes on.
+ * Errors: -EINVAL (NULL stream, closing stream), -ENOTCONN (no socket),
+ * -EALREADY (shutdown already asked for), the stream's write error. */
 EVMUX_API int evmux_stream_shutdown(evmux_stream *stream, evmux_shutdown_cb cb);
 
 /* TCP options; -ENOTSUP on a Unix-domain stream. idle_s: seconds of silence
- * before the first keepalive probe (0: the system default). */
+ * before the first keepalive probe (0: the system default). Errors:
+ * -EINVAL (NULL), -ENOTCONN (no socket), -ENOTSUP (Unix-domain stream),
+ * or the error of setsockopt. */
 EVMUX_API int evmux_stream_set_nodelay(evmux_stream *stream, int on);
 EVMUX_API int evmux_stream_set_keepalive(evmux_stream *stream, int on, unsigned idle_s);
 
-/* The peer's address. */
+/* The peer's address. Errors: -EINVAL (NULL), -ENOTCONN (no connected
+ * socket, e.g. still connecting), or the error of getpeername. */
 EVMUX_API int evmux_stream_peer(const evmux_stream *stream, struct sockaddr_storage *out,
                                 socklen_t *out_len);
 
@@ -531,7 +598,12 @@ EVMUX_API int evmux_stream_peer(const evmux_stream *stream, struct sockaddr_stor
  * blocking. timeout_ms 0: no timeout but the kernel's. cb runs exactly
  * once; req may be freed in it. Writes and a shutdown made while
  * connecting go out once connected, or fail with the connect error. After
- * a failure the stream has no socket and may connect again. */
+ * a failure the stream has no socket and may connect again. A refusal the
+ * kernel gives at once still goes to cb. Errors (cb then never runs):
+ * -EINVAL (NULL, closing stream), -EISCONN (the stream has a socket),
+ * -EALREADY (already connecting), -ERANGE (select backend: descriptor >=
+ * FD_SETSIZE), or the error of socket() (-EAFNOSUPPORT, -EMFILE, ...) or of
+ * watching it (as evmux_io_start). */
 EVMUX_API int evmux_connect(evmux_connect_req *req, evmux_stream *stream, const struct sockaddr *addr,
                             socklen_t addr_len, uint64_t timeout_ms, evmux_connect_cb cb);
 
@@ -549,17 +621,27 @@ typedef struct evmux_listen_options {
  * stale Unix socket file nobody listens on is replaced), then calls cb for
  * each connection. opts may be NULL. Out of descriptors, the listener
  * neither spins nor stops: it keeps a reserve descriptor to accept and
- * close the surplus, or pauses briefly when even that fails. */
+ * close the surplus, or pauses briefly when even that fails. Errors:
+ * -EINVAL (NULL, REUSEPORT on a Unix path, a bad addr_len),
+ * -EAFNOSUPPORT (another family), -ENOTSUP (no SO_REUSEPORT here),
+ * -ERANGE (select backend: descriptor >= FD_SETSIZE), -ENOMEM, or the
+ * error of socket, bind or listen (-EADDRINUSE, -EACCES, -EADDRNOTAVAIL,
+ * -ENOENT: no such directory, -EMFILE, ...) or of watching the socket (as
+ * evmux_io_start). */
 EVMUX_API int evmux_listen(evmux_loop *loop, evmux_listener *listener, const struct sockaddr *addr,
                            socklen_t addr_len, const evmux_listen_options *opts,
                            evmux_accept_cb cb);
 
-/* The bound address (to learn the port picked for port 0). */
+/* The bound address (to learn the port picked for port 0). Errors:
+ * -EINVAL (NULL, closed listener), or the error of getsockname. */
 EVMUX_API int evmux_listener_address(const evmux_listener *listener, struct sockaddr_storage *out,
                                      socklen_t *out_len);
 
 /* Inside the accept callback: gives the waiting connection to client
- * (initialised by evmux_stream_init). -EAGAIN if none is waiting. */
+ * (initialised by evmux_stream_init). Errors: -EINVAL (NULL, client
+ * closing or not a stream), -EAGAIN (none is waiting: outside the callback, or taken),
+ * -EISCONN (client has a socket), -ERANGE (select backend: descriptor >=
+ * FD_SETSIZE). */
 EVMUX_API int evmux_accept(evmux_listener *listener, evmux_stream *client);
 
 #ifdef __cplusplus

@@ -4,24 +4,27 @@
 #include <string.h>
 
 /* The errno values evmux itself returns are named in its own words, so that
- * messages read the same on every libc; the rest fall back to strerror(). */
+ * messages read the same on every libc; the rest fall back to strerror().
+ * A value can come from several functions and from the kernel, so each
+ * message says what the value means in general; which case it is belongs
+ * to the documentation of the function that returned it. */
 const char *evmux_strerror(int err)
 {
     switch (err) {
     case 0: return "success";
     case EVMUX_EOF: return "end of stream";
-    case -ENAMETOOLONG: return "path too long for a Unix socket address";
+    case -ENAMETOOLONG: return "name too long";
     case -ENOTCONN: return "not connected";
     case -EISCONN: return "already connected";
     case -EINVAL: return "invalid argument";
     case -ENOMEM: return "out of memory";
-    case -EBUSY: return "resource busy: handles still open";
-    case -EEXIST: return "a watcher is already started on this descriptor";
-    case -EALREADY: return "handle already closing";
-    case -ERANGE: return "descriptor out of range for this backend";
-    case -ENOSYS: return "not supported by this build or kernel";
+    case -EBUSY: return "resource busy";
+    case -EEXIST: return "already exists";
+    case -EALREADY: return "already in progress or done";
+    case -ERANGE: return "value out of range";
+    case -ENOSYS: return "not implemented by this build or kernel";
     case -EBADF: return "bad file descriptor";
-    case -EPERM: return "operation not permitted on this descriptor";
+    case -EPERM: return "operation not permitted";
     case -ECANCELED: return "operation canceled";
     case -EMFILE: return "too many open files";
     case -ENFILE: return "too many open files in system";

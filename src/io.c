@@ -62,6 +62,8 @@ int evmux_io_init(evmux_loop *loop, evmux_io *io, int fd, evmux_io_cb cb)
 
 int evmux_io_fd(const evmux_io *io)
 {
+    if (io == NULL)
+        return -1;
     return io->fd;
 }
 

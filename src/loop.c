@@ -189,21 +189,29 @@ int evmux_loop_fork(evmux_loop *loop)
 
 const char *evmux_loop_backend(const evmux_loop *loop)
 {
+    if (loop == NULL)
+        return "";
     return loop->backend->name;
 }
 
 uint64_t evmux_now(const evmux_loop *loop)
 {
+    if (loop == NULL)
+        return 0;
     return loop->now_ns / 1000000u;
 }
 
 void evmux_update_time(evmux_loop *loop)
 {
+    if (loop == NULL)
+        return;
     loop->now_ns = evmux__clock_ns();
 }
 
 int evmux_loop_alive(const evmux_loop *loop)
 {
+    if (loop == NULL)
+        return 0;
     return loop->active_refs > 0 || loop->closing_head != NULL || loop->deferred_head != NULL ||
            loop->parked_streams > 0;
 }
@@ -213,6 +221,8 @@ static _Thread_local char this_thread_tag;
 
 void evmux_stop(evmux_loop *loop)
 {
+    if (loop == NULL)
+        return;
     atomic_store(&loop->stop_requested, true);
     /* Another thread's loop may be blocked: wake it. Its own thread, or a
      * loop not running, checks the flag before it next blocks. (evmux_run
@@ -279,21 +289,29 @@ static void set_ref_deep(evmux_handle *h, bool ref)
 
 void evmux_ref(evmux_handle *h)
 {
+    if (h == NULL)
+        return;
     set_ref_deep(h, true);
 }
 
 void evmux_unref(evmux_handle *h)
 {
+    if (h == NULL)
+        return;
     set_ref_deep(h, false);
 }
 
 int evmux_is_closing(const evmux_handle *h)
 {
+    if (h == NULL)
+        return 0;
     return evmux__closing(h);
 }
 
 int evmux_is_active(const evmux_handle *h)
 {
+    if (h == NULL)
+        return 0;
     if (h->type == EVMUX_HANDLE_STREAM) /* its own flag: requests in a completion backend */
         return (h->flags & EVMUX_FLAG_ACTIVE) ||
                evmux_is_active(&((const evmux_stream *)h)->io.handle);

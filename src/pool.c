@@ -1,6 +1,13 @@
 /* The worker pool: heavy work off the loop's thread (the seed's third
  * claim: one heavy handler on the loop's thread stalls every connection).
  *
+ * A request has two states. `state` (idle or queued, set by
+ * evmux_work_init) says whether it is between evmux_queue_work and its
+ * after callback; only the loop's thread touches it, so evmux_queue_work
+ * and evmux_cancel_work read it without a lock and without trusting any
+ * other field of an idle request (its loop may be gone). `stage` (waiting,
+ * running, done) says where a queued request is, under the pool's mutex.
+ *
  * Each loop has its own pool, started by the first evmux_queue_work and
  * grown one thread at a time while work waits and no thread is idle, up
  * to the loop's limit. Threads take requests in queue order; a finished
@@ -8,7 +15,7 @@
  * loop to run the after callbacks, in the order the work finished.
  *
  * One mutex guards the queue, the running list, the done list and each
- * request's state; the loop's thread alone touches the rest.
+ * request's stage; the loop's thread alone touches the rest.
  *
  * fork() copies the pool's memory but none of its threads, and a thread
  * may hold the mutex at that instant. A pthread_atfork handler therefore
@@ -24,7 +31,8 @@
 
 #define POOL_DEFAULT_THREADS 4
 
-enum work_state { WORK_IDLE = 0, WORK_QUEUED, WORK_RUNNING, WORK_DONE };
+enum work_state { WORK_IDLE = 0, WORK_QUEUED };
+enum work_stage { STAGE_WAITING = 0, STAGE_RUNNING, STAGE_DONE };
 
 struct work_list {
     evmux_work *head, *tail;
@@ -164,7 +172,7 @@ static void *worker_main(void *arg)
         }
         list_remove(&pool->queue, req);
         pool->queued--;
-        req->state = WORK_RUNNING;
+        req->stage = STAGE_RUNNING;
         list_push(&pool->running, req);
         pthread_mutex_unlock(&pool->mutex);
 
@@ -172,7 +180,7 @@ static void *worker_main(void *arg)
 
         pthread_mutex_lock(&pool->mutex);
         list_remove(&pool->running, req);
-        req->state = WORK_DONE;
+        req->stage = STAGE_DONE;
         req->status = 0;
         list_push(&pool->done, req);
         pthread_mutex_unlock(&pool->mutex);
@@ -216,13 +224,9 @@ static void on_work_done(evmux_async *async)
         loop->work_outstanding--;
         loop->active_refs--;
         loop->wake_calls++;
-        /* Forgotten under the mutex, where in_flight looks: the request
-         * may be queued again, here or on another loop, even one that
-         * outlives this. */
-        pthread_mutex_lock(&pool->mutex);
+        /* Idle before after_cb, which may queue it again (here or on
+         * another loop, even one that outlives this) or free it. */
         req->state = WORK_IDLE;
-        req->queued_mark = 0;
-        pthread_mutex_unlock(&pool->mutex);
         req->after_cb(req, req->status); /* may free or requeue req */
     }
 }
@@ -261,27 +265,18 @@ static int pool_create(evmux_loop *loop)
     return 0;
 }
 
-/* A request's memory is the caller's and need not be initialised, so a
- * queued request is recognised by a mark that depends on its address:
- * stale bytes match it by chance with odds of 2^-64. */
-#define QUEUED_MARK_KEY ((uintptr_t)0x9e3779b97f4a7c15ull)
-
-static bool seen_before(const evmux_work *req)
+int evmux_work_init(evmux_work *req)
 {
-    return req->queued_mark == ((uintptr_t)req ^ QUEUED_MARK_KEY);
-}
-
-/* Whether a request is between queue and after_cb (the mark is cleared
- * when after_cb runs, so req->loop is then still alive). */
-static bool in_flight(const evmux_work *req)
-{
-    if (!seen_before(req) || req->loop == NULL || req->loop->pool == NULL)
-        return false;
-    struct evmux_pool *pool = req->loop->pool;
-    pthread_mutex_lock(&pool->mutex);
-    bool busy = req->state != WORK_IDLE;
-    pthread_mutex_unlock(&pool->mutex);
-    return busy;
+    if (req == NULL)
+        return -EINVAL;
+    req->loop = NULL;
+    req->work_cb = NULL;
+    req->after_cb = NULL;
+    req->prev = req->next = NULL;
+    req->status = 0;
+    req->state = WORK_IDLE;
+    req->stage = STAGE_DONE;
+    return 0;
 }
 
 int evmux_queue_work(evmux_loop *loop, evmux_work *req, evmux_work_cb work_cb,
@@ -289,7 +284,7 @@ int evmux_queue_work(evmux_loop *loop, evmux_work *req, evmux_work_cb work_cb,
 {
     if (loop == NULL || req == NULL || work_cb == NULL || after_cb == NULL)
         return -EINVAL;
-    if (in_flight(req))
+    if (req->state != WORK_IDLE)
         return -EINVAL; /* queued, running, or waiting for after_cb */
     if (loop->pool == NULL) {
         int rc = pool_create(loop);
@@ -308,12 +303,12 @@ int evmux_queue_work(evmux_loop *loop, evmux_work *req, evmux_work_cb work_cb,
             return rc;
         }
     }
-    req->queued_mark = (uintptr_t)req ^ QUEUED_MARK_KEY;
     req->loop = loop;
     req->work_cb = work_cb;
     req->after_cb = after_cb;
     req->status = 0;
     req->state = WORK_QUEUED;
+    req->stage = STAGE_WAITING;
     list_push(&pool->queue, req);
     pool->queued++;
     pthread_cond_signal(&pool->work_ready);
@@ -326,21 +321,21 @@ int evmux_queue_work(evmux_loop *loop, evmux_work *req, evmux_work_cb work_cb,
 
 int evmux_cancel_work(evmux_work *req)
 {
-    if (req == NULL || !seen_before(req) || req->loop == NULL || req->loop->pool == NULL)
-        return -EINVAL;
+    if (req == NULL || req->state != WORK_QUEUED)
+        return -EINVAL; /* idle: not queued, or its after_cb has run */
     struct evmux_pool *pool = req->loop->pool;
     int rc;
     pthread_mutex_lock(&pool->mutex);
-    if (req->state == WORK_QUEUED) {
+    if (req->stage == STAGE_WAITING) {
         list_remove(&pool->queue, req);
         pool->queued--;
-        req->state = WORK_DONE;
+        req->stage = STAGE_DONE;
         req->status = -ECANCELED;
         list_push(&pool->done, req);
         evmux_async_send(&pool->done_async); /* after_cb never runs inside this call */
         rc = 0;
     } else {
-        rc = req->state == WORK_IDLE ? -EINVAL : -EBUSY;
+        rc = -EBUSY; /* running, or done and waiting for after_cb */
     }
     pthread_mutex_unlock(&pool->mutex);
     return rc;
@@ -376,7 +371,7 @@ int evmux__pool_after_fork(evmux_loop *loop)
     int rc = 0;
     pthread_mutex_lock(&pool->mutex);
     for (evmux_work *req = pool->running.head; req != NULL; req = req->next) {
-        req->state = WORK_DONE;
+        req->stage = STAGE_DONE;
         req->status = -ECANCELED;
     }
     list_append_all(&pool->done, &pool->running);

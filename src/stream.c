@@ -685,6 +685,8 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
 
 size_t evmux_stream_queued(const evmux_stream *s)
 {
+    if (s == NULL)
+        return 0;
     return s->queued;
 }
 
@@ -702,6 +704,8 @@ int evmux_stream_set_watermarks(evmux_stream *s, size_t high, size_t low, evmux_
 
 int evmux_stream_over_high(const evmux_stream *s)
 {
+    if (s == NULL)
+        return 0;
     return (s->state & ST_OVER_HIGH) != 0;
 }
 
@@ -1212,6 +1216,8 @@ int evmux_stream_open(evmux_stream *s, int fd)
 
 int evmux_stream_fd(const evmux_stream *s)
 {
+    if (s == NULL)
+        return -1;
     return s->io.fd;
 }
 
@@ -1249,11 +1255,22 @@ void evmux__stream_close_finish(evmux_stream *s)
 
 /* ---- socket options ---- */
 
+/* Unix-domain sockets take some TCP options (SO_KEEPALIVE) and ignore
+ * them, and refuse others: all are refused alike, up front. */
+static bool is_unix_socket(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    return getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
+}
+
 int evmux_stream_set_nodelay(evmux_stream *s, int on)
 {
+    if (s == NULL)
+        return -EINVAL;
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
-    if (s->state & ST_NOT_SOCKET)
+    if ((s->state & ST_NOT_SOCKET) || is_unix_socket(s->io.fd))
         return -ENOTSUP;
     int v = on != 0;
     return setsockopt(s->io.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) < 0 ? -errno : 0;
@@ -1261,9 +1278,11 @@ int evmux_stream_set_nodelay(evmux_stream *s, int on)
 
 int evmux_stream_set_keepalive(evmux_stream *s, int on, unsigned idle_s)
 {
+    if (s == NULL)
+        return -EINVAL;
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
-    if (s->state & ST_NOT_SOCKET)
+    if ((s->state & ST_NOT_SOCKET) || is_unix_socket(s->io.fd))
         return -ENOTSUP;
     int v = on != 0;
     if (setsockopt(s->io.fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) < 0)
@@ -1280,6 +1299,8 @@ int evmux_stream_set_keepalive(evmux_stream *s, int on, unsigned idle_s)
 
 int evmux_stream_peer(const evmux_stream *s, struct sockaddr_storage *out, socklen_t *out_len)
 {
+    if (s == NULL || out == NULL || out_len == NULL)
+        return -EINVAL;
     if (!(s->state & ST_OPEN))
         return -ENOTCONN;
     *out_len = sizeof *out;

@@ -348,16 +348,22 @@ int evmux_timer_again(evmux_timer *timer)
 
 void evmux_timer_set_repeat(evmux_timer *timer, uint64_t repeat_ms)
 {
+    if (timer == NULL)
+        return;
     timer->repeat_ms = repeat_ms;
 }
 
 uint64_t evmux_timer_get_repeat(const evmux_timer *timer)
 {
+    if (timer == NULL)
+        return 0;
     return timer->repeat_ms;
 }
 
 uint64_t evmux_timer_get_due_in(const evmux_timer *timer)
 {
+    if (timer == NULL)
+        return 0;
     const evmux_loop *loop = timer->handle.loop;
     if (!evmux_is_active(&timer->handle) || timer->deadline_ns <= loop->now_ns)
         return 0;

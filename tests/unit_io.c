@@ -548,16 +548,16 @@ static void check_big_fd(int target)
 static void test_fd_setsize(void)
 {
     if (!raise_nofile(FD_SETSIZE + 64)) {
-        fprintf(stderr, "   skipped: cannot raise RLIMIT_NOFILE past FD_SETSIZE\n");
-        return;
+        UNIT_SKIP("cannot raise RLIMIT_NOFILE past FD_SETSIZE");
     }
     check_big_fd(FD_SETSIZE - 1); /* the last number select can take */
     check_big_fd(FD_SETSIZE);     /* the first it cannot */
     check_big_fd(FD_SETSIZE + 5);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    unit_args(argc, argv);
     unit_watchdog(30);
     RUN_TEST(test_readable);
     RUN_TEST(test_writable);
@@ -572,5 +572,5 @@ int main(void)
     RUN_TEST(test_interest_bookkeeping);
     RUN_TEST(test_unwaitable_descriptors);
     RUN_TEST(test_fd_setsize);
-    return 0;
+    return unit_end();
 }

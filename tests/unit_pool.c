@@ -6,7 +6,9 @@
  *  - pool_threads bounds the threads, and that many really run at once;
  *  - cancel: a queued request completes with -ECANCELED and its work_cb
  *    never runs; a running one is -EBUSY; an idle one -EINVAL;
- *  - a request can be queued again from its after_cb;
+ *  - evmux_work_init makes a request idle whatever its memory held; it is
+ *    idle again when its after_cb runs, which may queue it again or free
+ *    it;
  *  - evmux_loop_free refuses while work is outstanding and joins the
  *    threads afterwards;
  *  - fork: in the child, work that was running completes with
@@ -100,6 +102,7 @@ static void test_basic(void)
     for (int i = 0; i < BASIC_REQS; i++) {
         memset(&jobs[i], 0, sizeof jobs[i]);
         jobs[i].index = i;
+        CHECK_OK(evmux_work_init(&jobs[i].req));
         jobs[i].req.data = &jobs[i];
         in_queue_call = 1;
         CHECK_OK(evmux_queue_work(loop, &jobs[i].req, job_work, job_after));
@@ -165,6 +168,7 @@ static void test_thread_limit(void)
     static evmux_work reqs[12];
     evmux_work first;
     afters_total = 0;
+    CHECK_OK(evmux_work_init(&first));
     CHECK_OK(evmux_queue_work(loop, &first, nothing_work, count_after));
     CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
     CHECK_EQ(afters_total, 1);
@@ -172,8 +176,10 @@ static void test_thread_limit(void)
     atomic_store(&running_now, 0);
     atomic_store(&running_max, 0);
     afters_total = 0;
-    for (int i = 0; i < 12; i++)
+    for (int i = 0; i < 12; i++) {
+        CHECK_OK(evmux_work_init(&reqs[i]));
         CHECK_OK(evmux_queue_work(loop, &reqs[i], overlap_work, count_after));
+    }
     CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
     CHECK_EQ(afters_total, 12);
     CHECK_EQ(atomic_load(&running_max), 3);
@@ -199,6 +205,7 @@ static void test_start_order(void)
     afters_total = 0;
     for (int i = 0; i < 64; i++) {
         index[i] = i;
+        CHECK_OK(evmux_work_init(&reqs[i]));
         reqs[i].data = &index[i];
         CHECK_OK(evmux_queue_work(loop, &reqs[i], ordered_work, count_after));
     }
@@ -209,28 +216,56 @@ static void test_start_order(void)
     unit_loop_finish(loop);
 }
 
-/* ---- requests need no initialisation; misuse is refused ---- */
+/* ---- evmux_work_init; misuse is refused ---- */
 
-static void test_uninitialised_and_misuse(void)
+static void free_after(evmux_work *req, int status)
+{
+    CHECK_EQ(status, 0);
+    CHECK_EQ(evmux_cancel_work(req), -EINVAL); /* idle: evmux is done with it */
+    afters_total++;
+    free(req);
+}
+
+static void test_init_and_misuse(void)
 {
     evmux_loop *loop = new_loop_with_threads(1), *other = new_loop_with_threads(1);
     evmux_work req;
     afters_total = 0;
-    /* Stale memory that looks like a request queued on this loop. */
+    CHECK_EQ(evmux_work_init(NULL), -EINVAL);
     memset(&req, 0xbe, sizeof req);
-    req.loop = loop;
-    req.state = 1;
+    req.data = &afters_total;
+    CHECK_OK(evmux_work_init(&req));
+    CHECK(req.data == &afters_total); /* the caller's field is left alone */
     CHECK_EQ(evmux_cancel_work(&req), -EINVAL); /* never queued */
     CHECK_OK(evmux_queue_work(loop, &req, nothing_work, count_after));
+    CHECK_EQ(evmux_queue_work(loop, &req, nothing_work, count_after), -EINVAL);
     CHECK_EQ(evmux_queue_work(other, &req, nothing_work, count_after), -EINVAL);
     CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
     CHECK_EQ(afters_total, 1);
     CHECK_EQ(evmux_cancel_work(&req), -EINVAL); /* completed */
+
+    /* Memory that still says "queued" (stale bytes of a request that
+     * lived here): refused until evmux_work_init makes it a fresh one. */
+    req.state = 1;
+    CHECK_EQ(evmux_queue_work(loop, &req, nothing_work, count_after), -EINVAL);
+    CHECK_OK(evmux_work_init(&req));
+    CHECK_OK(evmux_queue_work(loop, &req, nothing_work, count_after));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
+    CHECK_EQ(afters_total, 2);
+
     /* Done on one loop, it may go to another, even after the first is freed. */
     unit_loop_finish(loop);
     CHECK_OK(evmux_queue_work(other, &req, nothing_work, count_after));
     CHECK_OK(evmux_run(other, EVMUX_RUN_DEFAULT));
-    CHECK_EQ(afters_total, 2);
+    CHECK_EQ(afters_total, 3);
+
+    /* after_cb may free the request (ASan and Valgrind watch this). */
+    evmux_work *heap = malloc(sizeof *heap);
+    CHECK(heap != NULL);
+    CHECK_OK(evmux_work_init(heap));
+    CHECK_OK(evmux_queue_work(other, heap, nothing_work, free_after));
+    CHECK_OK(evmux_run(other, EVMUX_RUN_DEFAULT));
+    CHECK_EQ(afters_total, 4);
     unit_loop_finish(other);
 
     evmux_loop_options opts = {.pool_threads = 1025};
@@ -280,6 +315,9 @@ static void test_cancel(void)
     atomic_store(&blocker_started, 0);
     cancelled_work_ran = 0;
     blocker_status = cancelled_status = 1;
+    CHECK_OK(evmux_work_init(&blocker));
+    CHECK_OK(evmux_work_init(&queued));
+    CHECK_EQ(evmux_cancel_work(&queued), -EINVAL); /* idle */
     CHECK_OK(evmux_queue_work(loop, &blocker, blocker_work, blocker_after));
     CHECK_OK(evmux_queue_work(loop, &queued, cancelled_work, cancelled_after));
     while (!atomic_load(&blocker_started))
@@ -334,6 +372,7 @@ static void test_loop_stays_responsive(void)
     ticks_before_done = slow_done = 0;
     CHECK_OK(evmux_timer_init(loop, &tick, tick_cb));
     CHECK_OK(evmux_timer_start(&tick, 5, 5));
+    CHECK_OK(evmux_work_init(&slow));
     CHECK_OK(evmux_queue_work(loop, &slow, slow_work, slow_after));
     CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
     CHECK_EQ(slow_done, 1);
@@ -356,6 +395,7 @@ static void chain_work(evmux_work *req)
 static void chain_after(evmux_work *req, int status)
 {
     CHECK_EQ(status, 0);
+    CHECK_EQ(evmux_cancel_work(req), -EINVAL); /* idle again already */
     if (--chain_left > 0)
         CHECK_OK(evmux_queue_work(chain_loop, req, chain_work, chain_after));
 }
@@ -367,6 +407,7 @@ static void test_requeue_from_after(void)
     chain_loop = loop;
     chain_left = 50;
     chain_works = 0;
+    CHECK_OK(evmux_work_init(&req));
     CHECK_OK(evmux_queue_work(loop, &req, chain_work, chain_after));
     CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
     CHECK_EQ(chain_left, 0);
@@ -412,14 +453,15 @@ static void fork_queued_after(evmux_work *req, int status)
 static void test_fork(void)
 {
 #ifdef UNDER_TSAN
-    fprintf(stderr, "   (not under ThreadSanitizer: threads after fork)\n");
-    return;
+    UNIT_SKIP("not under ThreadSanitizer: threads after fork");
 #endif
     evmux_loop *loop = new_loop_with_threads(1);
     evmux_work blocker, queued;
     atomic_store(&release_blocker, 0);
     atomic_store(&blocker_started, 0);
     atomic_store(&fork_queued_ran, 0);
+    CHECK_OK(evmux_work_init(&blocker));
+    CHECK_OK(evmux_work_init(&queued));
     CHECK_OK(evmux_queue_work(loop, &blocker, blocker_work, fork_blocker_after));
     CHECK_OK(evmux_queue_work(loop, &queued, fork_queued_work, fork_queued_after));
     while (!atomic_load(&blocker_started))
@@ -446,16 +488,17 @@ static void test_fork(void)
     unit_loop_finish(loop);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    unit_args(argc, argv);
     unit_watchdog(60);
     RUN_TEST(test_basic);
     RUN_TEST(test_thread_limit);
     RUN_TEST(test_start_order);
-    RUN_TEST(test_uninitialised_and_misuse);
+    RUN_TEST(test_init_and_misuse);
     RUN_TEST(test_cancel);
     RUN_TEST(test_loop_stays_responsive);
     RUN_TEST(test_requeue_from_after);
     RUN_TEST(test_fork);
-    return 0;
+    return unit_end();
 }

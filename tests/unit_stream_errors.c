@@ -547,7 +547,10 @@ static void test_connect_refused(void)
     CHECK_EQ(plen, blen);
     CHECK(memcmp(&pa, &bound, blen) == 0);
     CHECK_OK(evmux_stream_set_nodelay(&s, 1));
+    CHECK_OK(evmux_stream_set_nodelay(&s, 0));
     CHECK_OK(evmux_stream_set_keepalive(&s, 1, 30));
+    CHECK_OK(evmux_stream_set_keepalive(&s, 1, 0));
+    CHECK_OK(evmux_stream_set_keepalive(&s, 0, 0));
 
     CHECK_OK(evmux_close(&s.handle, log_close_cb));
     CHECK_OK(evmux_close(&peer.handle, NULL));
@@ -876,9 +879,8 @@ static void test_large_fd(void)
     CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
     const int high = FD_SETSIZE + 100;
     if (old.rlim_max != RLIM_INFINITY && old.rlim_max <= (rlim_t)high + 1) {
-        fprintf(stderr, "   skipped: RLIMIT_NOFILE hard limit %llu too low\n",
-                (unsigned long long)old.rlim_max);
-        return;
+        fprintf(stderr, "   RLIMIT_NOFILE hard limit: %llu\n", (unsigned long long)old.rlim_max);
+        UNIT_SKIP("RLIMIT_NOFILE hard limit too low");
     }
     rl = old;
     if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur < (rlim_t)high + 1)
@@ -1038,8 +1040,9 @@ static void test_reset_while_paused_over_high(void)
     CHECK(wrc == -ECONNRESET || wrc == -EPIPE);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    unit_args(argc, argv);
     unit_watchdog(60);
     RUN_TEST(test_peer_reset_during_large_write);
     RUN_TEST(test_close_with_pending_writes);
@@ -1056,5 +1059,5 @@ int main(void)
     RUN_TEST(test_large_fd);
     RUN_TEST(test_bad_arguments);
     RUN_TEST(test_reset_while_paused_over_high);
-    return 0;
+    return unit_end();
 }
