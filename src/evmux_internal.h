@@ -179,7 +179,8 @@ uint64_t evmux__clock_ns(void);
 void *evmux__grow_zeroed(void *items, size_t *len, size_t index, size_t elem_size);
 
 /* Timers (timer.c) */
-void evmux__timers_run(evmux_loop *loop);
+/* Runs the due timers; true if any callback ran. */
+bool evmux__timers_run(evmux_loop *loop);
 /* Nanoseconds until the next timer is due, 0 if one is due, UINT64_MAX if none. */
 uint64_t evmux__timers_next_ns(const evmux_loop *loop);
 void evmux__timers_free(evmux_loop *loop);

@@ -1,14 +1,28 @@
 /* Loop life cycle, run modes, the dispatch cycle and closing.
  *
  * One iteration:
- *   1. run the timers that are due (by the cached clock);
- *   2. ask the backend to wait, at most until the next timer; it only
- *      collects ready watchers into the pending queue;
- *   3. refresh the clock, run the pending io callbacks;
- *   4. report stream requests that completed without waiting (a write the
+ *   1. run the timers that are due (by the clock read at the end of the
+ *      previous iteration); read the clock again if any ran;
+ *   2. report stream requests that completed without waiting, and hand
+ *      the streams' queued bytes to a completion backend (io_uring), so
+ *      that the wait below submits them;
+ *   3. apply deferred watcher removals, then ask the backend to wait, at
+ *      most until the next timer (not at all if something is owed now); it
+ *      only collects ready watchers into the pending queue, and results
+ *      of kernel requests;
+ *   4. refresh the clock; queue the always-ready watchers (regular files);
+ *      run the pending io callbacks, then the completion backend's results;
+ *   5. report stream requests that completed without waiting (a write the
  *      kernel took at once), so their callbacks never run inside the call
  *      that made the request;
- *   5. run the close callbacks of handles closed so far.
+ *   6. in EVMUX_RUN_ONCE, the timers that ended the wait;
+ *   7. run the close callbacks of handles closed so far;
+ *   8. if timers are pending, refresh the clock for the next iteration.
+ * So the wait's timeout always counts from a clock read after the last
+ * callback: a timer that fell due while callbacks ran fires in the next
+ * iteration, whose wait does not block. The reads in steps 1 and 8 cost a
+ * vDSO call each and are skipped when no timer needs them; callbacks
+ * still see one cached time per phase (io callbacks: step 4's).
  * Callbacks never run inside the backend's wait, so stopping or closing a
  * watcher from any callback takes effect for the rest of the batch. */
 #include "evmux_internal.h"
@@ -413,7 +427,10 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
     evmux__io_flush(loop); /* even when nothing is left to run */
     /* A sequentially consistent load, after run_owner is set (evmux_stop). */
     while (!atomic_load(&loop->stop_requested) && evmux_loop_alive(loop)) {
-        evmux__timers_run(loop);
+        /* Timer callbacks take time too: the wait below counts from after
+         * them, so a timer that fell due meanwhile does not sleep on. */
+        if (evmux__timers_run(loop))
+            evmux_update_time(loop);
         evmux__streams_run_deferred(loop, true); /* and queued sends, just before waiting */
         evmux__io_flush(loop);
         uint64_t timeout_ns = wait_timeout_ns(loop, mode);
@@ -439,10 +456,13 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
         /* ONCE blocks until something happens: a wait cut short by a
          * signal (or by the kernel tearing down some io_uring ring of this
          * thread, which looks the same) waits again. */
-        if (mode == EVMUX_RUN_ONCE && !woken && timeout_ns > 0)
-            continue;
-        if (mode != EVMUX_RUN_DEFAULT)
+        if (mode == EVMUX_RUN_ONCE ? woken || timeout_ns == 0 : mode != EVMUX_RUN_DEFAULT)
             break;
+        /* The callbacks above took time: the next pass's timers and wait
+         * count from now, so a timer that fell due during them fires at
+         * once. Without timers nothing reads the time before the wait. */
+        if (loop->timer_count > 0)
+            evmux_update_time(loop);
     }
     atomic_store(&loop->stop_requested, false);
     atomic_store(&loop->run_owner, 0);

@@ -375,10 +375,12 @@ uint64_t evmux_timer_get_due_in(const evmux_timer *timer)
  * timer started by a callback has a deadline at or after that clock, so it
  * waits for the next iteration (a timer re-arming itself with 0 ms cannot
  * starve I/O). Only the top is tested: a timer behind it in the same bucket,
- * started later but due a little earlier, waits for it, less than a bucket. */
-void evmux__timers_run(evmux_loop *loop)
+ * started later but due a little earlier, waits for it, less than a bucket.
+ * Returns whether any callback ran (and took time the clock has not seen). */
+bool evmux__timers_run(evmux_loop *loop)
 {
     uint64_t now = loop->now_ns;
+    bool ran = false;
     if (loop->timer_count > 0 && (now >> UNIT_SHIFT) - loop->timer_epoch >= REBASE_AFTER)
         renormalize(loop);
     while (loop->timer_count > 0) {
@@ -405,8 +407,10 @@ void evmux__timers_run(evmux_loop *loop)
             heap_remove(loop, 0);
             evmux__handle_deactivate(&t->handle);
         }
+        ran = true;
         t->cb(t);
     }
+    return ran;
 }
 
 static uint64_t bucket_end_ns(const evmux_loop *loop, uint64_t bucket)

@@ -1055,6 +1055,100 @@ static void test_zero_rearm_does_not_starve_io(void)
     close(sv[1]);
 }
 
+/* A callback that blocks past the deadlines of two timers: one pending
+ * before it, and one it starts from the cached (stale) time without
+ * evmux_update_time. Both must fire right after the block, not a whole
+ * timeout later: the wait's timeout must count from a clock read after the
+ * callbacks. The times are far apart, so that noise cannot decide: fixed,
+ * both fire within milliseconds of the block's end; before the fix, about
+ * DURING_MS after it. */
+enum { BLOCK_MS = 1000, PENDING_MS = 800, DURING_MS = 700, LATE_MAX_MS = 350 };
+
+static struct tt block_pending, block_during;
+static uint64_t block_end_real;
+
+static void block_now(void)
+{
+    CHECK_OK(evmux_timer_start(&block_during.t, DURING_MS, 0));
+    unit_sleep_ms(BLOCK_MS);
+    block_end_real = unit_mono_ns();
+}
+
+static void block_io_cb(evmux_io *io, unsigned events)
+{
+    CHECK_EQ(events, EVMUX_READABLE);
+    unit_drain(evmux_io_fd(io));
+    CHECK_OK(evmux_io_stop(io));
+    block_now();
+}
+
+static void block_timer_cb(evmux_timer *t)
+{
+    (void)t;
+    block_now();
+}
+
+static void check_fires_after_block(int in_timer_cb)
+{
+    evmux_loop *loop = unit_loop_new();
+    struct unit_guard guard;
+    evmux_timer blocker;
+    evmux_io io;
+    int sv[2];
+    unit_socketpair(sv);
+    order_len = 0;
+    block_end_real = 0;
+    unit_guard_start(loop, &guard, 10000);
+    tt_init(loop, &block_pending, 0, record_cb);
+    tt_init(loop, &block_during, 1, record_cb);
+    CHECK_OK(evmux_timer_init(loop, &blocker, block_timer_cb));
+    CHECK_OK(evmux_io_init(loop, &io, sv[0], block_io_cb));
+    tt_start_fresh(loop, &block_pending, PENDING_MS, 0);
+    if (in_timer_cb) {
+        CHECK_OK(evmux_timer_start(&blocker, 0, 0));
+    } else {
+        unit_write_byte(sv[1]);
+        CHECK_OK(evmux_io_start(&io, EVMUX_READABLE));
+    }
+
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
+    CHECK_EQ(guard.fired, 0);
+    CHECK(block_end_real != 0);
+    CHECK_EQ(block_pending.fired, 1);
+    CHECK_EQ(block_during.fired, 1);
+    static const int expected[] = {1, 0}; /* by deadline */
+    check_order(in_timer_cb ? "block in timer" : "block in io", expected, 2);
+    /* Never early, and right after the block. */
+    CHECK(block_pending.last_real - block_pending.start_real >= PENDING_MS * 1000000ull);
+    uint64_t late_pending = block_pending.last_real - block_end_real;
+    uint64_t late_during = block_during.last_real - block_end_real;
+    if (late_pending >= LATE_MAX_MS * 1000000ull || late_during >= LATE_MAX_MS * 1000000ull)
+        fprintf(stderr, "fired %llu and %llu ms after the block\n",
+                (unsigned long long)(late_pending / 1000000u),
+                (unsigned long long)(late_during / 1000000u));
+    CHECK(late_pending < LATE_MAX_MS * 1000000ull);
+    CHECK(late_during < LATE_MAX_MS * 1000000ull);
+
+    CHECK_OK(evmux_close(&blocker.handle, NULL));
+    CHECK_OK(evmux_close(&io.handle, NULL));
+    close_all(&block_pending, 1);
+    close_all(&block_during, 1);
+    unit_guard_close(&guard);
+    unit_loop_finish(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void test_fires_after_blocking_io_cb(void)
+{
+    check_fires_after_block(0);
+}
+
+static void test_fires_after_blocking_timer_cb(void)
+{
+    check_fires_after_block(1);
+}
+
 int main(void)
 {
     unit_watchdog(60);
@@ -1081,5 +1175,7 @@ int main(void)
     RUN_TEST(test_getters);
     RUN_TEST(test_far_future_timeout);
     RUN_TEST(test_zero_rearm_does_not_starve_io);
+    RUN_TEST(test_fires_after_blocking_io_cb);
+    RUN_TEST(test_fires_after_blocking_timer_cb);
     return 0;
 }
