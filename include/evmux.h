@@ -25,8 +25,11 @@
  *    evmux_stop may be called from other threads; every other function
  *    belongs to the loop's thread (a work request's work_cb runs on a pool
  *    thread and may call neither).
- *  - Times are milliseconds on the monotonic clock, measured from the loop's
- *    cached time (evmux_now), which is read once per iteration.
+ *  - Times are milliseconds on the monotonic clock, counted from the loop's
+ *    cached time (evmux_now), which is read after each wait, before the
+ *    callbacks run (and again after callbacks, while timers are pending).
+ *  - A program behaves the same on every backend: the same callbacks, the
+ *    same bytes, the same meaning of the write queue and its watermarks.
  */
 #ifndef EVMUX_H
 #define EVMUX_H
@@ -167,8 +170,12 @@ struct evmux_handle {
  * an evmux_io; does close a stream's or listener's socket, at once and
  * exactly once. Requests still pending on a closed stream (writes,
  * shutdown, connect) complete with -ECANCELED, exactly once, before
- * close_cb; a write whose bytes had all been sent completes with 0. For a
- * graceful end, evmux_stream_shutdown first and close in its callback.
+ * close_cb; a write whose bytes had all been sent completes with 0. Bytes
+ * a stream has queued get the chance a readiness backend's write gives
+ * them on every backend: the close offers them to the kernel before the
+ * socket goes, so a reply written just before the close is delivered as
+ * far as the kernel takes it. For a graceful end (every byte),
+ * evmux_stream_shutdown first and close in its callback.
  * Errors: -EINVAL (NULL, or a handle never initialised if zeroed),
  * -EALREADY (closing or closed). */
 EVMUX_API int evmux_close(evmux_handle *handle, evmux_close_cb close_cb);
@@ -218,13 +225,16 @@ struct evmux_io {
 EVMUX_API int evmux_io_init(evmux_loop *loop, evmux_io *io, int fd, evmux_io_cb cb);
 
 /* Sets the interest to `events` (EVMUX_READABLE and/or EVMUX_WRITABLE),
- * starting or changing the watcher; 0 stops it.
- * Errors: -EINVAL (NULL, bad events, closing handle), -EEXIST (another
- * watcher of this loop is started on the descriptor), -ERANGE (select
- * backend: descriptor >= FD_SETSIZE), -EBADF or -EPERM (the kernel refuses
- * the descriptor, e.g. a regular file under epoll), -ENOSPC (epoll: the
- * user's limit of watches), -EBUSY (io_uring: no submission slot free),
- * -ENOMEM. */
+ * starting or changing the watcher; 0 stops it. A descriptor that cannot
+ * be waited for (a regular file, a directory, /dev/null) is always ready,
+ * on every backend, as poll(2) reports it: its callback runs with its
+ * whole interest on every iteration, and the loop does not block while it
+ * is started.
+ * Errors: -EINVAL (NULL, bad events, closing handle), -EBADF (the
+ * descriptor is not open), -EEXIST (another watcher of this loop is
+ * started on the descriptor), -ERANGE (select backend: descriptor >=
+ * FD_SETSIZE), -ENOSPC (epoll: the user's limit of watches), -EBUSY
+ * (io_uring: no submission slot free), -ENOMEM. */
 EVMUX_API int evmux_io_start(evmux_io *io, unsigned events);
 
 /* Stops the watcher; its callback will not run again until restarted, even
@@ -257,12 +267,15 @@ struct evmux_timer {
 /* Errors: -EINVAL (NULL). */
 EVMUX_API int evmux_timer_init(evmux_loop *loop, evmux_timer *timer, evmux_timer_cb cb);
 
-/* Fires once after timeout_ms (measured from evmux_now), then every
+/* Fires once after timeout_ms (counted from evmux_now), then every
  * repeat_ms if that is not 0. Starting a started timer restarts it. A timer
- * never fires before its deadline; timers with equal deadlines fire in the
- * order they were started (deadlines less than 65.5 us apart may too, so a
- * timer can fire up to that much late). Errors: -EINVAL (closing handle),
- * -ENOMEM (no memory, or 2^27 timers already started in this loop). */
+ * never fires before its deadline, and fires at it or later: in the first
+ * iteration after the callbacks that were running when it fell due (the
+ * loop never sleeps past a deadline because a callback ran long), plus up
+ * to 65.5 us, since timers with deadlines that close fire in the order
+ * they were started, as equal deadlines do. Errors: -EINVAL (NULL, closing
+ * handle), -ENOMEM (no memory, or 2^27 timers already started in this
+ * loop). */
 EVMUX_API int evmux_timer_start(evmux_timer *timer, uint64_t timeout_ms, uint64_t repeat_ms);
 
 /* Stopping a stopped timer is 0. Errors: -EINVAL (NULL). */
@@ -522,14 +535,21 @@ struct evmux_listener {
 };
 
 /* Prepares a stream; then evmux_accept, evmux_connect or evmux_stream_open
- * gives it a socket. Errors: -EINVAL (NULL). */
+ * gives it a descriptor. Errors: -EINVAL (NULL). */
 EVMUX_API int evmux_stream_init(evmux_loop *loop, evmux_stream *stream);
 
-/* Adopts a connected socket (made non-blocking). The stream owns it from
- * now on and closes it exactly once, in evmux_close; on an error it stays
- * the caller's. Errors: -EINVAL (NULL, fd < 0, closing stream), -EISCONN
- * (the stream has a socket or is connecting), -EBADF (fd not open),
- * -ERANGE (select backend: fd >= FD_SETSIZE). */
+/* Adopts a byte-stream descriptor, made non-blocking: a connected socket,
+ * a pipe, a terminal or a regular file (which is always ready, and reads
+ * to its end, then EVMUX_EOF). Pipes, terminals and files are read and
+ * written with read() and write(); writing to a pipe nobody reads is
+ * -EPIPE, never SIGPIPE. A terminal is first opened again under the same
+ * number, so that the file description the shell shares stays blocking;
+ * a pipe made non-blocking here is made blocking again when the stream
+ * closes it. The stream owns fd from now on and closes it exactly once, in
+ * evmux_close; on an error it stays the caller's. Errors: -EINVAL (NULL,
+ * fd < 0, closing stream), -EISCONN (the stream has a descriptor or is
+ * connecting), -EBADF (fd not open), -ERANGE (select backend: fd >=
+ * FD_SETSIZE). */
 EVMUX_API int evmux_stream_open(evmux_stream *stream, int fd);
 
 /* The socket, or -1 before one is attached, after close, and for NULL. */
@@ -550,9 +570,12 @@ EVMUX_API int evmux_stream_read_stop(evmux_stream *stream);
 /* Writes nbufs buffers, in order after every earlier write. On a readiness
  * backend what the kernel takes at once is sent at once (no extra loop
  * iteration) and the rest is copied into the stream's queue; on io_uring
- * everything is queued and the loop submits the send before it next waits
- * (one system call for all streams). Either way the caller may reuse its
- * buffers as soon as this returns. req may be NULL when cb is NULL. On 0, cb runs
+ * everything is queued and the loop submits the send just before it next
+ * waits (one system call for all streams), except that a write taking the
+ * queue past the high watermark offers it to the kernel at once, so the
+ * watermark means the same on every backend. Either way the caller may
+ * reuse its buffers as soon as this returns. req may be NULL when cb is
+ * NULL. On 0, cb runs
  * exactly once, later, from the loop; on a negative return it never runs:
  * -EPIPE (after shutdown), -ENOTCONN (no socket yet), the stream's write
  * error (met now or earlier: -EPIPE, -ECONNRESET, ...), -EINVAL (NULL
@@ -561,12 +584,16 @@ EVMUX_API int evmux_stream_read_stop(evmux_stream *stream);
 EVMUX_API int evmux_stream_write(evmux_write_req *req, evmux_stream *stream, const evmux_buf bufs[],
                                  size_t nbufs, evmux_write_cb cb);
 
-/* Bytes accepted by evmux_stream_write and not yet handed to the kernel;
- * 0 for NULL. */
+/* Bytes accepted by evmux_stream_write and not yet taken by the kernel
+ * (on io_uring, also bytes waiting for the loop's next submission); 0 for
+ * NULL. */
 EVMUX_API size_t evmux_stream_queued(const evmux_stream *stream);
 
 /* When the queue passes `high`, a server should stop reading from the
  * peer (evmux_stream_read_stop); drain_cb runs once it falls to `low`.
+ * The queue measured is, on every backend, the bytes the kernel was
+ * offered and did not take: a peer that reads keeps a stream under `high`
+ * even when one burst of writes is larger than `high`.
  * Requires low < high. Writes beyond `high` are still accepted. drain_cb
  * may be NULL. Errors: -EINVAL (NULL stream, high 0, low >= high). */
 EVMUX_API int evmux_stream_set_watermarks(evmux_stream *stream, size_t high, size_t low,
@@ -579,18 +606,20 @@ EVMUX_API int evmux_stream_over_high(const evmux_stream *stream);
 /* Half-close: once every queued byte is sent, shuts down our sending side
  * (the peer reads EOF) and calls cb (which may be NULL). Reading goes on.
  * Errors: -EINVAL (NULL stream, closing stream), -ENOTCONN (no socket),
- * -EALREADY (shutdown already asked for), the stream's write error. */
+ * -ENOTSUP (a pipe, terminal or file: no half-close), -EALREADY (shutdown
+ * already asked for), the stream's write error. */
 EVMUX_API int evmux_stream_shutdown(evmux_stream *stream, evmux_shutdown_cb cb);
 
-/* TCP options; -ENOTSUP on a Unix-domain stream. idle_s: seconds of silence
- * before the first keepalive probe (0: the system default). Errors:
- * -EINVAL (NULL), -ENOTCONN (no socket), -ENOTSUP (Unix-domain stream),
- * or the error of setsockopt. */
+/* TCP options. idle_s: seconds of silence before the first keepalive
+ * probe (0: the system default). Errors: -EINVAL (NULL), -ENOTCONN (no
+ * socket), -ENOTSUP (a Unix-domain stream, pipe, terminal or file), or the
+ * error of setsockopt. */
 EVMUX_API int evmux_stream_set_nodelay(evmux_stream *stream, int on);
 EVMUX_API int evmux_stream_set_keepalive(evmux_stream *stream, int on, unsigned idle_s);
 
 /* The peer's address. Errors: -EINVAL (NULL), -ENOTCONN (no connected
- * socket, e.g. still connecting), or the error of getpeername. */
+ * socket, e.g. still connecting), or the error of getpeername (-ENOTSOCK
+ * for a pipe, terminal or file). */
 EVMUX_API int evmux_stream_peer(const evmux_stream *stream, struct sockaddr_storage *out,
                                 socklen_t *out_len);
 
@@ -599,7 +628,9 @@ EVMUX_API int evmux_stream_peer(const evmux_stream *stream, struct sockaddr_stor
  * once; req may be freed in it. Writes and a shutdown made while
  * connecting go out once connected, or fail with the connect error. After
  * a failure the stream has no socket and may connect again. A refusal the
- * kernel gives at once still goes to cb. Errors (cb then never runs):
+ * kernel gives at once (a Unix path nobody listens on: -ENOENT) still goes
+ * to cb, and writes made before cb runs are accepted and fail with it, as
+ * for any failed connect; after cb, writes are -ENOTCONN. Errors (cb then never runs):
  * -EINVAL (NULL, closing stream), -EISCONN (the stream has a socket),
  * -EALREADY (already connecting), -ERANGE (select backend: descriptor >=
  * FD_SETSIZE), or the error of socket() (-EAFNOSUPPORT, -EMFILE, ...) or of
