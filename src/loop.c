@@ -292,6 +292,11 @@ int evmux_is_closing(const evmux_handle *h)
     return evmux__closing(h);
 }
 
+evmux_loop *evmux_handle_loop(const evmux_handle *h)
+{
+    return h ? h->loop : NULL;
+}
+
 int evmux_is_active(const evmux_handle *h)
 {
     if (h->type == EVMUX_HANDLE_STREAM) /* its own flag: requests in a completion backend */
