@@ -15,3 +15,14 @@ endforeach()
 add_test(NAME echo_server_help COMMAND evmux-echo-server --help)
 set_tests_properties(echo_server_help PROPERTIES
   PASS_REGULAR_EXPRESSION "\nBackends compiled in: ${evmux_compiled_in}\n" TIMEOUT 10)
+
+# Install into a temporary prefix, then build and run programs against it
+# with pkg-config, find_package and add_subdirectory. Sanitizer builds are
+# left out: their libraries need the sanitizer runtime in every consumer.
+if(EVMUX_INSTALL AND NOT EVMUX_SANITIZE)
+  add_test(NAME install_consumers
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/consumer/install_test.sh ${CMAKE_COMMAND}
+            ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR} ${CMAKE_C_COMPILER} ${PROJECT_VERSION}
+            ${CMAKE_INSTALL_LIBDIR})
+  set_tests_properties(install_consumers PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77)
+endif()
