@@ -26,3 +26,9 @@ if(EVMUX_INSTALL AND NOT EVMUX_SANITIZE)
             ${CMAKE_INSTALL_LIBDIR})
   set_tests_properties(install_consumers PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77)
 endif()
+
+# The exported ABI is a checked list (src/evmux.sym).
+add_test(NAME abi_exports
+  COMMAND ${CMAKE_COMMAND} -DNM=${CMAKE_NM} -DLIB=$<TARGET_FILE:evmux>
+          -DLIST=${PROJECT_SOURCE_DIR}/src/evmux.sym
+          -P ${CMAKE_CURRENT_SOURCE_DIR}/support/abi_check.cmake)
