@@ -32,3 +32,8 @@ add_test(NAME abi_exports
   COMMAND ${CMAKE_COMMAND} -DNM=${CMAKE_NM} -DLIB=$<TARGET_FILE:evmux>
           -DLIST=${PROJECT_SOURCE_DIR}/src/evmux.sym
           -P ${CMAKE_CURRENT_SOURCE_DIR}/support/abi_check.cmake)
+
+# CI installs with the README's set-up line, word for word.
+add_test(NAME ci_setup_line
+  COMMAND ${CMAKE_COMMAND} -DREADME=${PROJECT_SOURCE_DIR}/README.md -DCI=${PROJECT_SOURCE_DIR}/.ci/run
+          -P ${CMAKE_CURRENT_SOURCE_DIR}/support/ci_setup_line.cmake)
