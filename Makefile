@@ -27,10 +27,11 @@ test: build
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
-# Removes what the last install listed in $(BUILD)/install_manifest.txt.
+# Removes what the last install listed in $(BUILD)/install_manifest.txt
+# (which names the files without DESTDIR: pass the same DESTDIR again).
 uninstall:
 	@test -f $(BUILD)/install_manifest.txt || { echo "no $(BUILD)/install_manifest.txt: nothing installed from $(BUILD)"; exit 1; }
-	xargs -d '\n' rm -fv < $(BUILD)/install_manifest.txt
+	sed 's|^|$(DESTDIR)|' $(BUILD)/install_manifest.txt | xargs -d '\n' rm -fv
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan:
