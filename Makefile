@@ -3,8 +3,9 @@ BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 ARGS ?=
+PREFIX ?= /usr/local
 
-.PHONY: all build run test asan tsan lab bench clean
+.PHONY: all build run test install uninstall asan tsan lab bench clean
 
 all: build
 
@@ -20,6 +21,17 @@ run: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+# Library, header, evmux.pc, CMake package and the three programs under
+# $(PREFIX) (DESTDIR is honoured); the files go in $(BUILD)/install_manifest.txt.
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+# Removes what the last install listed in $(BUILD)/install_manifest.txt
+# (which names the files without DESTDIR: pass the same DESTDIR again).
+uninstall:
+	@test -f $(BUILD)/install_manifest.txt || { echo "no $(BUILD)/install_manifest.txt: nothing installed from $(BUILD)"; exit 1; }
+	sed 's|^|$(DESTDIR)|' $(BUILD)/install_manifest.txt | xargs -d '\n' rm -fv
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan:

@@ -397,6 +397,8 @@ static void usage(FILE *out)
           "On start it prints 'listening on ADDRESS (backend NAME)'. SIGINT or SIGTERM\n"
           "stops accepting, sends every client what it is owed, and exits 0.\n",
           out);
+    /* What this build can offer: a missing liburing at build time drops uring. */
+    fprintf(out, "\nBackends compiled in: %s\n", evmux_backends_available());
 }
 
 static int bad_usage(const char *fmt, const char *arg)

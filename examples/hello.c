@@ -4,7 +4,8 @@
 static void on_tick(evmux_timer *timer)
 {
     int *ticks = timer->handle.data;
-    printf("tick %d at %llu ms\n", ++*ticks, (unsigned long long)evmux_now(timer->handle.loop));
+    evmux_loop *loop = evmux_handle_loop(&timer->handle);
+    printf("tick %d at %llu ms\n", ++*ticks, (unsigned long long)evmux_now(loop));
     if (*ticks == 3)
         evmux_close(&timer->handle, NULL); /* nothing left: evmux_run returns */
 }

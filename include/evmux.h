@@ -39,6 +39,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "evmux_version.h" /* EVMUX_VERSION_MAJOR, _MINOR, _PATCH, _STRING */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -49,9 +51,12 @@ extern "C" {
 #define EVMUX_API
 #endif
 
-#define EVMUX_VERSION_MAJOR 0
-#define EVMUX_VERSION_MINOR 1
-#define EVMUX_VERSION_PATCH 0
+/* The version of the library the program runs with, which may be newer
+ * than the headers it was compiled with (EVMUX_VERSION_NUMBER):
+ * MAJOR * 10000 + MINOR * 100 + PATCH, e.g. 200 for 0.2.0. */
+EVMUX_API unsigned evmux_version(void);
+/* The same as text, e.g. "0.2.0". Static; never NULL. */
+EVMUX_API const char *evmux_version_string(void);
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                              */
@@ -182,6 +187,9 @@ EVMUX_API int evmux_close(evmux_handle *handle, evmux_close_cb close_cb);
 
 /* 1 while a handle is closing or closed; 0 otherwise and for NULL. */
 EVMUX_API int evmux_is_closing(const evmux_handle *handle);
+
+/* The loop a handle was initialized on; NULL for NULL. */
+EVMUX_API evmux_loop *evmux_handle_loop(const evmux_handle *handle);
 
 /* 1 while a handle is started (an io watcher with interest, a pending
  * timer); 0 otherwise and for NULL. */

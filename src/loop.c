@@ -322,6 +322,11 @@ int evmux_is_closing(const evmux_handle *h)
     return evmux__closing(h);
 }
 
+evmux_loop *evmux_handle_loop(const evmux_handle *h)
+{
+    return h ? h->loop : NULL;
+}
+
 int evmux_is_active(const evmux_handle *h)
 {
     if (h == NULL)

@@ -93,6 +93,7 @@ static void test_handles(void)
     evmux_loop *loop = unit_loop_new();
     CHECK_EQ(evmux_close(NULL, NULL), -EINVAL);
     CHECK_EQ(evmux_is_closing(NULL), 0);
+    CHECK(evmux_handle_loop(NULL) == NULL);
     CHECK_EQ(evmux_is_active(NULL), 0);
     evmux_ref(NULL);
     evmux_unref(NULL);
