@@ -72,7 +72,7 @@ static void forget_now(evmux_loop *loop, struct evmux_fd_slot *slot, int fd)
     if (slot->kernel_events == 0)
         return;
     loop->stats.interest_changes++;
-    loop->backend->forget(loop, fd, slot->kernel_events);
+    loop->backend->forget(loop, fd);
     slot->kernel_events = 0;
 }
 

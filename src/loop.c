@@ -69,10 +69,10 @@ static const struct evmux_backend *const compiled_backends[] = {
 };
 #define BACKEND_COUNT (sizeof compiled_backends / sizeof compiled_backends[0])
 
-/* Backends evmux knows of on some platform; naming one that this build
- * lacks is -ENOSYS rather than -EINVAL, so callers can tell the two apart. */
+/* Backends evmux has on some build; naming one that this build lacks is
+ * -ENOSYS rather than -EINVAL, so callers can tell the two apart. */
 static const char *const known_backend_names[] = {
-    "uring", "epoll", "kqueue", "poll", "select",
+    "uring", "epoll", "poll", "select",
 };
 
 const char *evmux_backends_available(void)

@@ -38,18 +38,8 @@ struct evmux_stream_ops {
     void (*run_completions)(struct evmux_loop *loop);
 };
 
-enum evmux_backend_feature {
-    /* Can watch descriptors numbered >= FD_SETSIZE. */
-    EVMUX_FEATURE_LARGE_FDS = 1u << 0,
-    /* Cost of a wait grows with ready descriptors, not watched ones. */
-    EVMUX_FEATURE_SCALABLE = 1u << 1,
-    /* State lives in the kernel and must be rebuilt in a forked child. */
-    EVMUX_FEATURE_KERNEL_STATE = 1u << 2
-};
-
 struct evmux_backend {
     const char *name;
-    unsigned features;
     /* The highest descriptor number it can watch. */
     int highest_fd;
     /* Sets loop->backend_state. Returns 0 or a negative errno value. */
@@ -58,9 +48,9 @@ struct evmux_backend {
     /* Interest for fd goes from old_events (0: not registered) to
      * new_events (never 0). */
     int (*change)(struct evmux_loop *loop, int fd, unsigned old_events, unsigned new_events);
-    /* The fd leaves the interest set; old_events is what it had. May be
-     * called after the caller closed fd. */
-    void (*forget)(struct evmux_loop *loop, int fd, unsigned old_events);
+    /* The fd leaves the interest set. May be called after the caller
+     * closed fd. */
+    void (*forget)(struct evmux_loop *loop, int fd);
     /* Waits up to timeout_ns (UINT64_MAX: forever, 0: poll) and reports
      * ready descriptors through evmux__io_ready(). Returns how many events
      * or results it collected (0: the time ran out, or a signal came), or a

@@ -130,9 +130,8 @@ static int epoll_change(evmux_loop *loop, int fd, unsigned old_events, unsigned 
     return rc;
 }
 
-static void epoll_forget(evmux_loop *loop, int fd, unsigned old_events)
+static void epoll_forget(evmux_loop *loop, int fd)
 {
-    (void)old_events;
     struct epoll_event ev = {0}; /* kernels before 2.6.9 insisted on one */
     epoll_ctl_counted(loop, EPOLL_CTL_DEL, fd, &ev);
 }
@@ -211,7 +210,6 @@ static int epoll_wait_events(evmux_loop *loop, uint64_t timeout_ns)
 
 const struct evmux_backend evmux__backend_epoll = {
     .name = "epoll",
-    .features = EVMUX_FEATURE_LARGE_FDS | EVMUX_FEATURE_SCALABLE | EVMUX_FEATURE_KERNEL_STATE,
     .highest_fd = INT_MAX,
     .init = epoll_init,
     .destroy = epoll_destroy,

@@ -90,9 +90,8 @@ static int poll_change(evmux_loop *loop, int fd, unsigned old_events, unsigned n
     return 0;
 }
 
-static void poll_forget(evmux_loop *loop, int fd, unsigned old_events)
+static void poll_forget(evmux_loop *loop, int fd)
 {
-    (void)old_events;
     struct poll_state *st = loop->backend_state;
     if (fd < 0 || (size_t)fd >= st->index_len || st->slot_of[fd] == 0)
         return;
@@ -131,7 +130,6 @@ static int poll_wait(evmux_loop *loop, uint64_t timeout_ns)
 
 const struct evmux_backend evmux__backend_poll = {
     .name = "poll",
-    .features = EVMUX_FEATURE_LARGE_FDS,
     .highest_fd = INT_MAX,
     .init = poll_init,
     .destroy = poll_destroy,

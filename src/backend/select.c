@@ -68,9 +68,8 @@ static int select_change(evmux_loop *loop, int fd, unsigned old_events, unsigned
     return 0;
 }
 
-static void select_forget(evmux_loop *loop, int fd, unsigned old_events)
+static void select_forget(evmux_loop *loop, int fd)
 {
-    (void)old_events;
     struct select_state *st = loop->backend_state;
     if (fd < 0 || fd >= FD_SETSIZE)
         return;
@@ -130,7 +129,6 @@ static int select_wait(evmux_loop *loop, uint64_t timeout_ns)
 
 const struct evmux_backend evmux__backend_select = {
     .name = "select",
-    .features = 0,
     .highest_fd = FD_SETSIZE - 1,
     .init = select_init,
     .destroy = select_destroy,

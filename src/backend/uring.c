@@ -340,9 +340,8 @@ static int uring_change(evmux_loop *loop, int fd, unsigned old_events, unsigned 
     return arm_poll(loop, fd);
 }
 
-static void uring_forget(evmux_loop *loop, int fd, unsigned old_events)
+static void uring_forget(evmux_loop *loop, int fd)
 {
-    (void)old_events;
     struct uring_state *st = loop->backend_state;
     if ((size_t)fd >= st->fds_len)
         return;
@@ -621,7 +620,6 @@ static const struct evmux_stream_ops uring_stream_ops = {
 
 const struct evmux_backend evmux__backend_uring = {
     .name = "uring",
-    .features = EVMUX_FEATURE_LARGE_FDS | EVMUX_FEATURE_SCALABLE | EVMUX_FEATURE_KERNEL_STATE,
     .highest_fd = (1 << POLL_FD_BITS) - 1,
     .init = uring_init,
     .destroy = uring_destroy,
