@@ -1,9 +1,10 @@
 /*
- * evmux-echo-client: the seed's client.py on an evmux loop.
+ * evmux-echo-client: the client.py of the original text (quoted in
+ * docs/io-models.md) on an evmux loop.
  *
  * Reads lines from stdin, strips them, skips empty ones, sends each with a
  * newline to the uppercase echo server and prints the replies. Unlike the
- * seed it does not wait for each reply before sending the next line: stdin
+ * original it does not wait for each reply before sending the next line: stdin
  * and the connection are both evmux streams on one loop, so a whole file
  * can be piped through with bounded memory. stdin may be a terminal, a pipe
  * or a file (`< file`): the stream takes each alike. The prompt `msg>: ` is
@@ -215,7 +216,7 @@ static void send_stripped(struct client *c, char *p, size_t n)
             if (c->line_started)
                 p[w++] = '\n';
             else if (c->tty && w == 0 && all_answered(c))
-                prompt(c); /* an empty line: ask again, as the seed does */
+                prompt(c); /* an empty line: ask again, as the original does */
             c->line_started = false;
             c->held_len = 0;
             run = SIZE_MAX;

@@ -1,4 +1,5 @@
-/* evmux-echo-server: the seed's select() echo server, done properly.
+/* evmux-echo-server: the select() echo server of the original text (quoted
+ * in docs/io-models.md), done properly.
  *
  * One thread serves every client: each byte a client sends comes back with
  * a-z uppercased, in order. The stream queues what a slow client has not
@@ -6,7 +7,7 @@
  * its queue drains to OWED_LOW, so a client that never reads costs bounded
  * memory and nobody else waits for it.
  *
- * For the seed's third claim (a heavy handler on the loop's thread stalls
+ * For the original text's third claim (a heavy handler on the loop's thread stalls
  * every client) it can make some input expensive: with --work-us U, each
  * 0x7F byte received costs U microseconds of CPU before its reply. By
  * default that work runs on the loop's thread; with --workers N it runs on

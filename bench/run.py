@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs the evmux benchmarks and the I/O-models lab, side by side in one run.
 
-  python3 bench/run.py lab      the seed's I/O models over 1..10000 connections, and
+  python3 bench/run.py lab      the I/O models of the original text (docs/io-models.md)
+                                over 1..10000 connections, and
                                 one heavy client among light ones (results/lab.csv,
                                 docs/lab-*.png, under 10 minutes); --series heavy
                                 (or busy, idle, comma-separated) re-measures only those

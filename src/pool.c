@@ -1,5 +1,6 @@
-/* The worker pool: heavy work off the loop's thread (the seed's third
- * claim: one heavy handler on the loop's thread stalls every connection).
+/* The worker pool: heavy work off the loop's thread (the third claim of the
+ * original text, quoted in docs/io-models.md: one heavy handler on the
+ * loop's thread stalls every connection).
  *
  * A request has two states. `state` (idle or queued, set by
  * evmux_work_init) says whether it is between evmux_queue_work and its

@@ -1,4 +1,5 @@
-/* The heavy handler of the seed's third claim, with and without the pool.
+/* The heavy handler of the original text's third claim (quoted in
+ * docs/io-models.md), with and without the pool.
  * With --work-us U, each 0x7F byte costs the server U us of CPU.
  *  - On the loop's thread (--workers 0), a heavy request stalls everyone:
  *    a light client's reply comes only after the heavy one.

@@ -1,4 +1,5 @@
-/* evmux-peer-poll: the seed's model on poll(), in C.
+/* evmux-peer-poll: the model of the original text (quoted in
+ * docs/io-models.md) on poll(), in C.
  *
  * One thread; one array of struct pollfd (the listener first, then every
  * connection) passed whole to poll() each round, and a parallel array of

@@ -1,10 +1,11 @@
-/* evmux-peer-select: the seed's select() server, in C.
+/* evmux-peer-select: the select() server of the original text (quoted in
+ * docs/io-models.md), in C.
  *
  * One thread; each round rebuilds the fd_sets from the table of
  * connections (readable: the ones we read from; writable: the ones owed
  * bytes), calls select() over every descriptor up to the highest, then
- * serves the ready ones, one recv each. As in the seed, sockets are
- * non-blocking; unlike the seed, a reply goes to the socket at once and only
+ * serves the ready ones, one recv each. As in the original, sockets are
+ * non-blocking; unlike the original, a reply goes to the socket at once and only
  * what it does not take waits for writability, nothing is dropped, and a
  * client owed more than PEER_OWED_HIGH is not read from until it catches up.
  *

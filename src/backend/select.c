@@ -11,8 +11,8 @@
  * select also rewrites its arguments in place, so every call needs fresh
  * copies of the interest sets, and the kernel then scans every bit up to the
  * highest descriptor, ready or not: the cost grows with the number watched,
- * which is the seed text's complaint. We keep the highest watched
- * descriptor so that a scan stops there.
+ * which is the original text's complaint (quoted in docs/io-models.md).
+ * We keep the highest watched descriptor so that a scan stops there.
  *
  * If a watched descriptor is closed behind our back, select fails as a whole
  * with EBADF and would fail again at once forever. We then probe each
