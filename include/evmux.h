@@ -108,10 +108,13 @@ EVMUX_API int evmux_loop_free(evmux_loop *loop);
 
 /* Runs the loop in the given mode. Returns 0, or a negative errno value if
  * the backend failed (the loop can be freed afterwards). Use
- * evmux_loop_alive() to learn whether work remains. Errors: -EINVAL (NULL,
- * unknown mode), -EBUSY (already running: from a callback, or on another
- * thread), or the backend's error waiting (e.g. -ENOMEM; -EBADF under
- * select when a watched descriptor was closed). */
+ * evmux_loop_alive() to learn whether work remains. A descriptor closed
+ * behind a started watcher's back is reported to that watcher as ready
+ * (its read() or write() then fails), not as an error of the run. Errors:
+ * -EINVAL (NULL, unknown mode), -EBUSY (already running: from a callback,
+ * or on another thread), -EEXIST (io_uring: run on a thread other than the
+ * one that created the loop, which the kernel refuses for a ring it has
+ * tied to that thread), or the backend's error waiting (e.g. -ENOMEM). */
 EVMUX_API int evmux_run(evmux_loop *loop, evmux_run_mode mode);
 
 /* Makes evmux_run return after the current iteration (at the latest before
@@ -120,8 +123,10 @@ EVMUX_API int evmux_run(evmux_loop *loop, evmux_run_mode mode);
  * NULL: nothing. */
 EVMUX_API void evmux_stop(evmux_loop *loop);
 
-/* 1 if the loop has active referenced handles or pending close callbacks;
- * 0 otherwise and for NULL. */
+/* 1 if evmux_run(EVMUX_RUN_DEFAULT) would go on: active referenced
+ * handles, queued work, close callbacks or stream completions not yet
+ * run, or closed streams whose kernel requests have not ended; 0
+ * otherwise and for NULL. */
 EVMUX_API int evmux_loop_alive(const evmux_loop *loop);
 
 /* The name of the backend in use: "uring", "epoll", "poll" or "select";
@@ -240,8 +245,8 @@ EVMUX_API int evmux_io_init(evmux_loop *loop, evmux_io *io, int fd, evmux_io_cb 
  * is started.
  * Errors: -EINVAL (NULL, bad events, closing handle), -EBADF (the
  * descriptor is not open), -EEXIST (another watcher of this loop is
- * started on the descriptor), -ERANGE (select backend: descriptor >=
- * FD_SETSIZE), -ENOSPC (epoll: the user's limit of watches), -EBUSY
+ * started on the descriptor), -ERANGE (beyond what the backend can
+ * watch: select, descriptor >= FD_SETSIZE; io_uring, >= 2^29), -ENOSPC (epoll: the user's limit of watches), -EBUSY
  * (io_uring: no submission slot free), -ENOMEM. */
 EVMUX_API int evmux_io_start(evmux_io *io, unsigned events);
 
@@ -583,8 +588,11 @@ EVMUX_API int evmux_stream_read_stop(evmux_stream *stream);
  * queue past the high watermark offers it to the kernel at once, so the
  * watermark means the same on every backend. Either way the caller may
  * reuse its buffers as soon as this returns. req may be NULL when cb is
- * NULL. On 0, cb runs
- * exactly once, later, from the loop; on a negative return it never runs:
+ * NULL; a req passed with a NULL cb is still the stream's until its bytes
+ * are sent. A negative return queues nothing of this write, though bytes
+ * the kernel took before the error (a multi-buffer write on a readiness
+ * backend) are gone to the peer. On 0, cb runs exactly once, later, from
+ * the loop; on a negative return it never runs:
  * -EPIPE (after shutdown), -ENOTCONN (no socket yet), the stream's write
  * error (met now or earlier: -EPIPE, -ECONNRESET, ...), -EINVAL (NULL
  * stream, NULL bufs with nbufs > 0, NULL req with a cb, closing stream,

@@ -139,8 +139,8 @@ int evmux_io_start(evmux_io *io, unsigned events)
         return evmux_io_stop(io);
 
     evmux_loop *loop = io->handle.loop;
-    int rc = ensure_slot(loop, io->fd);
-    if (rc < 0)
+    int rc = evmux__io_check_fd(loop, io->fd);
+    if (rc < 0 || (rc = ensure_slot(loop, io->fd)) < 0)
         return rc;
     struct evmux_fd_slot *slot = &loop->fds[io->fd];
     if (slot->watcher != NULL && slot->watcher != io)
