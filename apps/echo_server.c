@@ -248,9 +248,14 @@ static void on_drained(evmux_stream *s)
 static void on_accept(evmux_listener *l, int status)
 {
     struct server *srv = l->handle.data;
-    if (status < 0) {
+    if (status == -EMFILE || status == -ENFILE) {
         fprintf(stderr, "evmux-echo-server: %s with %zu connections; closing new ones until some end\n",
                 evmux_strerror(status), srv->conn_count);
+        return;
+    }
+    if (status < 0) {
+        fprintf(stderr, "evmux-echo-server: trouble accepting with %zu connections: %s\n",
+                srv->conn_count, evmux_strerror(status));
         return;
     }
     if (srv->max_conns != 0 && srv->conn_count >= srv->max_conns) {
@@ -319,7 +324,14 @@ static void begin_shutdown(struct server *srv)
 {
     srv->stopping = true;
     evmux_close(&srv->listener.handle, NULL);
-    evmux_timer_start(&srv->grace, SHUTDOWN_GRACE_MS, 0);
+    int rc = evmux_timer_start(&srv->grace, SHUTDOWN_GRACE_MS, 0);
+    if (rc < 0) { /* nothing would bound the wait for slow peers */
+        fprintf(stderr, "evmux-echo-server: cannot time the shutdown (%s): closing every connection now\n",
+                evmux_strerror(rc));
+        close_everyone(srv);
+        server_maybe_finish(srv);
+        return;
+    }
     for (struct conn *c = srv->conns, *next; c != NULL; c = next) {
         next = c->next;
         if (c->peer_done)
@@ -334,7 +346,11 @@ static void begin_shutdown(struct server *srv)
 
 static void say_goodbye(struct conn *c)
 {
-    evmux_stream_read_start(&c->stream, on_read); /* to see its EOF */
+    int rc = evmux_stream_read_start(&c->stream, on_read); /* to see its EOF */
+    if (rc == EVMUX_EOF)
+        c->peer_done = true;
+    else if (rc < 0) /* cannot see its EOF: close once our FIN is out */
+        c->peer_done = true;
     if (evmux_stream_shutdown(&c->stream, on_shutdown) < 0)
         conn_close(c);
 }

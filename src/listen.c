@@ -31,10 +31,17 @@ static int open_reserve(void)
     return open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
+/* Stops accepting for a while. Without the timer that would end the
+ * pause (no memory for it), the listener keeps accepting rather than stop
+ * for good, and says why. */
 static void pause_accepting(evmux_listener *l)
 {
+    int rc = evmux_timer_start(&l->retry, ACCEPT_RETRY_MS, 0);
+    if (rc < 0) {
+        l->cb(l, rc);
+        return;
+    }
     evmux_io_stop(&l->io);
-    evmux_timer_start(&l->retry, ACCEPT_RETRY_MS, 0);
 }
 
 static void on_retry(evmux_timer *t)
@@ -42,7 +49,12 @@ static void on_retry(evmux_timer *t)
     evmux_listener *l = t->handle.data;
     if (l->reserve_fd < 0)
         l->reserve_fd = open_reserve();
-    evmux_io_start(&l->io, EVMUX_READABLE);
+    int rc = evmux_io_start(&l->io, EVMUX_READABLE);
+    if (rc < 0) { /* no memory, say: tell, and try again after a pause */
+        l->cb(l, rc);
+        if (!evmux_is_closing(&l->handle) && evmux_timer_start(&l->retry, ACCEPT_RETRY_MS, 0) < 0)
+            l->cb(l, -ENOMEM); /* cannot even wait: the listener has stopped */
+    }
 }
 
 /* Accepts and closes one waiting connection with the spare descriptor.

@@ -1127,8 +1127,11 @@ int evmux_connect(evmux_connect_req *req, evmux_stream *s, const struct sockaddr
         s->connect_req = NULL;
         return rc;
     }
-    if (timeout_ms > 0)
-        evmux_timer_start(&req->timeout, timeout_ms, 0);
+    if (timeout_ms > 0 && (rc = evmux_timer_start(&req->timeout, timeout_ms, 0)) < 0) {
+        detach_socket(s); /* no connect without the timeout asked for */
+        s->connect_req = NULL;
+        return rc;
+    }
     return 0;
 }
 

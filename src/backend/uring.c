@@ -46,6 +46,7 @@
  * A busy connection then costs no system call of its own at all. */
 #include "../evmux_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -303,9 +304,32 @@ static int arm_poll(evmux_loop *loop, int fd)
     return 0;
 }
 
+/* A one-shot poll that fired must be re-armed, and the wait that reaps it
+ * cannot report an allocation failure to anyone: a watcher (the loop's own
+ * wake-up among them) would lose its poll for good. So the re-arm list is
+ * sized here, where an error reaches the caller of evmux_io_start: one
+ * entry per descriptor number in use, as a number is listed at most once. */
+static int reserve_rearm(struct uring_state *st, size_t numbers)
+{
+    if (numbers <= st->rearm_capacity)
+        return 0;
+    size_t cap = st->rearm_capacity ? st->rearm_capacity : 64;
+    while (cap < numbers)
+        cap *= 2;
+    int *grown = realloc(st->rearm, cap * sizeof *grown);
+    if (grown == NULL)
+        return -ENOMEM;
+    st->rearm = grown;
+    st->rearm_capacity = cap;
+    return 0;
+}
+
 static int uring_change(evmux_loop *loop, int fd, unsigned old_events, unsigned new_events)
 {
     struct uring_state *st = loop->backend_state;
+    int rc = reserve_rearm(st, (size_t)fd + 1);
+    if (rc < 0)
+        return rc;
     struct uring_fd *fds = evmux__grow_zeroed(st->fds, &st->fds_len, (size_t)fd, sizeof *fds);
     if (fds == NULL)
         return -ENOMEM;
@@ -378,16 +402,7 @@ static void list_rearm(struct uring_state *st, int fd)
     struct uring_fd *slot = &st->fds[fd];
     if (slot->listed)
         return;
-    if (st->rearm_count == st->rearm_capacity) {
-        size_t cap = st->rearm_capacity ? st->rearm_capacity * 2 : 64;
-        int *grown = realloc(st->rearm, cap * sizeof *grown);
-        if (grown == NULL) {
-            slot->failed = true; /* reported below; the next change re-arms */
-            return;
-        }
-        st->rearm = grown;
-        st->rearm_capacity = cap;
-    }
+    assert(st->rearm_count < st->rearm_capacity); /* reserved by uring_change */
     slot->listed = true;
     st->rearm[st->rearm_count++] = fd;
 }
