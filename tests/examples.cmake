@@ -16,3 +16,5 @@ endfunction()
 
 evmux_example_test(example_echo_server echo-server)
 evmux_example_test(example_tcp_client echo-server tcp-client)
+evmux_example_test(example_timers_and_signals timers-and-signals)
+evmux_example_test(example_worker_pool worker-pool)
