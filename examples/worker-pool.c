@@ -47,6 +47,7 @@ int main(int argc, char **argv)
         jobs[i].limit = argc > 1 ? strtoul(argv[i + 1], &end, 10) : 100000ul * (unsigned long)(i + 1);
         if (*end || jobs[i].limit > 100000000) {
             fprintf(stderr, "usage: %s [LIMIT...]   (each a number up to 100000000)\n", argv[0]);
+            free(jobs);
             return 2;
         }
     }
