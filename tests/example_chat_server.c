@@ -10,6 +10,9 @@
  *    client leaves) before 64 MB; B and C got every flood line, in order;
  *    A, B and C still talk to each other afterwards; what D can still read
  *    is an exact prefix of the flood (cut, never a gap), then the end.
+ *  - long_line: 5000 bytes without a newline (the limit is 4096) get the
+ *    sender disconnected, logged "client N left: line too long", while a
+ *    line of 4095 bytes and its newline reaches the other client whole.
  * Run as: example_chat_server PATH/evmux-example-chat-server */
 #include "example_harness.h"
 
@@ -79,7 +82,7 @@ static void join(struct peer *p, char name, int port)
 
 static void expect_line(struct peer *p, const char *want)
 {
-    char line[4096];
+    char line[8192];
     next_line(p, line, sizeof line);
     if (strcmp(line, want) != 0)
         echo_fail("client %c: got \"%s\", expected \"%s\"", p->name, line, want);
@@ -269,11 +272,45 @@ static void test_slow_reader(void)
     free(p);
 }
 
+static void test_long_line(void)
+{
+    echo_proc srv;
+    char line[256], want[64], *big = malloc(5001), *text = malloc(4200);
+    int port = example_start_server(&srv, path);
+    struct peer *p = calloc(2, sizeof *p);
+    CHECK(p && big && text);
+    join(&p[0], 'A', port);
+    join(&p[1], 'B', port);
+    for (int i = 0; i < 2; i++) /* the two join lines */
+        CHECK(example_read_line(&srv, line, sizeof line, 10000) > 0);
+    memset(text, 'y', 4094); /* 4094 + '\n' = 4095 bytes: fits */
+    text[4094] = '\0';
+    struct peer *to_b[] = {&p[1]};
+    say(&p[0], text, to_b, 1);
+    memset(big, 'z', 5000);
+    CHECK(echo_send_all(p[0].fd, big, 5000, 10000) == 0);
+    snprintf(want, sizeof want, "client %u left: line too long", p[0].id);
+    CHECK(example_read_line(&srv, line, sizeof line, 10000) > 0);
+    if (strcmp(line, want) != 0)
+        echo_fail("server log \"%s\", expected \"%s\"", line, want);
+    int rc = echo_recv_eof(p[0].fd, 10000);
+    if (rc != 0 && rc != -ECONNRESET) /* reset: it closed with our bytes unread */
+        echo_fail("client A after its long line: expected the end, got %s",
+                  rc == -EPROTO ? "data" : strerror(-rc));
+    close(p[0].fd);
+    example_stop(&srv, SIGTERM, "chat-server after the long line");
+    expect_eof(&p[1]);
+    free(big);
+    free(text);
+    free(p);
+}
+
 int main(int argc, char **argv)
 {
     example_init(argc, argv, 1, 240);
     path = argv[1];
     RUN_TEST(test_three_clients);
     RUN_TEST(test_slow_reader);
+    RUN_TEST(test_long_line);
     return 0;
 }
