@@ -8,9 +8,8 @@
  *    more results at once than the 4096-entry completion queue holds).
  *  - test_fork_requests_in_flight: a fork with a recv armed and a send
  *    blocked; both processes go on with their copy of the loop. */
-#include "stream_util.h"
+#include "request_util.h"
 
-#include <dirent.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -24,51 +23,6 @@
 enum { MANY = 5000, SELECT_MANY = 400 };
 
 /* ---- helpers ---- */
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the directory's own */
-}
-
-/* The byte at every stream offset: a random block of prime length, so a
- * piece delivered twice or skipped shows at once. */
-#define PAT_PERIOD 65521u
-static unsigned char pat_block[PAT_PERIOD];
-
-static void pat_init(void)
-{
-    unsigned char *r = su_random_bytes(PAT_PERIOD, 11);
-    memcpy(pat_block, r, PAT_PERIOD);
-    free(r);
-}
-
-static void pat_fill(unsigned char *dst, uint64_t off, size_t n)
-{
-    while (n > 0) {
-        size_t at = (size_t)(off % PAT_PERIOD), k = PAT_PERIOD - at < n ? PAT_PERIOD - at : n;
-        memcpy(dst, pat_block + at, k);
-        dst += k, off += k, n -= k;
-    }
-}
-
-static int pat_match(const unsigned char *p, uint64_t off, size_t n)
-{
-    while (n > 0) {
-        size_t at = (size_t)(off % PAT_PERIOD), k = PAT_PERIOD - at < n ? PAT_PERIOD - at : n;
-        if (memcmp(p, pat_block + at, k) != 0)
-            return 0;
-        p += k, off += k, n -= k;
-    }
-    return 1;
-}
 
 /* How many socketpairs with both ends in the loop this backend can take
  * (select: every number below FD_SETSIZE), with the soft descriptor limit
@@ -136,7 +90,7 @@ static void storm_read_cb(evmux_stream *s, ssize_t n, char *buf)
     struct storm_pair *p = s->handle.data;
     if (n > 0) {
         CHECK(p->got + (size_t)n <= STORM_BYTES);
-        if (!pat_match((unsigned char *)buf, (uint64_t)p->idx * 7 + p->got, (size_t)n)) {
+        if (!ru_pat_match((unsigned char *)buf, (uint64_t)p->idx * 7 + p->got, (size_t)n)) {
             fprintf(stderr, "stream %d: wrong bytes at offset %zu\n", p->idx, p->got);
             CHECK(0);
         }
@@ -168,7 +122,7 @@ static void storm_timer_cb(evmux_timer *t)
  * gets its 64 KiB byte-exact, then EOF, once. */
 static void test_write_storm(void)
 {
-    int fds_before = count_fds();
+    int fds_before = ru_count_fds();
     evmux_loop *loop = unit_loop_new();
     int n = pairs_for(loop, MANY);
     if (n == 0) {
@@ -180,7 +134,7 @@ static void test_write_storm(void)
     size_t data_len = (size_t)n * 7 + STORM_BYTES;
     unsigned char *data = malloc(data_len);
     CHECK(data != NULL);
-    pat_fill(data, 0, data_len);
+    ru_pat_fill(data, 0, data_len);
     memset(&storm, 0, sizeof storm);
     storm.n = n;
     storm.p = calloc((size_t)n, sizeof *storm.p);
@@ -217,7 +171,7 @@ static void test_write_storm(void)
     }
     CHECK_OK(evmux_close(&t.handle, NULL));
     unit_loop_finish(loop);
-    CHECK_EQ(count_fds(), fds_before);
+    CHECK_EQ(ru_count_fds(), fds_before);
     free(storm.p);
     free(data);
     fprintf(stderr, "   %d streams, %.0f ms\n", n, (double)(unit_mono_ns() - t0) / 1e6);
@@ -247,7 +201,7 @@ static void flood_read_cb(evmux_stream *s, ssize_t n, char *buf)
     struct flood_stream *f = s->handle.data;
     if (n > 0) {
         CHECK(f->got + (size_t)n <= FLOOD_BYTES);
-        if (!pat_match((unsigned char *)buf, (uint64_t)f->idx * 13 + f->got, (size_t)n)) {
+        if (!ru_pat_match((unsigned char *)buf, (uint64_t)f->idx * 13 + f->got, (size_t)n)) {
             fprintf(stderr, "stream %d: wrong bytes at offset %zu\n", f->idx, f->got);
             CHECK(0);
         }
@@ -264,7 +218,7 @@ static void flood_read_cb(evmux_stream *s, ssize_t n, char *buf)
 static void flood_send(struct flood_stream *f, size_t from, size_t to)
 {
     unsigned char buf[FLOOD_BYTES];
-    pat_fill(buf, (uint64_t)f->idx * 13 + from, to - from);
+    ru_pat_fill(buf, (uint64_t)f->idx * 13 + from, to - from);
     CHECK_EQ(write(f->peer, buf, to - from), (ssize_t)(to - from));
 }
 
@@ -275,7 +229,7 @@ static void flood_send(struct flood_stream *f, size_t from, size_t to)
  * order, then EOF once. */
 static void test_completion_flood(void)
 {
-    int fds_before = count_fds();
+    int fds_before = ru_count_fds();
     evmux_loop *loop = unit_loop_new();
     int n = pairs_for(loop, MANY);
     if (n == 0) {
@@ -312,7 +266,7 @@ static void test_completion_flood(void)
         close(fl[i].peer);
     }
     unit_loop_finish(loop);
-    CHECK_EQ(count_fds(), fds_before);
+    CHECK_EQ(ru_count_fds(), fds_before);
     free(fl);
     fprintf(stderr, "   %d streams, %.0f ms\n", n, (double)(unit_mono_ns() - t0) / 1e6);
 }
@@ -357,7 +311,7 @@ static void fork_write(struct fork_stream *f, size_t len, evmux_write_cb cb)
 {
     unsigned char *b = malloc(len);
     CHECK(b != NULL);
-    pat_fill(b, f->accepted, len);
+    ru_pat_fill(b, f->accepted, len);
     CHECK_OK(evmux_stream_write(cb ? &f->req : NULL, &f->s, &(evmux_buf){ b, len }, 1, cb));
     f->accepted += len;
     free(b);
@@ -376,7 +330,7 @@ static void fork_peer_cb(evmux_io *io, unsigned events)
     unsigned char buf[65536];
     ssize_t r;
     while ((r = read(evmux_io_fd(io), buf, sizeof buf)) > 0) {
-        if (!pat_match(buf, p->got, (size_t)r)) {
+        if (!ru_pat_match(buf, p->got, (size_t)r)) {
             fprintf(stderr, "fork peer: wrong bytes at offset %llu\n", (unsigned long long)p->got);
             CHECK(0);
         }
@@ -438,7 +392,7 @@ static void fork_child(evmux_loop *loop, struct fork_stream *a, struct fork_stre
  * receives; b's bytes reach its peer exactly once. */
 static void test_fork_requests_in_flight(void)
 {
-    int fds_before = count_fds();
+    int fds_before = ru_count_fds();
     evmux_loop *loop = unit_loop_new();
     int sv[2], tv[2];
     unit_socketpair(sv);
@@ -502,7 +456,7 @@ static void test_fork_requests_in_flight(void)
     /* The child has exited: whatever it sent is in. */
     unsigned char b_buf[8192];
     size_t b_got = drain_into(tv[1], b_buf, sizeof b_buf);
-    CHECK(pat_match(b_buf, 0, b_got < b.accepted ? b_got : b.accepted));
+    CHECK(ru_pat_match(b_buf, 0, b_got < b.accepted ? b_got : b.accepted));
 #ifdef EVMUX_KNOWN_BUG_URING_FORK_CLOSE_RESENDS
     /* io_uring: b's write was still unsubmitted at the fork; the child's
      * evmux_close offers it to the shared socket (detach_socket ->
@@ -524,14 +478,14 @@ static void test_fork_requests_in_flight(void)
     CHECK_EQ(b.write_calls, 1);
     close(sv[1]);
     close(tv[1]);
-    CHECK_EQ(count_fds(), fds_before);
+    CHECK_EQ(ru_count_fds(), fds_before);
 }
 
 int main(int argc, char **argv)
 {
     unit_args(argc, argv);
     unit_watchdog(100);
-    pat_init();
+    ru_pat_init();
     RUN_TEST(test_write_storm);
     RUN_TEST(test_completion_flood);
     RUN_TEST(test_fork_requests_in_flight);
