@@ -88,7 +88,11 @@ enum stream_state {
     ST_SEND_FULL = 1u << 16,     /* the last send found no room: wait for some first */
     ST_SEND_WANTED = 1u << 17,   /* bytes queued for a send made before the next wait */
     ST_NOT_SOCKET = 1u << 18,    /* a pipe, terminal or file: read() and write() */
-    ST_MADE_NONBLOCK = 1u << 19  /* ...that we made non-blocking: undone at close */
+    ST_MADE_NONBLOCK = 1u << 19, /* ...that we made non-blocking: undone at close */
+    /* The queue came through fork() unsent: the other process sends it
+     * too, so a close here does not offer it (a readiness backend had
+     * sent what the kernel took inside the write, before the fork). */
+    ST_QUEUE_INHERITED = 1u << 20
 };
 
 #define ST_KERNEL_BUSY (ST_RECV_ARMED | ST_SEND_BUSY)
@@ -386,7 +390,7 @@ static int native_sync(evmux_stream *s)
  * bytes (see the top of the file). */
 static void native_submit_send(evmux_stream *s)
 {
-    s->state &= ~ST_SEND_WANTED;
+    s->state &= ~(ST_SEND_WANTED | ST_QUEUE_INHERITED);
     if (s->queued == 0 || (s->state & ST_SEND_BUSY) || !(s->state & ST_OPEN) ||
         evmux__closing(&s->handle))
         return;
@@ -907,6 +911,8 @@ void evmux__streams_after_fork(evmux_loop *loop)
     while (s != NULL) {
         evmux_stream *next = s->native_next;
         s->state &= ~(ST_RECV_ARMED | ST_RECV_CANCELLED | ST_SEND_BUSY);
+        if (s->queued > 0)
+            s->state |= ST_QUEUE_INHERITED;
         if (s->state & ST_SEND_DISCARD)
             evmux__stream_send_done(s, -ECANCELED); /* frees the orphaned chunks */
         else if (s->state & ST_PARKED)
@@ -965,7 +971,8 @@ static void detach_socket(evmux_stream *s)
         return;
     /* Bytes a readiness backend would have sent inside evmux_stream_write
      * get the same chance here before the socket goes. */
-    if ((s->state & (ST_NATIVE | ST_OPEN | ST_SEND_BUSY)) == (ST_NATIVE | ST_OPEN) &&
+    if ((s->state & (ST_NATIVE | ST_OPEN | ST_SEND_BUSY | ST_QUEUE_INHERITED)) ==
+            (ST_NATIVE | ST_OPEN) &&
         s->queued > 0 && s->error == 0)
         (void)native_send_now(s); /* an error only means no more goes out */
     s->state &= ~ST_SEND_WANTED;

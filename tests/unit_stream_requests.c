@@ -13,13 +13,6 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 
-/* Known bugs these tests found (see each guard). While defined, the check
- * the bug breaks is skipped on the backend it breaks, with a note; build
- * with -DEVMUX_CHECK_KNOWN_BUGS to see them fail. */
-#ifndef EVMUX_CHECK_KNOWN_BUGS
-#define EVMUX_KNOWN_BUG_URING_FORK_CLOSE_RESENDS 1
-#endif
-
 enum { MANY = 5000, SELECT_MANY = 400 };
 
 /* ---- helpers ---- */
@@ -457,16 +450,10 @@ static void test_fork_requests_in_flight(void)
     unsigned char b_buf[8192];
     size_t b_got = drain_into(tv[1], b_buf, sizeof b_buf);
     CHECK(ru_pat_match(b_buf, 0, b_got < b.accepted ? b_got : b.accepted));
-#ifdef EVMUX_KNOWN_BUG_URING_FORK_CLOSE_RESENDS
     /* io_uring: b's write was still unsubmitted at the fork; the child's
-     * evmux_close offers it to the shared socket (detach_socket ->
-     * native_send_now) and the parent's loop sends it too: 2000 bytes. */
-    if (unit_backend_is(loop, "uring") && b_got != b.accepted)
-        fprintf(stderr, "   KNOWN BUG (uring): b's peer got %zu bytes, not %llu\n", b_got,
-                (unsigned long long)b.accepted);
-    else
-#endif
-        CHECK_EQ(b_got, b.accepted);
+     * close must not offer it to the shared socket too (it once did, and
+     * the peer got 2000 bytes). */
+    CHECK_EQ(b_got, b.accepted);
 
     fork_closed = 0;
     CHECK_OK(evmux_close(&a.s.handle, fork_closed_cb));
