@@ -872,6 +872,22 @@ void evmux__stream_recv_ended(evmux_stream *s, int status)
         defer(s);
 }
 
+/* A send failed: the connection is gone (reset, or timed out), and the
+ * read side must hear of it from us. The kernel's multishot recv cannot be
+ * relied on to report the end: the failed send consumed the socket's
+ * pending error, and a recv that has already taken the last bytes waits for
+ * a wake-up that never comes (Linux 6.18, a race seen under load), so the
+ * stream would stay open forever. The recv is cancelled and not asked for
+ * again; the reader gets the bytes that came before, then this error. */
+static void end_reading_with(evmux_stream *s, int err)
+{
+    if (s->read_end == 0 && !(s->state & ST_EOF))
+        s->read_end = err;
+    cancel_recv(s);
+    if (s->state & ST_READING)
+        defer(s);
+}
+
 void evmux__stream_send_done(evmux_stream *s, int res)
 {
     s->state &= ~ST_SEND_BUSY;
@@ -898,7 +914,9 @@ void evmux__stream_send_done(evmux_stream *s, int res)
         return;
     }
     if (res <= 0) {
-        fail_writes(s, res < 0 ? res : -EPIPE);
+        int err = res < 0 ? res : -EPIPE;
+        end_reading_with(s, err);
+        fail_writes(s, err);
         return;
     }
     consume_queue(s, (size_t)res);

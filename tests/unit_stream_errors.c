@@ -1,8 +1,10 @@
 /* Streams when things go wrong: the peer resets during a large write,
  * closing with requests pending, connect failures (refused, no such Unix
  * socket, timeout, closed while connecting), writes issued while
- * connecting, and descriptors select cannot watch. */
+ * connecting, descriptors select cannot watch, and a failed write that
+ * must end reading even when the kernel's receive never reports the end. */
 #include "stream_util.h"
+#include "evmux_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -1040,6 +1042,94 @@ static void test_reset_while_paused_over_high(void)
     CHECK(wrc == -ECONNRESET || wrc == -EPIPE);
 }
 
+/* ---- a failed write ends reading, whatever the receive does ---- */
+
+/* On io_uring, the stream's multishot recv is replaced by one that never
+ * completes unless cancelled: what Linux does, now and then under load,
+ * to a recv on a reset connection once a failed send has taken the
+ * socket's error (the recv has read the last bytes and waits for a wake-up
+ * that already happened). Sends and everything else are the real ones. */
+static const struct evmux_stream_ops *lost_real_ops;
+static struct evmux_stream_ops lost_ops;
+static struct evmux_backend lost_backend;
+static evmux_stream *lost_cancelled[8];
+static int lost_cancel_count;
+
+static int lost_recv(evmux_loop *loop, evmux_stream *s, int fd)
+{
+    (void)loop;
+    (void)s;
+    (void)fd;
+    return 0; /* "in the kernel": no result until cancelled */
+}
+
+static void lost_cancel_recv(evmux_loop *loop, evmux_stream *s)
+{
+    (void)loop;
+    CHECK(lost_cancel_count < 8);
+    lost_cancelled[lost_cancel_count++] = s;
+}
+
+static void lost_run_completions(evmux_loop *loop)
+{
+    lost_real_ops->run_completions(loop);
+    int n = lost_cancel_count;
+    lost_cancel_count = 0;
+    for (int i = 0; i < n; i++)
+        evmux__stream_recv_ended(lost_cancelled[i], -ECANCELED);
+}
+
+static void install_lost_recv(evmux_loop *loop)
+{
+    lost_real_ops = loop->backend->stream_ops;
+    lost_ops = *lost_real_ops;
+    lost_ops.recv = lost_recv;
+    lost_ops.cancel_recv = lost_cancel_recv;
+    lost_ops.run_completions = lost_run_completions;
+    lost_backend = *loop->backend;
+    lost_backend.stream_ops = &lost_ops;
+    lost_cancel_count = 0;
+    loop->backend = &lost_backend;
+}
+
+/* The peer resets a stream that reads and writes; the write fails. The
+ * reader must hear that the stream ended (once), even if the receive in
+ * the kernel never says so; otherwise a server never closes the socket. */
+static void test_write_failure_ends_reading(void)
+{
+    evmux_loop *loop = unit_loop_new();
+    int native = loop->backend->stream_ops != NULL;
+    if (native)
+        install_lost_recv(loop);
+    struct rlog r;
+    memset(&r, 0, sizeof r);
+    evmux_stream srv;
+    struct one_accept a;
+    struct sockaddr_storage bound;
+    socklen_t blen = one_accept_listen(loop, &a, &srv, &bound);
+    int cfd = su_raw_connect(&bound, blen);
+    su_run_until(loop, &a.accepted, 1, 5000);
+    CHECK_OK(evmux_close(&a.l.handle, NULL));
+    srv.handle.data = &r;
+    CHECK_OK(evmux_stream_read_start(&srv, rlog_read_cb));
+    su_run_for(loop, 20);
+    su_close_with_reset(cfd);
+    su_run_for(loop, 20);
+
+    static char chunk[64 << 10];
+    evmux_buf b = { chunk, sizeof chunk };
+    int wrc = evmux_stream_write(NULL, &srv, &b, 1, NULL);
+    CHECK(wrc == 0 || wrc == -ECONNRESET || wrc == -EPIPE);
+    su_run_until(loop, &r.reads, 1, 3000);
+    su_run_for(loop, 30);
+    CHECK_EQ(r.reads, 1);
+    CHECK(r.last == -ECONNRESET || r.last == -EPIPE || r.last == EVMUX_EOF);
+    CHECK_EQ(evmux_is_active(&srv.handle), 0); /* reading stopped */
+    CHECK_OK(evmux_close(&srv.handle, log_close_cb));
+    unit_loop_finish(loop);
+    CHECK_EQ(r.log.n, 1);
+}
+
 int main(int argc, char **argv)
 {
     unit_args(argc, argv);
@@ -1059,5 +1149,6 @@ int main(int argc, char **argv)
     RUN_TEST(test_large_fd);
     RUN_TEST(test_bad_arguments);
     RUN_TEST(test_reset_while_paused_over_high);
+    RUN_TEST(test_write_failure_ends_reading);
     return unit_end();
 }
