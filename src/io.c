@@ -87,6 +87,16 @@ static int classify_fd(evmux_io *io)
     return 0;
 }
 
+static int mark_started(evmux_io *io, struct evmux_fd_slot *slot, unsigned events)
+{
+    io->handle.flags &= ~EVMUX_FLAG_IO_FRESH;
+    slot->watcher = io;
+    io->events = events;
+    io->pending_events &= events;
+    evmux__handle_activate(&io->handle);
+    return 0;
+}
+
 static int start_always_ready(evmux_io *io, struct evmux_fd_slot *slot, unsigned events)
 {
     evmux_loop *loop = io->handle.loop;
@@ -102,12 +112,7 @@ static int start_always_ready(evmux_io *io, struct evmux_fd_slot *slot, unsigned
         }
         loop->always_ready[loop->always_ready_count++] = io;
     }
-    io->handle.flags &= ~EVMUX_FLAG_IO_FRESH;
-    slot->watcher = io;
-    io->events = events;
-    io->pending_events &= events;
-    evmux__handle_activate(&io->handle);
-    return 0;
+    return mark_started(io, slot, events);
 }
 
 static void stop_always_ready(evmux_io *io)
@@ -168,12 +173,7 @@ int evmux_io_start(evmux_io *io, unsigned events)
             return rc; /* the old interest, if any, still holds */
         slot->kernel_events = events;
     }
-    io->handle.flags &= ~EVMUX_FLAG_IO_FRESH;
-    slot->watcher = io;
-    io->events = events;
-    io->pending_events &= events;
-    evmux__handle_activate(&io->handle);
-    return 0;
+    return mark_started(io, slot, events);
 }
 
 

@@ -438,22 +438,32 @@ static void rlog_read_cb(evmux_stream *s, ssize_t nread, char *buf)
     }
 }
 
+/* Accepts one TCP connection into srv through a (which must outlive its
+ * listener's close), reading into the log r; returns the raw client
+ * socket. */
+static int accepted_reader(evmux_loop *loop, struct one_accept *a, evmux_stream *srv,
+                           struct rlog *r)
+{
+    memset(r, 0, sizeof *r);
+    struct sockaddr_storage bound;
+    socklen_t blen = one_accept_listen(loop, a, srv, &bound);
+    int cfd = su_raw_connect(&bound, blen);
+    su_run_until(loop, &a->accepted, 1, 5000);
+    CHECK_OK(evmux_close(&a->l.handle, NULL));
+    srv->handle.data = r;
+    CHECK_OK(evmux_stream_read_start(srv, rlog_read_cb));
+    return cfd;
+}
+
 /* The peer resets a stream that only reads: one read callback with the
  * error, then nothing; writing afterwards fails. */
 static void test_read_sees_reset(void)
 {
     evmux_loop *loop = unit_loop_new();
     struct rlog r;
-    memset(&r, 0, sizeof r);
     evmux_stream srv;
     struct one_accept a;
-    struct sockaddr_storage bound;
-    socklen_t blen = one_accept_listen(loop, &a, &srv, &bound);
-    int cfd = su_raw_connect(&bound, blen);
-    su_run_until(loop, &a.accepted, 1, 5000);
-    CHECK_OK(evmux_close(&a.l.handle, NULL));
-    srv.handle.data = &r;
-    CHECK_OK(evmux_stream_read_start(&srv, rlog_read_cb));
+    int cfd = accepted_reader(loop, &a, &srv, &r);
     CHECK(write(cfd, "data", 4) == 4);
     su_run_until(loop, &r.reads, 1, 3000);
     CHECK_EQ(r.bytes, 4);
@@ -1102,16 +1112,9 @@ static void test_write_failure_ends_reading(void)
     if (native)
         install_lost_recv(loop);
     struct rlog r;
-    memset(&r, 0, sizeof r);
     evmux_stream srv;
     struct one_accept a;
-    struct sockaddr_storage bound;
-    socklen_t blen = one_accept_listen(loop, &a, &srv, &bound);
-    int cfd = su_raw_connect(&bound, blen);
-    su_run_until(loop, &a.accepted, 1, 5000);
-    CHECK_OK(evmux_close(&a.l.handle, NULL));
-    srv.handle.data = &r;
-    CHECK_OK(evmux_stream_read_start(&srv, rlog_read_cb));
+    int cfd = accepted_reader(loop, &a, &srv, &r);
     su_run_for(loop, 20);
     su_close_with_reset(cfd);
     su_run_for(loop, 20);

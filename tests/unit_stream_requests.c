@@ -78,16 +78,23 @@ static void storm_write_cb(evmux_write_req *req, int status)
     CHECK_OK(evmux_stream_shutdown(&p->w, storm_shut_cb)); /* the reader's EOF */
 }
 
+/* Checks n received bytes of stream idx against its pattern (which starts
+ * at offset base) and counts them into *got, which may reach at most max. */
+static void take_pattern(int idx, uint64_t base, size_t *got, size_t max, const char *buf, size_t n)
+{
+    CHECK(*got + n <= max);
+    if (!ru_pat_match((const unsigned char *)buf, base + *got, n)) {
+        fprintf(stderr, "stream %d: wrong bytes at offset %zu\n", idx, *got);
+        CHECK(0);
+    }
+    *got += n;
+}
+
 static void storm_read_cb(evmux_stream *s, ssize_t n, char *buf)
 {
     struct storm_pair *p = s->handle.data;
     if (n > 0) {
-        CHECK(p->got + (size_t)n <= STORM_BYTES);
-        if (!ru_pat_match((unsigned char *)buf, (uint64_t)p->idx * 7 + p->got, (size_t)n)) {
-            fprintf(stderr, "stream %d: wrong bytes at offset %zu\n", p->idx, p->got);
-            CHECK(0);
-        }
-        p->got += (size_t)n;
+        take_pattern(p->idx, (uint64_t)p->idx * 7, &p->got, STORM_BYTES, buf, (size_t)n);
         return;
     }
     CHECK_EQ(n, EVMUX_EOF);
@@ -193,12 +200,7 @@ static void flood_read_cb(evmux_stream *s, ssize_t n, char *buf)
 {
     struct flood_stream *f = s->handle.data;
     if (n > 0) {
-        CHECK(f->got + (size_t)n <= FLOOD_BYTES);
-        if (!ru_pat_match((unsigned char *)buf, (uint64_t)f->idx * 13 + f->got, (size_t)n)) {
-            fprintf(stderr, "stream %d: wrong bytes at offset %zu\n", f->idx, f->got);
-            CHECK(0);
-        }
-        f->got += (size_t)n;
+        take_pattern(f->idx, (uint64_t)f->idx * 13, &f->got, FLOOD_BYTES, buf, (size_t)n);
         return;
     }
     CHECK_EQ(n, EVMUX_EOF);
