@@ -80,10 +80,11 @@ int evmux__async_loop_init(evmux_loop *loop)
 {
     loop->wake_read_fd = loop->wake_write_fd = -1;
     atomic_init(&loop->wake_pending, 0);
+    evmux__loop_register_kind(loop, &evmux__async_kind); /* its hooks rebuild and free it */
     return start_wake_watcher(loop);
 }
 
-void evmux__async_loop_free(evmux_loop *loop)
+static void async_loop_free(evmux_loop *loop)
 {
     stop_wake_watcher(loop);
 }
@@ -91,7 +92,7 @@ void evmux__async_loop_free(evmux_loop *loop)
 /* The parent's descriptor would carry the parent's wake-ups into the child
  * (and the child's into the parent): the child gets its own. Sends that
  * were pending at the fork are delivered here too. */
-int evmux__async_after_fork(evmux_loop *loop)
+static int async_after_fork(evmux_loop *loop)
 {
     stop_wake_watcher(loop);
     atomic_store(&loop->wake_pending, 0);
@@ -110,7 +111,7 @@ int evmux_async_init(evmux_loop *loop, evmux_async *async, evmux_async_cb cb)
 {
     if (loop == NULL || async == NULL || cb == NULL)
         return -EINVAL;
-    evmux__handle_init(loop, &async->handle, EVMUX_HANDLE_ASYNC);
+    evmux__handle_init(loop, &async->handle, &evmux__async_kind);
     async->cb = cb;
     atomic_init(&async->pending, 0);
     async->prev = NULL;
@@ -150,3 +151,15 @@ void evmux__async_close(evmux_async *async)
     async->prev = async->next = NULL;
     evmux__handle_deactivate(&async->handle);
 }
+
+static void async_close_begin(evmux_handle *h)
+{
+    evmux__async_close((evmux_async *)h);
+}
+
+const struct evmux__kind evmux__async_kind = {
+    .number = EVMUX_HANDLE_ASYNC,
+    .close_begin = async_close_begin,
+    .loop_after_fork = async_after_fork,
+    .loop_free = async_loop_free,
+};

@@ -9,13 +9,41 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+/* Kinds of handle (and the worker pool's requests), numbered for
+ * evmux_handle.type and loop->kinds. A loop sets its kinds up after fork
+ * in this order and tears them down in the reverse one: the async kind
+ * (the loop's wake-up) exists before the pool and outlives it. */
 enum evmux_handle_type {
     EVMUX_HANDLE_IO = 1,
     EVMUX_HANDLE_TIMER = 2,
     EVMUX_HANDLE_STREAM = 3,
     EVMUX_HANDLE_LISTENER = 4,
     EVMUX_HANDLE_ASYNC = 5,
-    EVMUX_HANDLE_SIGNAL = 6
+    EVMUX_HANDLE_SIGNAL = 6,
+    EVMUX_KIND_WORK = 7, /* requests, not handles: only the loop hooks */
+    EVMUX__KIND_LIMIT = 8
+};
+
+/* What the core does with one kind, so that it names none (handle.c).
+ * Every entry but number and close_begin may be NULL. */
+struct evmux__kind {
+    unsigned number; /* enum evmux_handle_type */
+    /* evmux_close: stop the handle at once. */
+    void (*close_begin)(evmux_handle *h);
+    /* true while the kernel still holds requests of the closed handle: its
+     * close callback waits, and the kind queues it again
+     * (evmux__closing_push) when the last one has ended. */
+    bool (*close_wait)(evmux_handle *h);
+    /* Right before the close callback: pending requests complete. */
+    void (*close_finish)(evmux_handle *h);
+    /* The handle's internal parts follow its reference. */
+    void (*set_ref)(evmux_handle *h, bool ref);
+    /* When the handle's own flag does not tell it all. */
+    int (*is_active)(const evmux_handle *h);
+    /* Once per loop that has the kind: in a forked child, after the
+     * backend's kernel state is rebuilt; and in evmux_loop_free. */
+    int (*loop_after_fork)(evmux_loop *loop);
+    void (*loop_free)(evmux_loop *loop);
 };
 
 enum evmux_handle_flag {
@@ -137,6 +165,9 @@ struct evmux_loop {
     atomic_bool stop_requested;
     unsigned pool_threads_max;
 
+    /* The kinds of handle this loop has had, by number (handle.c). */
+    const struct evmux__kind *kinds[EVMUX__KIND_LIMIT];
+
     struct evmux_loop_stats stats;
 };
 
@@ -144,7 +175,11 @@ void evmux__loop_stats(const evmux_loop *loop, struct evmux_loop_stats *out);
 
 /* Handles. The state tests and (de)activation sit on hot paths (every timer
  * start, every watcher change), hence inline. */
-void evmux__handle_init(evmux_loop *loop, evmux_handle *h, unsigned type);
+void evmux__handle_init(evmux_loop *loop, evmux_handle *h, const struct evmux__kind *kind);
+void evmux__loop_register_kind(evmux_loop *loop, const struct evmux__kind *kind);
+void evmux__handle_set_ref(evmux_handle *h, bool ref);
+/* Runs the close callbacks due (loop.c, once per iteration). */
+void evmux__run_closing(evmux_loop *loop);
 
 static inline bool evmux__closing(const evmux_handle *h)
 {
@@ -211,34 +246,28 @@ void evmux__wakeup_signal(int write_fd);
 void evmux__wakeup_drain(int read_fd);
 void evmux__wakeup_close(int read_fd, int write_fd);
 
-/* Async handles (async.c) */
+/* The kinds (each in its own file). */
+extern const struct evmux__kind evmux__io_kind, evmux__timer_kind, evmux__stream_kind,
+    evmux__listener_kind, evmux__async_kind, evmux__signal_kind, evmux__work_kind;
+
+/* Async handles (async.c). The loop's wake-up is core: made with the loop
+ * (which registers the async kind), rebuilt and freed by the kind's hooks. */
 int evmux__async_loop_init(evmux_loop *loop);
-void evmux__async_loop_free(evmux_loop *loop);
-int evmux__async_after_fork(evmux_loop *loop);
 /* Wakes the loop's thread out of its wait; any thread. */
 void evmux__loop_wake(evmux_loop *loop);
+/* Closes an internal async handle at once (the pool's). */
 void evmux__async_close(evmux_async *async);
 
 /* Signals (signal.c) */
 void evmux__signals_dispatch(evmux_loop *loop);
 
-/* Worker pool (pool.c) */
-void evmux__pool_free(evmux_loop *loop);
-int evmux__pool_after_fork(evmux_loop *loop);
-
-/* Closing (loop.c): queues a closing handle for its close callback. */
+/* Closing (handle.c): queues a closing handle for its close callback. */
 void evmux__closing_push(evmux_handle *h);
 
-/* Streams and listeners (stream.c, listen.c) */
-void evmux__stream_close_begin(evmux_stream *s);
-/* True if the stream still has requests in the kernel: its close waits
- * (parked) until they end. */
-bool evmux__stream_park(evmux_stream *s);
-void evmux__stream_close_finish(evmux_stream *s);
+/* Streams (stream.c) */
 /* Reports what streams completed without waiting; before_wait: also hands
  * queued bytes to a completion backend (the last step before its wait). */
 void evmux__streams_run_deferred(evmux_loop *loop, bool before_wait);
-void evmux__streams_free(evmux_loop *loop);
 /* Gives an initialised stream its connected, non-blocking socket. */
 int evmux__stream_attach(evmux_stream *s, int fd);
 /* Results of a completion-based backend's stream requests (see
@@ -249,9 +278,5 @@ int evmux__stream_attach(evmux_stream *s, int fd);
 void evmux__stream_recv_done(evmux_stream *s, int res, char *buf);
 void evmux__stream_recv_ended(evmux_stream *s, int status);
 void evmux__stream_send_done(evmux_stream *s, int res);
-/* The backend's requests died with the parent's ring: submit anew. */
-void evmux__streams_after_fork(evmux_loop *loop);
-void evmux__listener_close_begin(evmux_listener *l);
-void evmux__listener_close_finish(evmux_listener *l);
 
 #endif

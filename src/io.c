@@ -50,7 +50,7 @@ int evmux_io_init(evmux_loop *loop, evmux_io *io, int fd, evmux_io_cb cb)
 {
     if (loop == NULL || io == NULL || fd < 0 || cb == NULL)
         return -EINVAL;
-    evmux__handle_init(loop, &io->handle, EVMUX_HANDLE_IO);
+    evmux__handle_init(loop, &io->handle, &evmux__io_kind);
     io->handle.flags |= EVMUX_FLAG_IO_FRESH;
     io->fd = fd;
     io->events = 0;
@@ -314,3 +314,13 @@ void evmux__io_free(evmux_loop *loop)
     loop->fds = NULL;
     loop->fds_len = 0;
 }
+
+static void io_close_begin(evmux_handle *h)
+{
+    evmux_io_stop((evmux_io *)h);
+}
+
+const struct evmux__kind evmux__io_kind = {
+    .number = EVMUX_HANDLE_IO,
+    .close_begin = io_close_begin,
+};

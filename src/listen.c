@@ -209,6 +209,9 @@ static int open_listening_socket(const struct sockaddr *addr, socklen_t len,
     return fd;
 }
 
+static void listener_close_begin(evmux_handle *h);
+static void listener_close_finish(evmux_handle *h);
+
 int evmux_listen(evmux_loop *loop, evmux_listener *l, const struct sockaddr *addr,
                  socklen_t addr_len, const evmux_listen_options *opts, evmux_accept_cb cb)
 {
@@ -239,7 +242,7 @@ int evmux_listen(evmux_loop *loop, evmux_listener *l, const struct sockaddr *add
     void *data = l->handle.data;
     memset(l, 0, sizeof *l);
     l->handle.data = data;
-    evmux__handle_init(loop, &l->handle, EVMUX_HANDLE_LISTENER);
+    evmux__handle_init(loop, &l->handle, &evmux__listener_kind);
     l->cb = cb;
     l->pending_fd = -1;
     l->unix_path = unix_path;
@@ -253,8 +256,8 @@ int evmux_listen(evmux_loop *loop, evmux_listener *l, const struct sockaddr *add
 
     int rc = evmux_io_start(&l->io, EVMUX_READABLE);
     if (rc < 0) {
-        evmux__listener_close_begin(l);
-        evmux__listener_close_finish(l);
+        listener_close_begin(&l->handle);
+        listener_close_finish(&l->handle);
         loop->open_handles--; /* never handed to the caller */
         return rc;
     }
@@ -270,8 +273,9 @@ int evmux_listener_address(const evmux_listener *l, struct sockaddr_storage *out
     return getsockname(l->io.fd, (struct sockaddr *)out, out_len) < 0 ? -errno : 0;
 }
 
-void evmux__listener_close_begin(evmux_listener *l)
+static void listener_close_begin(evmux_handle *h)
 {
+    evmux_listener *l = (evmux_listener *)h;
     evmux__io_stop_now(&l->io);
     evmux_timer_stop(&l->retry);
     if (l->io.fd >= 0)
@@ -284,8 +288,31 @@ void evmux__listener_close_begin(evmux_listener *l)
         unlink(l->unix_path);
 }
 
-void evmux__listener_close_finish(evmux_listener *l)
+static void listener_close_finish(evmux_handle *h)
 {
+    evmux_listener *l = (evmux_listener *)h;
     free(l->unix_path);
     l->unix_path = NULL;
 }
+
+/* The listener is kept running by its watcher and its retry timer. */
+static void listener_set_ref(evmux_handle *h, bool ref)
+{
+    evmux_listener *l = (evmux_listener *)h;
+    evmux__handle_set_ref(&l->io.handle, ref);
+    evmux__handle_set_ref(&l->retry.handle, ref);
+}
+
+static int listener_is_active(const evmux_handle *h)
+{
+    const evmux_listener *l = (const evmux_listener *)h;
+    return evmux_is_active(&l->io.handle) || evmux_is_active(&l->retry.handle);
+}
+
+const struct evmux__kind evmux__listener_kind = {
+    .number = EVMUX_HANDLE_LISTENER,
+    .close_begin = listener_close_begin,
+    .close_finish = listener_close_finish,
+    .set_ref = listener_set_ref,
+    .is_active = listener_is_active,
+};

@@ -171,11 +171,13 @@ int evmux_loop_free(evmux_loop *loop)
     if (loop->open_handles > 0 || loop->work_outstanding > 0 ||
         atomic_load(&loop->run_owner) != 0)
         return -EBUSY;
-    evmux__pool_free(loop); /* joins its threads, which may still wake us */
-    evmux__async_loop_free(loop);
+    /* The kinds in reverse: the pool joins its threads (which may still
+     * wake us) before the wake-up goes. */
+    for (unsigned n = EVMUX__KIND_LIMIT; n-- > 0;)
+        if (loop->kinds[n] != NULL && loop->kinds[n]->loop_free != NULL)
+            loop->kinds[n]->loop_free(loop);
     evmux__io_flush(loop); /* a backend with requests in flight ends them */
     loop->backend->destroy(loop);
-    evmux__streams_free(loop);
     evmux__io_free(loop);
     evmux__timers_free(loop);
     free(loop);
@@ -187,18 +189,24 @@ int evmux_loop_fork(evmux_loop *loop)
     if (loop == NULL)
         return -EINVAL;
     evmux__io_flush(loop);
-    int rc = 0;
-    /* User-space interest sets (poll, select) survive fork as they are. */
+    /* User-space interest sets (poll, select) survive fork as they are.
+     * A backend that cannot rebuild leaves a loop that cannot wait: the
+     * kinds then ask nothing of it. */
     if (loop->backend->after_fork != NULL) {
-        rc = loop->backend->after_fork(loop);
-        if (rc == 0)
-            rc = evmux__io_reinstall_all(loop);
+        int rc = loop->backend->after_fork(loop);
+        if (rc < 0)
+            return rc;
     }
-    /* Each step regardless of the others' failure: the pool's requests
-     * must settle even when the loop can no longer wait. */
-    int async_rc = evmux__async_after_fork(loop);
-    int pool_rc = evmux__pool_after_fork(loop);
-    return rc < 0 ? rc : async_rc < 0 ? async_rc : pool_rc;
+    int rc = loop->backend->after_fork != NULL ? evmux__io_reinstall_all(loop) : 0;
+    /* The kinds in order: the wake-up before the pool that uses it. */
+    for (unsigned n = 0; n < EVMUX__KIND_LIMIT; n++) {
+        if (loop->kinds[n] == NULL || loop->kinds[n]->loop_after_fork == NULL)
+            continue;
+        int kind_rc = loop->kinds[n]->loop_after_fork(loop);
+        if (rc == 0)
+            rc = kind_rc;
+    }
+    return rc;
 }
 
 const char *evmux_loop_backend(const evmux_loop *loop)
@@ -252,161 +260,6 @@ void evmux__loop_stats(const evmux_loop *loop, struct evmux_loop_stats *out)
     *out = loop->stats;
 }
 
-/* ---- handles ---- */
-
-void evmux__handle_init(evmux_loop *loop, evmux_handle *h, unsigned type)
-{
-    h->loop = loop;
-    h->close_cb = NULL;
-    h->next_closing = NULL;
-    h->type = type;
-    h->flags = EVMUX_FLAG_REF;
-    loop->open_handles++;
-}
-
-void evmux__handle_make_internal(evmux_handle *h)
-{
-    if (h->flags & EVMUX_FLAG_INTERNAL)
-        return;
-    h->flags |= EVMUX_FLAG_INTERNAL;
-    h->loop->open_handles--;
-}
-
-static void set_ref(evmux_handle *h, bool ref)
-{
-    if (ref == ((h->flags & EVMUX_FLAG_REF) != 0))
-        return;
-    if (h->flags & EVMUX_FLAG_ACTIVE) {
-        if (ref)
-            h->loop->active_refs++;
-        else
-            h->loop->active_refs--;
-    }
-    h->flags ^= EVMUX_FLAG_REF;
-}
-
-/* A stream or listener is kept running by its internal watchers, so the
- * reference follows them. */
-static void set_ref_deep(evmux_handle *h, bool ref)
-{
-    set_ref(h, ref);
-    if (h->type == EVMUX_HANDLE_STREAM) {
-        evmux_stream *s = (evmux_stream *)h;
-        set_ref(&s->io.handle, ref);
-        if (s->connect_req != NULL)
-            set_ref(&s->connect_req->timeout.handle, ref);
-    } else if (h->type == EVMUX_HANDLE_LISTENER) {
-        set_ref(&((evmux_listener *)h)->io.handle, ref);
-        set_ref(&((evmux_listener *)h)->retry.handle, ref);
-    }
-}
-
-void evmux_ref(evmux_handle *h)
-{
-    if (h == NULL)
-        return;
-    set_ref_deep(h, true);
-}
-
-void evmux_unref(evmux_handle *h)
-{
-    if (h == NULL)
-        return;
-    set_ref_deep(h, false);
-}
-
-int evmux_is_closing(const evmux_handle *h)
-{
-    if (h == NULL)
-        return 0;
-    return evmux__closing(h);
-}
-
-evmux_loop *evmux_handle_loop(const evmux_handle *h)
-{
-    return h ? h->loop : NULL;
-}
-
-int evmux_is_active(const evmux_handle *h)
-{
-    if (h == NULL)
-        return 0;
-    if (h->type == EVMUX_HANDLE_STREAM) /* its own flag: requests in a completion backend */
-        return (h->flags & EVMUX_FLAG_ACTIVE) ||
-               evmux_is_active(&((const evmux_stream *)h)->io.handle);
-    if (h->type == EVMUX_HANDLE_LISTENER)
-        return evmux_is_active(&((const evmux_listener *)h)->io.handle) ||
-               evmux_is_active(&((const evmux_listener *)h)->retry.handle);
-    return (h->flags & EVMUX_FLAG_ACTIVE) != 0;
-}
-
-int evmux_close(evmux_handle *h, evmux_close_cb close_cb)
-{
-    if (h == NULL || h->loop == NULL || (h->flags & EVMUX_FLAG_INTERNAL))
-        return -EINVAL;
-    if (evmux_is_closing(h))
-        return -EALREADY;
-    switch (h->type) {
-    case EVMUX_HANDLE_IO:
-        evmux_io_stop((evmux_io *)h);
-        break;
-    case EVMUX_HANDLE_TIMER:
-        evmux_timer_stop((evmux_timer *)h);
-        break;
-    case EVMUX_HANDLE_STREAM:
-        evmux__stream_close_begin((evmux_stream *)h);
-        break;
-    case EVMUX_HANDLE_LISTENER:
-        evmux__listener_close_begin((evmux_listener *)h);
-        break;
-    case EVMUX_HANDLE_ASYNC:
-        evmux__async_close((evmux_async *)h);
-        break;
-    case EVMUX_HANDLE_SIGNAL:
-        evmux_signal_stop((evmux_signal *)h);
-        break;
-    default:
-        return -EINVAL;
-    }
-    h->flags |= EVMUX_FLAG_CLOSING;
-    h->close_cb = close_cb;
-    evmux__closing_push(h);
-    return 0;
-}
-
-void evmux__closing_push(evmux_handle *h)
-{
-    evmux_loop *loop = h->loop;
-    h->next_closing = NULL;
-    if (loop->closing_tail != NULL)
-        loop->closing_tail->next_closing = h;
-    else
-        loop->closing_head = h;
-    loop->closing_tail = h;
-}
-
-/* Close callbacks queued by other close callbacks run in the same pass. */
-static void run_closing(evmux_loop *loop)
-{
-    evmux_handle *h;
-    while ((h = loop->closing_head) != NULL) {
-        loop->closing_head = h->next_closing;
-        if (loop->closing_head == NULL)
-            loop->closing_tail = NULL;
-        h->next_closing = NULL;
-        if (h->type == EVMUX_HANDLE_STREAM && evmux__stream_park((evmux_stream *)h))
-            continue; /* queued again when the kernel lets go of it */
-        if (h->type == EVMUX_HANDLE_STREAM)
-            evmux__stream_close_finish((evmux_stream *)h); /* -ECANCELED requests */
-        else if (h->type == EVMUX_HANDLE_LISTENER)
-            evmux__listener_close_finish((evmux_listener *)h);
-        h->flags = (h->flags & ~EVMUX_FLAG_CLOSING) | EVMUX_FLAG_CLOSED;
-        loop->open_handles--;
-        if (h->close_cb != NULL)
-            h->close_cb(h); /* may free h */
-    }
-}
-
 /* ---- running ---- */
 
 static uint64_t wait_timeout_ns(const evmux_loop *loop, evmux_run_mode mode)
@@ -454,7 +307,7 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
             evmux__timers_run(loop); /* the timer that ended the wait */
             woken = true;
         }
-        run_closing(loop);
+        evmux__run_closing(loop);
         loop->stats.iterations++;
         if (rc < 0)
             break;

@@ -263,6 +263,7 @@ static int pool_create(evmux_loop *loop)
     pool->done_async.handle.data = pool;
     registry_add(pool);
     loop->pool = pool;
+    evmux__loop_register_kind(loop, &evmux__work_kind);
     return 0;
 }
 
@@ -342,7 +343,7 @@ int evmux_cancel_work(evmux_work *req)
     return rc;
 }
 
-void evmux__pool_free(evmux_loop *loop)
+static void pool_free(evmux_loop *loop)
 {
     struct evmux_pool *pool = loop->pool;
     if (pool == NULL)
@@ -364,7 +365,7 @@ void evmux__pool_free(evmux_loop *loop)
 
 /* In the child: what ran in the parent never finishes here, so it is
  * cancelled; queued work gets new threads. */
-int evmux__pool_after_fork(evmux_loop *loop)
+static int pool_after_fork(evmux_loop *loop)
 {
     struct evmux_pool *pool = loop->pool;
     if (pool == NULL)
@@ -387,3 +388,9 @@ int evmux__pool_after_fork(evmux_loop *loop)
     pthread_mutex_unlock(&pool->mutex);
     return rc;
 }
+
+const struct evmux__kind evmux__work_kind = {
+    .number = EVMUX_KIND_WORK,
+    .loop_after_fork = pool_after_fork,
+    .loop_free = pool_free,
+};

@@ -141,7 +141,7 @@ int evmux_signal_init(evmux_loop *loop, evmux_signal *sig)
 {
     if (loop == NULL || sig == NULL)
         return -EINVAL;
-    evmux__handle_init(loop, &sig->handle, EVMUX_HANDLE_SIGNAL);
+    evmux__handle_init(loop, &sig->handle, &evmux__signal_kind);
     sig->cb = NULL;
     sig->signum = 0;
     sig->prev = sig->next = NULL;
@@ -241,3 +241,13 @@ void evmux__signals_dispatch(evmux_loop *loop)
     }
     loop->signal_next = NULL;
 }
+
+static void signal_close_begin(evmux_handle *h)
+{
+    evmux_signal_stop((evmux_signal *)h);
+}
+
+const struct evmux__kind evmux__signal_kind = {
+    .number = EVMUX_HANDLE_SIGNAL,
+    .close_begin = signal_close_begin,
+};

@@ -131,7 +131,7 @@ static void chunk_put(evmux_loop *loop, struct evmux_chunk *c)
     loop->chunk_pool_len++;
 }
 
-void evmux__streams_free(evmux_loop *loop)
+static void streams_free(evmux_loop *loop)
 {
     while (loop->chunk_pool != NULL) {
         struct evmux_chunk *c = loop->chunk_pool;
@@ -820,8 +820,9 @@ static void settle(evmux_stream *s)
     }
 }
 
-bool evmux__stream_park(evmux_stream *s)
+static bool stream_close_wait(evmux_handle *h)
 {
+    evmux_stream *s = (evmux_stream *)h;
     if (!(s->state & ST_KERNEL_BUSY))
         return false;
     s->state |= ST_PARKED;
@@ -923,7 +924,9 @@ void evmux__stream_send_done(evmux_stream *s, int res)
     after_send(s);
 }
 
-void evmux__streams_after_fork(evmux_loop *loop)
+/* In a forked child, after the backend has a ring of its own: the
+ * requests died with the parent's, so each stream asks anew. */
+static int streams_after_fork(evmux_loop *loop)
 {
     evmux_stream *s = loop->native_streams;
     while (s != NULL) {
@@ -939,6 +942,7 @@ void evmux__streams_after_fork(evmux_loop *loop)
             update_interest(s);
         s = next;
     }
+    return 0;
 }
 
 static void native_list_remove(evmux_stream *s)
@@ -1187,7 +1191,7 @@ int evmux_stream_init(evmux_loop *loop, evmux_stream *s)
     void *data = s->handle.data;
     memset(s, 0, sizeof *s);
     s->handle.data = data;
-    evmux__handle_init(loop, &s->handle, EVMUX_HANDLE_STREAM);
+    evmux__handle_init(loop, &s->handle, &evmux__stream_kind);
     s->io.fd = -1;
     return 0;
 }
@@ -1249,16 +1253,18 @@ int evmux_stream_fd(const evmux_stream *s)
     return s->io.fd;
 }
 
-void evmux__stream_close_begin(evmux_stream *s)
+static void stream_close_begin(evmux_handle *h)
 {
+    evmux_stream *s = (evmux_stream *)h;
     if (s->connect_req != NULL)
         evmux_timer_stop(&s->connect_req->timeout);
     s->state &= ~ST_READING;
     detach_socket(s);
 }
 
-void evmux__stream_close_finish(evmux_stream *s)
+static void stream_close_finish(evmux_handle *h)
 {
+    evmux_stream *s = (evmux_stream *)h;
     undefer(s);
     native_list_remove(s);
     drop_stash(s);
@@ -1334,3 +1340,30 @@ int evmux_stream_peer(const evmux_stream *s, struct sockaddr_storage *out, sockl
     *out_len = sizeof *out;
     return getpeername(s->io.fd, (struct sockaddr *)out, out_len) < 0 ? -errno : 0;
 }
+
+/* A stream is kept running by its watcher and its connect timeout. */
+static void stream_set_ref(evmux_handle *h, bool ref)
+{
+    evmux_stream *s = (evmux_stream *)h;
+    evmux__handle_set_ref(&s->io.handle, ref);
+    if (s->connect_req != NULL)
+        evmux__handle_set_ref(&s->connect_req->timeout.handle, ref);
+}
+
+/* Its own flag stands for requests in a completion backend. */
+static int stream_is_active(const evmux_handle *h)
+{
+    const evmux_stream *s = (const evmux_stream *)h;
+    return (h->flags & EVMUX_FLAG_ACTIVE) || evmux_is_active(&s->io.handle);
+}
+
+const struct evmux__kind evmux__stream_kind = {
+    .number = EVMUX_HANDLE_STREAM,
+    .close_begin = stream_close_begin,
+    .close_wait = stream_close_wait,
+    .close_finish = stream_close_finish,
+    .set_ref = stream_set_ref,
+    .is_active = stream_is_active,
+    .loop_after_fork = streams_after_fork,
+    .loop_free = streams_free,
+};

@@ -281,7 +281,7 @@ int evmux_timer_init(evmux_loop *loop, evmux_timer *timer, evmux_timer_cb cb)
 {
     if (loop == NULL || timer == NULL || cb == NULL)
         return -EINVAL;
-    evmux__handle_init(loop, &timer->handle, EVMUX_HANDLE_TIMER);
+    evmux__handle_init(loop, &timer->handle, &evmux__timer_kind);
     timer->cb = cb;
     timer->deadline_ns = 0;
     timer->repeat_ms = 0;
@@ -444,3 +444,13 @@ void evmux__timers_free(evmux_loop *loop)
     loop->timer_alloc = loop->timer_heap = NULL;
     loop->timer_count = loop->timer_capacity = 0;
 }
+
+static void timer_close_begin(evmux_handle *h)
+{
+    evmux_timer_stop((evmux_timer *)h);
+}
+
+const struct evmux__kind evmux__timer_kind = {
+    .number = EVMUX_HANDLE_TIMER,
+    .close_begin = timer_close_begin,
+};

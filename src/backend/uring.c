@@ -524,10 +524,7 @@ static int uring_after_fork(evmux_loop *loop)
     st->rearm_count = 0;
     st->live_polls = 0;
     st->result_count = 0; /* results of the parent's requests */
-    if ((rc = buffers_register(st)) < 0)
-        return rc;
-    evmux__streams_after_fork(loop);
-    return 0;
+    return buffers_register(st); /* the streams then submit anew (stream.c) */
 }
 
 /* ---- streams ---- */
