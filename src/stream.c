@@ -38,7 +38,7 @@
  * MSG_NOSIGNAL for pipes), a terminal is reopened so that making it
  * non-blocking does not change the shell's file description, and a regular
  * file's watcher is always ready (io.c). */
-#include "evmux_internal.h"
+#include "chunk.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -54,18 +54,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define CHUNK_BYTES (16 * 1024 - 3 * sizeof(void *))
-#define CHUNK_POOL_MAX 256 /* chunks kept for reuse per loop: 4 MiB */
 #define READ_BUF_BYTES (64 * 1024)
 #define SEND_IOV_MAX 64
 #define READS_PER_EVENT 4
-#define NATIVE_SEND_CHUNKS 8 /* chunks per send on a completion backend: 128 KiB */
-
-struct evmux_chunk {
-    struct evmux_chunk *next;
-    size_t start, end;
-    char data[CHUNK_BYTES];
-};
 
 enum stream_state {
     ST_OPEN = 1u << 0,         /* has a connected socket */
@@ -102,55 +93,19 @@ static const struct evmux_stream_ops *native_ops(const evmux_stream *s)
     return s->handle.loop->backend->stream_ops;
 }
 
-/* ---- chunk pool ---- */
-
-static struct evmux_chunk *chunk_get(evmux_loop *loop)
-{
-    struct evmux_chunk *c = loop->chunk_pool;
-    if (c != NULL) {
-        loop->chunk_pool = c->next;
-        loop->chunk_pool_len--;
-    } else {
-        c = malloc(sizeof *c);
-        if (c == NULL)
-            return NULL;
-    }
-    c->next = NULL;
-    c->start = c->end = 0;
-    return c;
-}
-
-static void chunk_put(evmux_loop *loop, struct evmux_chunk *c)
-{
-    if (loop->chunk_pool_len >= CHUNK_POOL_MAX) {
-        free(c);
-        return;
-    }
-    c->next = loop->chunk_pool;
-    loop->chunk_pool = c;
-    loop->chunk_pool_len++;
-}
+/* ---- the queue and the stash ---- */
 
 static void streams_free(evmux_loop *loop)
 {
-    while (loop->chunk_pool != NULL) {
-        struct evmux_chunk *c = loop->chunk_pool;
-        loop->chunk_pool = c->next;
-        free(c);
-    }
-    loop->chunk_pool_len = 0;
+    evmux__chunk_pool_free(loop);
     free(loop->read_buf);
     loop->read_buf = NULL;
 }
 
 static void free_queue_chunks(evmux_stream *s)
 {
-    while (s->out_head != NULL) {
-        struct evmux_chunk *c = s->out_head;
-        s->out_head = c->next;
-        chunk_put(s->handle.loop, c);
-    }
-    s->out_tail = NULL;
+    evmux__chunks_put(s->handle.loop, s->out_head);
+    s->out_head = s->out_tail = NULL;
 }
 
 /* Drops every queued byte. While the kernel is still sending from the
@@ -167,37 +122,8 @@ static void drop_queue(evmux_stream *s)
 
 static void drop_stash(evmux_stream *s)
 {
-    while (s->stash != NULL) {
-        struct evmux_chunk *c = s->stash;
-        s->stash = c->next;
-        chunk_put(s->handle.loop, c);
-    }
-}
-
-/* Copies n bytes to the end of the chunk list *head..*tail, filling the
- * last chunk first. On -ENOMEM part of them may have been appended. */
-static int chunks_append(evmux_loop *loop, struct evmux_chunk **head, struct evmux_chunk **tail,
-                         const char *p, size_t n)
-{
-    while (n > 0) {
-        struct evmux_chunk *c = *tail;
-        if (c == NULL || c->end == CHUNK_BYTES) {
-            c = chunk_get(loop);
-            if (c == NULL)
-                return -ENOMEM;
-            if (*tail != NULL)
-                (*tail)->next = c;
-            else
-                *head = c;
-            *tail = c;
-        }
-        size_t k = CHUNK_BYTES - c->end < n ? CHUNK_BYTES - c->end : n;
-        memcpy(c->data + c->end, p, k);
-        c->end += k;
-        p += k;
-        n -= k;
-    }
-    return 0;
+    evmux__chunks_put(s->handle.loop, s->stash);
+    s->stash = NULL;
 }
 
 /* The caller drops the whole queue if this fails. */
@@ -205,7 +131,7 @@ static int queue_bytes(evmux_stream *s, const char *p, size_t n)
 {
     if (s->state & ST_SEND_DISCARD)
         return -EPIPE; /* only after an error, which refuses writes first */
-    int rc = chunks_append(s->handle.loop, &s->out_head, &s->out_tail, p, n);
+    int rc = evmux__chunks_append(s->handle.loop, &s->out_head, &s->out_tail, p, n);
     if (rc == 0)
         s->queued += n;
     return rc;
@@ -238,7 +164,8 @@ static void consume_queue(evmux_stream *s, size_t n)
             s->out_head = c->next;
             if (s->out_head == NULL)
                 s->out_tail = NULL;
-            chunk_put(s->handle.loop, c);
+            c->next = NULL;
+            evmux__chunks_put(s->handle.loop, c);
         }
     }
 }
@@ -395,9 +322,9 @@ static void native_submit_send(evmux_stream *s)
         evmux__closing(&s->handle))
         return;
     assert(s->state & ST_NATIVE);
-    struct iovec iov[NATIVE_SEND_CHUNKS];
+    struct iovec iov[EVMUX__SEND_IOV_MAX];
     size_t total;
-    int n = (int)queue_iov(s, iov, NATIVE_SEND_CHUNKS, &total);
+    int n = (int)queue_iov(s, iov, EVMUX__SEND_IOV_MAX, &total);
     int rc = native_ops(s)->send(s->handle.loop, s, s->io.fd, iov, n,
                                  (s->state & ST_SEND_FULL) != 0);
     if (rc == 0)
@@ -776,7 +703,7 @@ static int stash_bytes(evmux_stream *s, const char *p, size_t n)
     struct evmux_chunk *tail = s->stash;
     while (tail != NULL && tail->next != NULL)
         tail = tail->next;
-    return chunks_append(s->handle.loop, &s->stash, &tail, p, n);
+    return evmux__chunks_append(s->handle.loop, &s->stash, &tail, p, n);
 }
 
 /* Reading ends: EVMUX_EOF or an error, reported once. */
@@ -797,7 +724,8 @@ static void deliver_stash(evmux_stream *s)
         struct evmux_chunk *c = s->stash;
         s->stash = c->next;
         s->read_cb(s, (ssize_t)(c->end - c->start), c->data + c->start);
-        chunk_put(s->handle.loop, c);
+        c->next = NULL;
+        evmux__chunks_put(s->handle.loop, c);
     }
     if (s->stash == NULL && s->read_end != 0 && (s->state & ST_READING) &&
         !evmux__closing(&s->handle)) {

@@ -17,6 +17,13 @@
 struct evmux_loop;
 struct evmux_stream;
 
+/* Receive buffers a completion backend provides to the kernel, and write
+ * chunks the loop keeps for reuse: as many of one as of the other, since
+ * on io_uring every write waits in chunks for the loop's next submission. */
+#define EVMUX__IO_BUFFERS 256
+/* At most this many buffers (chunks) per send request. */
+#define EVMUX__SEND_IOV_MAX 8
+
 /* Stream I/O for a completion-based backend, which submits recv and send
  * to the kernel itself instead of reporting readiness. The backend calls
  * the evmux__stream_*_done() functions of stream.c with each result, from

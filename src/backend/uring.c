@@ -65,7 +65,7 @@
  * 128 cost nothing measurable. */
 #define RESULTS_PER_WAIT 128
 #define BUF_GROUP 0
-#define BUF_COUNT 256          /* a power of two */
+#define BUF_COUNT EVMUX__IO_BUFFERS /* a power of two */
 #define BUF_SIZE (16 * 1024)   /* 4 MiB in all, resident once the ring has cycled */
 
 /* user_data: what a result is for, in the low three bits. Streams are
@@ -88,11 +88,10 @@ struct uring_result {
     uint32_t flags;
 };
 
-#define URING_MSG_IOV 8
 
 struct uring_msg {
     struct msghdr hdr;
-    struct iovec iov[URING_MSG_IOV];
+    struct iovec iov[EVMUX__SEND_IOV_MAX];
 };
 
 struct uring_state {
@@ -560,8 +559,7 @@ static int uring_send(evmux_loop *loop, evmux_stream *s, int fd, const struct io
          * submitted (IORING_FEAT_SUBMIT_STABLE), and a submission-queue
          * slot is reused only after that: one header per slot will do. */
         struct uring_msg *m = &st->msgs[sqe - st->ring.sq.sqes];
-        if (n > URING_MSG_IOV)
-            n = URING_MSG_IOV;
+        assert(n <= EVMUX__SEND_IOV_MAX);
         memcpy(m->iov, iov, sizeof *iov * (size_t)n);
         memset(&m->hdr, 0, sizeof m->hdr);
         m->hdr.msg_iov = m->iov;
