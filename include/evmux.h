@@ -108,9 +108,11 @@ EVMUX_API int evmux_loop_free(evmux_loop *loop);
 
 /* Runs the loop in the given mode. Returns 0, or a negative errno value if
  * the backend failed (the loop can be freed afterwards). Use
- * evmux_loop_alive() to learn whether work remains. A descriptor closed
- * behind a started watcher's back is reported to that watcher as ready
- * (its read() or write() then fails), not as an error of the run. Errors:
+ * evmux_loop_alive() to learn whether work remains. Stop a watcher
+ * before closing its descriptor: a descriptor closed behind a started
+ * watcher's back is not an error of the run, but what the watcher sees
+ * differs by kernel interface (select and poll report it ready, epoll and
+ * io_uring may never report it again). Errors:
  * -EINVAL (NULL, unknown mode), -EBUSY (already running: from a callback,
  * or on another thread), -EEXIST (io_uring: run on a thread other than the
  * one that created the loop, which the kernel refuses for a ring it has
@@ -525,6 +527,7 @@ struct evmux_stream {
     int read_end;              /* EOF or error received after the stash, not yet reported */
     int error;
     unsigned state;
+    unsigned armed_wait; /* the loop's wait count when a request was last prepared */
 };
 
 struct evmux_connect_req {

@@ -268,6 +268,9 @@ void evmux__closing_push(evmux_handle *h);
 /* Reports what streams completed without waiting; before_wait: also hands
  * queued bytes to a completion backend (the last step before its wait). */
 void evmux__streams_run_deferred(evmux_loop *loop, bool before_wait);
+/* Before evmux_run returns: bytes written in its callbacks go to the
+ * kernel now, as a readiness backend's would have gone (no callback). */
+void evmux__streams_flush(evmux_loop *loop);
 /* Gives an initialised stream its connected, non-blocking socket. */
 int evmux__stream_attach(evmux_stream *s, int fd);
 /* Results of a completion-based backend's stream requests (see

@@ -144,14 +144,18 @@ int evmux_io_start(evmux_io *io, unsigned events)
         return evmux_io_stop(io);
 
     evmux_loop *loop = io->handle.loop;
-    int rc = evmux__io_check_fd(loop, io->fd);
-    if (rc < 0 || (rc = ensure_slot(loop, io->fd)) < 0)
+    int rc = ensure_slot(loop, io->fd);
+    if (rc < 0)
         return rc;
     struct evmux_fd_slot *slot = &loop->fds[io->fd];
     if (slot->watcher != NULL && slot->watcher != io)
         return -EEXIST;
     bool fresh = (io->handle.flags & EVMUX_FLAG_IO_FRESH) != 0;
     if (fresh && !(io->handle.flags & EVMUX_FLAG_IO_SOCKET) && (rc = classify_fd(io)) < 0)
+        return rc;
+    /* The backend's limit, for what it will see (not always-ready ones). */
+    if (!(io->handle.flags & EVMUX_FLAG_IO_ALWAYS_READY) &&
+        (rc = evmux__io_check_fd(loop, io->fd)) < 0)
         return rc;
 
     /* A new watcher's number may name a new file while the old file's

@@ -322,6 +322,7 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
         if (loop->timer_count > 0)
             evmux_update_time(loop);
     }
+    evmux__streams_flush(loop);
     atomic_store(&loop->stop_requested, false);
     atomic_store(&loop->run_owner, 0);
     return rc < 0 ? rc : 0;

@@ -50,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -233,7 +234,8 @@ static void report_shutdown(evmux_stream *s, int status)
 static void report_connect(evmux_stream *s, int status);
 static void fail_writes(evmux_stream *s, int err);
 static void deliver_stash(evmux_stream *s);
-static void native_submit_send(evmux_stream *s);
+static int native_submit_send(evmux_stream *s);
+static void end_reading_with(evmux_stream *s, int err);
 
 void evmux__streams_run_deferred(evmux_loop *loop, bool before_wait)
 {
@@ -251,17 +253,21 @@ void evmux__streams_run_deferred(evmux_loop *loop, bool before_wait)
                 report_connect(s, s->error);
             }
             report_sent_writes(s);
-            if (s->error != 0 && s->req_head != NULL && !evmux_is_closing(&s->handle))
+            /* (A connect refused at once, by a retry from the callback
+             * above: its report fails the writes, next pass.) */
+            if (s->error != 0 && s->req_head != NULL && !(s->state & ST_CONNECT_FAILED) &&
+                !evmux_is_closing(&s->handle))
                 fail_writes(s, s->error);
             if ((s->state & ST_SHUT_REPORT) && !evmux_is_closing(&s->handle) && s->req_head == NULL)
                 report_shutdown(s, s->error);
             if ((s->state & ST_READING) && (s->stash != NULL || s->read_end != 0) &&
                 !evmux_is_closing(&s->handle))
                 deliver_stash(s);
-            if (s->state & ST_SEND_WANTED) {
-                if (before_wait)
-                    native_submit_send(s);
-                else
+            if ((s->state & ST_SEND_WANTED) && !evmux_is_closing(&s->handle)) {
+                int rc = before_wait ? native_submit_send(s) : 0;
+                if (rc < 0)
+                    fail_writes(s, rc); /* cannot wait for the socket */
+                else if (!before_wait)
                     defer(s); /* sent from the pass just before the wait */
             }
         }
@@ -299,8 +305,10 @@ static int native_sync(evmux_stream *s)
     bool want_recv = (s->state & ST_READING) && s->stash == NULL && s->read_end == 0;
     if (want_recv && !(s->state & ST_RECV_ARMED)) {
         rc = native_ops(s)->recv(s->handle.loop, s, s->io.fd);
-        if (rc == 0)
+        if (rc == 0) {
             s->state |= ST_RECV_ARMED;
+            s->armed_wait = (unsigned)s->handle.loop->stats.backend_waits;
+        }
     } else if (!want_recv) {
         cancel_recv(s);
     }
@@ -313,30 +321,47 @@ static int native_sync(evmux_stream *s)
 }
 
 /* Hands the head of the queue to the kernel; called only just before the
- * loop waits, so ST_SEND_BUSY always means the kernel has been offered the
- * bytes (see the top of the file). */
-static void native_submit_send(evmux_stream *s)
+ * loop waits (or returns), so ST_SEND_BUSY always means the kernel has
+ * been offered the bytes (see the top of the file). Runs no callback. */
+static int native_submit_send(evmux_stream *s)
 {
     s->state &= ~(ST_SEND_WANTED | ST_QUEUE_INHERITED);
     if (s->queued == 0 || (s->state & ST_SEND_BUSY) || !(s->state & ST_OPEN) ||
         evmux__closing(&s->handle))
-        return;
+        return 0;
     assert(s->state & ST_NATIVE);
     struct iovec iov[EVMUX__SEND_IOV_MAX];
     size_t total;
     int n = (int)queue_iov(s, iov, EVMUX__SEND_IOV_MAX, &total);
     int rc = native_ops(s)->send(s->handle.loop, s, s->io.fd, iov, n,
                                  (s->state & ST_SEND_FULL) != 0);
-    if (rc == 0)
-        s->state = (s->state & ~ST_SEND_FULL) | ST_SEND_BUSY;
-    else
-        fail_writes(s, rc); /* cannot wait for the socket: fail every request */
+    if (rc < 0)
+        return rc;
+    s->state = (s->state & ~ST_SEND_FULL) | ST_SEND_BUSY;
+    s->armed_wait = (unsigned)s->handle.loop->stats.backend_waits;
+    return 0;
+}
+
+void evmux__streams_flush(evmux_loop *loop)
+{
+    if (loop->backend->stream_ops == NULL)
+        return;
+    for (evmux_stream *s = loop->deferred_head; s != NULL; s = s->next_deferred) {
+        if (!(s->state & ST_SEND_WANTED) || evmux_is_closing(&s->handle))
+            continue;
+        int rc = native_submit_send(s);
+        if (rc < 0 && s->error == 0)
+            s->error = rc; /* its writes fail from the next run's deferred pass */
+    }
+    loop->backend->stream_ops->flush(loop);
 }
 
 static int update_interest(evmux_stream *s)
 {
     if (!(s->state & (ST_OPEN | ST_CONNECTING)) || evmux_is_closing(&s->handle))
         return 0;
+    if (s->state & ST_CONNECT_FAILED)
+        return 0; /* refused at once: nothing to watch, the report is on its way */
     if ((s->state & (ST_NATIVE | ST_OPEN)) == (ST_NATIVE | ST_OPEN))
         return native_sync(s);
     unsigned want;
@@ -487,6 +512,7 @@ static void after_send(evmux_stream *s)
 static int native_send_now(evmux_stream *s)
 {
     assert(!(s->state & ST_SEND_BUSY));
+    s->state &= ~ST_QUEUE_INHERITED; /* this process sends it after all */
     while (s->queued > 0) {
         struct iovec iov[SEND_IOV_MAX];
         size_t total;
@@ -593,6 +619,7 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
         if (rc < 0) {
             s->error = rc; /* this write and the ones before it fail from the loop */
             drop_queue(s);
+            end_reading_with(s, rc);
             defer(s);
             return 0;
         }
@@ -926,6 +953,11 @@ static void detach_socket(evmux_stream *s)
         s->queued > 0 && s->error == 0)
         (void)native_send_now(s); /* an error only means no more goes out */
     s->state &= ~ST_SEND_WANTED;
+    /* A request the kernel has not taken yet names the descriptor by its
+     * number, which the close below frees for reuse: hand it over first. */
+    if ((s->state & ST_NATIVE) && (s->state & ST_KERNEL_BUSY) &&
+        s->armed_wait == (unsigned)s->handle.loop->stats.backend_waits)
+        native_ops(s)->flush(s->handle.loop);
     cancel_recv(s);
     if (s->state & ST_SEND_BUSY)
         native_ops(s)->cancel_send(s->handle.loop, s);
@@ -947,16 +979,18 @@ static void detach_socket(evmux_stream *s)
 static void report_connect(evmux_stream *s, int status)
 {
     evmux_connect_req *req = s->connect_req;
+    assert(req != NULL); /* one report per connect */
     s->connect_req = NULL;
     evmux_timer_stop(&req->timeout);
     if (status != 0) {
         detach_socket(s);
         s->error = 0; /* the stream may try again */
     }
-    req->cb(req, status); /* may free req */
+    req->cb(req, status); /* may free req, or connect again */
+    if (status == 0 || evmux_is_closing(&s->handle) || (s->state & (ST_CONNECTING | ST_OPEN)))
+        return; /* connecting again: the writes wait for that connection */
     /* Writes made while connecting cannot go anywhere now. */
-    if (status != 0 && (s->req_head != NULL || s->queued > 0 || (s->state & ST_SHUT_WANTED)) &&
-        !evmux_is_closing(&s->handle)) {
+    if (s->req_head != NULL || s->queued > 0 || (s->state & ST_SHUT_WANTED)) {
         fail_writes(s, status);
         s->error = 0;
         s->state &= ~(ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT);
@@ -1131,13 +1165,18 @@ int evmux_stream_init(evmux_loop *loop, evmux_stream *s)
  * used. */
 static void reopen_terminal(int fd)
 {
+    int pty_number;
+    if (ioctl(fd, TIOCGPTN, &pty_number) == 0)
+        return; /* a pseudo-terminal's master: opening it again makes a new pty */
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
     int flags = fcntl(fd, F_GETFL);
     int fd_flags = fcntl(fd, F_GETFD);
     if (flags < 0 || fd_flags < 0)
         return;
-    int own = open(path, (flags & O_ACCMODE) | O_NOCTTY | O_CLOEXEC);
+    /* O_NONBLOCK: a serial line without CLOCAL would block the open until
+     * carrier; the stream wants it non-blocking anyway. */
+    int own = open(path, (flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
     if (own < 0)
         return;
     if (own != fd) {
@@ -1158,6 +1197,9 @@ int evmux_stream_open(evmux_stream *s, int fd)
     struct stat st;
     if (fstat(fd, &st) < 0)
         return -errno;
+    int rc = evmux__io_check_fd(s->handle.loop, fd);
+    if (rc < 0)
+        return rc; /* before the terminal's description is replaced */
     if (isatty(fd))
         reopen_terminal(fd);
     int flags = fcntl(fd, F_GETFL);
@@ -1166,7 +1208,7 @@ int evmux_stream_open(evmux_stream *s, int fd)
     bool made_nonblock = !(flags & O_NONBLOCK);
     if (made_nonblock && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
         return -errno;
-    int rc = attach(s, fd, S_ISSOCK(st.st_mode));
+    rc = attach(s, fd, S_ISSOCK(st.st_mode));
     if (rc < 0 && made_nonblock)
         fcntl(fd, F_SETFL, flags);
     else if (made_nonblock && !S_ISSOCK(st.st_mode))

@@ -271,6 +271,34 @@ static void test_terminal(void)
     free(k.data);
 }
 
+/* A pseudo-terminal's master is a terminal too (isatty), but opening it
+ * again would make a new pty: the stream must keep the one it was given,
+ * so what it writes reaches the slave. */
+static void test_pty_master(void)
+{
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    CHECK(master >= 0);
+    CHECK(grantpt(master) == 0 && unlockpt(master) == 0);
+    char name[64];
+    snprintf(name, sizeof name, "%s", ptsname(master));
+    int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    CHECK(slave >= 0);
+    evmux_loop *loop = unit_loop_new();
+    evmux_stream s;
+    CHECK_OK(evmux_stream_init(loop, &s));
+    CHECK_OK(evmux_stream_open(&s, master));
+    CHECK(ptsname(master) != NULL && strcmp(ptsname(master), name) == 0);
+    CHECK_OK(evmux_stream_write(NULL, &s, &(evmux_buf){ "hello\n", 6 }, 1, NULL));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT));
+    CHECK_EQ(su_wait_readable(slave, 5000), 1);
+    char buf[64];
+    CHECK_EQ(read(slave, buf, sizeof buf), 6);
+    CHECK(memcmp(buf, "hello\n", 6) == 0);
+    CHECK_OK(evmux_close(&s.handle, NULL));
+    unit_loop_finish(loop);
+    close(slave);
+}
+
 int main(void)
 {
     unit_watchdog(120);
@@ -278,5 +306,6 @@ int main(void)
     RUN_TEST(test_write_pipe);
     RUN_TEST(test_regular_file);
     RUN_TEST(test_terminal);
+    RUN_TEST(test_pty_master);
     return 0;
 }

@@ -8,7 +8,12 @@
  *    delivers every reply;
  *  - a Unix connect refused at once (no such path) behaves like any other
  *    failed connect: writes made meanwhile fail through their callbacks
- *    with the connect's error, later ones with -ENOTCONN. */
+ *    with the connect's error, later ones with -ENOTCONN; and a retry from
+ *    the callback, refused at once again, is reported as refused;
+ *  - bytes written in a callback are handed to the kernel before
+ *    evmux_run returns (evmux_stop, RUN_ONCE), as a readiness backend's are;
+ *  - a stream closed in a callback, whose send the kernel has not taken
+ *    yet, never sends it on a socket that gets its descriptor number. */
 #include "stream_util.h"
 
 #include <netinet/tcp.h>
@@ -369,6 +374,148 @@ static void test_unix_connect_to_missing_path(void)
     rmdir(dir);
 }
 
+/* ---- a retry from the connect callback, refused at once again ---- */
+
+struct retry {
+    evmux_connect_req second;
+    struct sockaddr_storage addr;
+    socklen_t len;
+    int calls, status[2], write_calls, write_status;
+};
+
+static struct retry retry;
+
+static void retry_second_cb(evmux_connect_req *req, int status)
+{
+    (void)req;
+    retry.status[retry.calls++] = status;
+}
+
+static void retry_first_cb(evmux_connect_req *req, int status)
+{
+    retry.status[retry.calls++] = status;
+    CHECK_OK(evmux_connect(&retry.second, req->stream, (struct sockaddr *)&retry.addr, retry.len,
+                           0, retry_second_cb));
+}
+
+static void retry_write_cb(evmux_write_req *req, int status)
+{
+    (void)req;
+    retry.write_calls++;
+    retry.write_status = status;
+}
+
+static void test_connect_retry_refused_at_once(void)
+{
+    evmux_loop *loop = unit_loop_new();
+    char dir[64], path[128];
+    su_tmpdir(dir, sizeof dir);
+    su_path(path, sizeof path, dir, "nobody-listens");
+    memset(&retry, 0, sizeof retry);
+    retry.len = su_unix(path, &retry.addr);
+    evmux_stream s;
+    evmux_connect_req first;
+    evmux_write_req w;
+    CHECK_OK(evmux_stream_init(loop, &s));
+    CHECK_OK(evmux_connect(&first, &s, (struct sockaddr *)&retry.addr, retry.len, 0,
+                           retry_first_cb));
+    CHECK_OK(evmux_stream_write(&w, &s, &(evmux_buf){ "hello", 5 }, 1, retry_write_cb));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
+    CHECK_EQ(retry.calls, 2);
+    CHECK_EQ(retry.status[0], -ENOENT);
+    CHECK_EQ(retry.status[1], -ENOENT); /* once reported as success */
+    /* The write waited for the retry, and failed with it. */
+    CHECK_EQ(retry.write_calls, 1);
+    CHECK_EQ(retry.write_status, -ENOENT);
+    CHECK_OK(evmux_close(&s.handle, NULL));
+    unit_loop_finish(loop);
+    rmdir(dir);
+}
+
+/* ---- bytes written in a callback are out when evmux_run returns ---- */
+
+static void pong_read_cb(evmux_stream *s, ssize_t n, char *buf)
+{
+    (void)buf;
+    if (n > 0) {
+        CHECK_OK(evmux_stream_write(NULL, s, &(evmux_buf){ "pong", 4 }, 1, NULL));
+        evmux_stop(evmux_handle_loop(&s->handle));
+    }
+}
+
+static void test_written_bytes_out_when_run_returns(void)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        evmux_loop *loop = unit_loop_new();
+        int sv[2];
+        unit_socketpair(sv);
+        evmux_stream s;
+        CHECK_OK(evmux_stream_init(loop, &s));
+        CHECK_OK(evmux_stream_open(&s, sv[0]));
+        CHECK_OK(evmux_stream_read_start(&s, pong_read_cb));
+        CHECK(write(sv[1], "ping", 4) == 4);
+        CHECK_OK(evmux_run(loop, mode == 0 ? EVMUX_RUN_DEFAULT : EVMUX_RUN_ONCE));
+        /* The program may exit now: the reply must be on its way. */
+        char reply[8];
+        CHECK(su_wait_readable(sv[1], 0)); /* no waiting: already there */
+        CHECK_EQ(read(sv[1], reply, sizeof reply), 4);
+        CHECK(memcmp(reply, "pong", 4) == 0);
+        /* (io_uring hears that the kernel took them in the next run.) */
+        CHECK_OK(evmux_close(&s.handle, NULL));
+        unit_loop_finish(loop);
+        close(sv[1]);
+    }
+}
+
+/* ---- a closed stream's send never reaches its number's next owner ---- */
+
+static evmux_stream misdirect_a, misdirect_b;
+static int misdirect_new[2] = { -1, -1 };
+
+static void misdirect_b_written(evmux_write_req *req, int status)
+{
+    (void)req;
+    CHECK_OK(status);
+    CHECK_OK(evmux_close(&misdirect_a.handle, NULL));
+    unit_socketpair(misdirect_new); /* takes A's descriptor number */
+}
+
+static void test_close_before_submit_keeps_bytes_home(void)
+{
+    evmux_loop *loop = unit_loop_new();
+    int a[2], b[2];
+    unit_socketpair(a);
+    unit_socketpair(b);
+    int a_number = a[0];
+    CHECK_OK(evmux_stream_init(loop, &misdirect_a));
+    CHECK_OK(evmux_stream_init(loop, &misdirect_b));
+    CHECK_OK(evmux_stream_open(&misdirect_a, a[0]));
+    CHECK_OK(evmux_stream_open(&misdirect_b, b[0]));
+    /* B's write passes its mark and goes out at once, so its callback runs
+     * in the pass that prepares A's send, after it. */
+    CHECK_OK(evmux_stream_set_watermarks(&misdirect_b, 1, 0, NULL));
+    evmux_write_req wb;
+    CHECK_OK(evmux_stream_write(NULL, &misdirect_a, &(evmux_buf){ "SECRET-OF-A", 11 }, 1, NULL));
+    CHECK_OK(evmux_stream_write(&wb, &misdirect_b, &(evmux_buf){ "bb", 2 }, 1, misdirect_b_written));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_ONCE));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT));
+    CHECK(misdirect_new[0] >= 0);
+    if (misdirect_new[0] != a_number && misdirect_new[1] != a_number)
+        fprintf(stderr, "   (A's number %d was not reused: %d, %d)\n", a_number, misdirect_new[0],
+                misdirect_new[1]);
+    char buf[64];
+    CHECK_EQ(read(misdirect_new[1], buf, sizeof buf), -1); /* nothing for the new socket */
+    CHECK(errno == EAGAIN);
+    CHECK_EQ(read(misdirect_new[0], buf, sizeof buf), -1);
+    CHECK(errno == EAGAIN);
+    CHECK_OK(evmux_close(&misdirect_b.handle, NULL));
+    unit_loop_finish(loop);
+    for (int i = 0; i < 2; i++)
+        close(misdirect_new[i]);
+    close(a[1]);
+    close(b[1]);
+}
+
 int main(void)
 {
     unit_watchdog(120);
@@ -376,5 +523,8 @@ int main(void)
     RUN_TEST(test_watermark_still_holds_for_a_stalled_peer);
     RUN_TEST(test_echo_then_close);
     RUN_TEST(test_unix_connect_to_missing_path);
+    RUN_TEST(test_connect_retry_refused_at_once);
+    RUN_TEST(test_written_bytes_out_when_run_returns);
+    RUN_TEST(test_close_before_submit_keeps_bytes_home);
     return 0;
 }

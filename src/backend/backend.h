@@ -43,6 +43,11 @@ struct evmux_stream_ops {
     void (*cancel_send)(struct evmux_loop *loop, struct evmux_stream *s);
     /* Runs the stream callbacks for the completions wait() collected. */
     void (*run_completions)(struct evmux_loop *loop);
+    /* Hands the kernel what is prepared, now, without waiting: before a
+     * socket is closed under a request the kernel has not seen (it looks
+     * the descriptor up when it takes the request, and the number may be
+     * reused by then), and before evmux_run returns. */
+    void (*flush)(struct evmux_loop *loop);
 };
 
 struct evmux_backend {

@@ -620,12 +620,20 @@ static void uring_run_completions(evmux_loop *loop)
         io_uring_buf_ring_advance(st->buf_ring, recycled);
 }
 
+static void uring_flush(evmux_loop *loop)
+{
+    struct uring_state *st = loop->backend_state;
+    if (io_uring_sq_ready(&st->ring) > 0)
+        io_uring_submit(&st->ring);
+}
+
 static const struct evmux_stream_ops uring_stream_ops = {
     .recv = uring_recv,
     .send = uring_send,
     .cancel_recv = uring_cancel_recv,
     .cancel_send = uring_cancel_send,
     .run_completions = uring_run_completions,
+    .flush = uring_flush,
 };
 
 const struct evmux_backend evmux__backend_uring = {
