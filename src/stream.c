@@ -1,44 +1,21 @@
 /* Buffered streams over connected sockets (TCP or Unix-domain), and over
- * pipes, terminals and files.
+ * pipes, terminals and files: the API and what both drivers share.
  *
- * Reading: recv() (read() for a descriptor that is not a socket) into a buffer owned by the loop and lent to the read
- * callback, so an idle connection holds no read buffer and a busy one
- * allocates nothing.
+ * Writing: on a readiness backend a write is tried at once when nothing is
+ * queued; whatever the kernel does not take is copied into fixed-size
+ * chunks taken from a per-loop pool (chunk.c), so callers may reuse their
+ * buffers on return and steady traffic allocates nothing. Each write
+ * request remembers the stream offset at which it is complete; its
+ * callback runs once the bytes sent reach that offset. Requests that
+ * complete inside evmux_stream_write are reported from the loop's deferred
+ * phase, never from inside the call.
  *
- * Writing: a write is tried at once when nothing is queued; whatever the
- * kernel does not take is copied into fixed-size chunks taken from a
- * per-loop pool, so callers may reuse their buffers on return and steady
- * traffic allocates nothing. Each write request remembers the stream offset
- * at which it is complete; its callback runs once the bytes sent reach that
- * offset. Requests that complete inside evmux_stream_write are reported
- * from the loop's deferred phase, never from inside the call.
- *
- * On a completion-based backend (io_uring) the backend's stream_ops do the
- * I/O: the loop keeps one recv in the kernel while the stream reads, with
- * buffers the backend owns, and one send of the head chunk while bytes are
- * queued. Nothing is tried at once there (that would be a system call per
- * write); the chunk and offset design fits as it is, since queued bytes
- * belong to the library and stay put until the kernel is done with them.
- * Bytes that arrive after read_stop, before the kernel has heard of the
- * cancel, are stashed and given to the next read callback, in order; a
- * closed stream's close callback waits until its requests have ended.
- *
- * A program must not see which backend runs it, so the native driver keeps
- * the readiness driver's promises where batching would break them. Queued
- * bytes become a send request only just before the loop waits, so no
- * callback ever sees a send that the kernel has not been offered yet. A
- * write that takes the queue past the high watermark, and a close with
- * bytes queued, first offer the queue to the kernel at once, as a readiness
- * backend's write does: the watermark then counts bytes the kernel was
- * offered and did not take, and an echo followed by a close delivers its
- * reply, on every backend.
- *
- * Pipes, terminals and files take the readiness driver on every backend,
- * with read() and write(): SIGPIPE is blocked around a write() (there is no
- * MSG_NOSIGNAL for pipes), a terminal is reopened so that making it
- * non-blocking does not change the shell's file description, and a regular
- * file's watcher is always ready (io.c). */
-#include "chunk.h"
+ * Reading, and how bytes reach the kernel, is the drivers' part:
+ * stream_ready.c (readiness: recv/send, or read/write for pipes, terminals
+ * and files) and stream_native.c (io_uring's own requests). A program must
+ * not see which one runs it: the same callbacks, the same bytes, the same
+ * meaning of the queue and its watermarks. */
+#include "stream_internal.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -46,53 +23,13 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define READ_BUF_BYTES (64 * 1024)
-#define SEND_IOV_MAX 64
-#define READS_PER_EVENT 4
-
-enum stream_state {
-    ST_OPEN = 1u << 0,         /* has a connected socket */
-    ST_CONNECTING = 1u << 1,
-    ST_READING = 1u << 2,
-    ST_EOF = 1u << 3,          /* the peer finished sending */
-    ST_SHUT_WANTED = 1u << 4,  /* shutdown after the queue drains */
-    ST_SHUT_DONE = 1u << 5,
-    ST_SHUT_REPORT = 1u << 6,  /* shutdown callback owed */
-    ST_OVER_HIGH = 1u << 7,
-    ST_DEFERRED = 1u << 8,     /* on the loop's deferred list */
-    ST_CONNECT_FAILED = 1u << 9, /* connect failed at once; reported deferred */
-    /* completion-based backends */
-    ST_NATIVE = 1u << 10,        /* I/O through stream_ops; on loop->native_streams */
-    ST_RECV_ARMED = 1u << 11,    /* a recv is in the kernel */
-    ST_RECV_CANCELLED = 1u << 12, /* ...and we asked it to end */
-    ST_SEND_BUSY = 1u << 13,     /* a send of the head chunk is in the kernel */
-    ST_SEND_DISCARD = 1u << 14,  /* ...of chunks already dropped from the queue */
-    ST_PARKED = 1u << 15,        /* closed; close callback waits for the kernel */
-    ST_SEND_FULL = 1u << 16,     /* the last send found no room: wait for some first */
-    ST_SEND_WANTED = 1u << 17,   /* bytes queued for a send made before the next wait */
-    ST_NOT_SOCKET = 1u << 18,    /* a pipe, terminal or file: read() and write() */
-    ST_MADE_NONBLOCK = 1u << 19, /* ...that we made non-blocking: undone at close */
-    /* The queue came through fork() unsent: the other process sends it
-     * too, so a close here does not offer it (a readiness backend had
-     * sent what the kernel took inside the write, before the fork). */
-    ST_QUEUE_INHERITED = 1u << 20
-};
-
-#define ST_KERNEL_BUSY (ST_RECV_ARMED | ST_SEND_BUSY)
-
-static const struct evmux_stream_ops *native_ops(const evmux_stream *s)
-{
-    return s->handle.loop->backend->stream_ops;
-}
+static void report_connect(evmux_stream *s, int status);
 
 /* ---- the queue and the stash ---- */
 
@@ -103,7 +40,7 @@ static void streams_free(evmux_loop *loop)
     loop->read_buf = NULL;
 }
 
-static void free_queue_chunks(evmux_stream *s)
+void evmux__st_free_queue_chunks(evmux_stream *s)
 {
     evmux__chunks_put(s->handle.loop, s->out_head);
     s->out_head = s->out_tail = NULL;
@@ -118,7 +55,7 @@ static void drop_queue(evmux_stream *s)
     if (s->state & ST_SEND_BUSY)
         s->state |= ST_SEND_DISCARD;
     else
-        free_queue_chunks(s);
+        evmux__st_free_queue_chunks(s);
 }
 
 static void drop_stash(evmux_stream *s)
@@ -139,7 +76,7 @@ static int queue_bytes(evmux_stream *s, const char *p, size_t n)
 }
 
 /* Describes the queue's first chunks (at most max) for one send. */
-static size_t queue_iov(const evmux_stream *s, struct iovec *iov, size_t max, size_t *total)
+size_t evmux__st_queue_iov(const evmux_stream *s, struct iovec *iov, size_t max, size_t *total)
 {
     size_t n = 0;
     *total = 0;
@@ -152,7 +89,7 @@ static size_t queue_iov(const evmux_stream *s, struct iovec *iov, size_t max, si
     return n;
 }
 
-static void consume_queue(evmux_stream *s, size_t n)
+void evmux__st_consume_queue(evmux_stream *s, size_t n)
 {
     s->queued -= n;
     s->sent += n;
@@ -173,7 +110,7 @@ static void consume_queue(evmux_stream *s, size_t n)
 
 /* ---- deferred reporting ---- */
 
-static void defer(evmux_stream *s)
+void evmux__st_defer(evmux_stream *s)
 {
     if (s->state & ST_DEFERRED)
         return;
@@ -231,12 +168,6 @@ static void report_shutdown(evmux_stream *s, int status)
         s->shutdown_cb(s, status);
 }
 
-static void report_connect(evmux_stream *s, int status);
-static void fail_writes(evmux_stream *s, int err);
-static void deliver_stash(evmux_stream *s);
-static int native_submit_send(evmux_stream *s);
-static void end_reading_with(evmux_stream *s, int err);
-
 void evmux__streams_run_deferred(evmux_loop *loop, bool before_wait)
 {
     /* Streams deferred by these callbacks wait for the next pass, so a
@@ -257,113 +188,32 @@ void evmux__streams_run_deferred(evmux_loop *loop, bool before_wait)
              * above: its report fails the writes, next pass.) */
             if (s->error != 0 && s->req_head != NULL && !(s->state & ST_CONNECT_FAILED) &&
                 !evmux_is_closing(&s->handle))
-                fail_writes(s, s->error);
+                evmux__st_fail_writes(s, s->error);
             if ((s->state & ST_SHUT_REPORT) && !evmux_is_closing(&s->handle) && s->req_head == NULL)
                 report_shutdown(s, s->error);
             if ((s->state & ST_READING) && (s->stash != NULL || s->read_end != 0) &&
                 !evmux_is_closing(&s->handle))
-                deliver_stash(s);
+                evmux__st_deliver_stash(s);
             if ((s->state & ST_SEND_WANTED) && !evmux_is_closing(&s->handle)) {
-                int rc = before_wait ? native_submit_send(s) : 0;
+                int rc = before_wait ? evmux__st_native_submit_send(s) : 0;
                 if (rc < 0)
-                    fail_writes(s, rc); /* cannot wait for the socket */
+                    evmux__st_fail_writes(s, rc); /* cannot wait for the socket */
                 else if (!before_wait)
-                    defer(s); /* sent from the pass just before the wait */
+                    evmux__st_defer(s); /* sent from the pass just before the wait */
             }
         }
         s = next;
     }
 }
 
-/* ---- interest ---- */
-
-static void set_native_active(evmux_stream *s, bool active)
-{
-    if (active)
-        evmux__handle_activate(&s->handle);
-    else
-        evmux__handle_deactivate(&s->handle);
-}
-
-/* Asks the kernel to end the stream's recv, once. */
-static void cancel_recv(evmux_stream *s)
-{
-    if ((s->state & (ST_RECV_ARMED | ST_RECV_CANCELLED)) != ST_RECV_ARMED)
-        return;
-    native_ops(s)->cancel_recv(s->handle.loop, s);
-    s->state |= ST_RECV_CANCELLED;
-}
-
-/* The completion-based counterpart of the io watcher's interest: a recv in
- * the kernel while reading (and nothing stashed is owed first), and, while
- * bytes are queued, a send made in the pass just before the loop waits. */
-static int native_sync(evmux_stream *s)
-{
-    int rc = 0;
-    if (s->io.events != 0)
-        evmux_io_stop(&s->io); /* it served the connect */
-    bool want_recv = (s->state & ST_READING) && s->stash == NULL && s->read_end == 0;
-    if (want_recv && !(s->state & ST_RECV_ARMED)) {
-        rc = native_ops(s)->recv(s->handle.loop, s, s->io.fd);
-        if (rc == 0) {
-            s->state |= ST_RECV_ARMED;
-            s->armed_wait = (unsigned)s->handle.loop->stats.backend_waits;
-        }
-    } else if (!want_recv) {
-        cancel_recv(s);
-    }
-    if (s->queued > 0 && !(s->state & ST_SEND_BUSY)) {
-        s->state |= ST_SEND_WANTED;
-        defer(s);
-    }
-    set_native_active(s, (s->state & ST_READING) || s->queued > 0);
-    return rc;
-}
-
-/* Hands the head of the queue to the kernel; called only just before the
- * loop waits (or returns), so ST_SEND_BUSY always means the kernel has
- * been offered the bytes (see the top of the file). Runs no callback. */
-static int native_submit_send(evmux_stream *s)
-{
-    s->state &= ~(ST_SEND_WANTED | ST_QUEUE_INHERITED);
-    if (s->queued == 0 || (s->state & ST_SEND_BUSY) || !(s->state & ST_OPEN) ||
-        evmux__closing(&s->handle))
-        return 0;
-    assert(s->state & ST_NATIVE);
-    struct iovec iov[EVMUX__SEND_IOV_MAX];
-    size_t total;
-    int n = (int)queue_iov(s, iov, EVMUX__SEND_IOV_MAX, &total);
-    int rc = native_ops(s)->send(s->handle.loop, s, s->io.fd, iov, n,
-                                 (s->state & ST_SEND_FULL) != 0);
-    if (rc < 0)
-        return rc;
-    s->state = (s->state & ~ST_SEND_FULL) | ST_SEND_BUSY;
-    s->armed_wait = (unsigned)s->handle.loop->stats.backend_waits;
-    return 0;
-}
-
-void evmux__streams_flush(evmux_loop *loop)
-{
-    if (loop->backend->stream_ops == NULL)
-        return;
-    for (evmux_stream *s = loop->deferred_head; s != NULL; s = s->next_deferred) {
-        if (!(s->state & ST_SEND_WANTED) || evmux_is_closing(&s->handle))
-            continue;
-        int rc = native_submit_send(s);
-        if (rc < 0 && s->error == 0)
-            s->error = rc; /* its writes fail from the next run's deferred pass */
-    }
-    loop->backend->stream_ops->flush(loop);
-}
-
-static int update_interest(evmux_stream *s)
+int evmux__st_update_interest(evmux_stream *s)
 {
     if (!(s->state & (ST_OPEN | ST_CONNECTING)) || evmux_is_closing(&s->handle))
         return 0;
     if (s->state & ST_CONNECT_FAILED)
         return 0; /* refused at once: nothing to watch, the report is on its way */
     if ((s->state & (ST_NATIVE | ST_OPEN)) == (ST_NATIVE | ST_OPEN))
-        return native_sync(s);
+        return evmux__st_native_sync(s);
     unsigned want;
     if (s->state & ST_CONNECTING)
         want = EVMUX_WRITABLE;
@@ -377,7 +227,7 @@ static int update_interest(evmux_stream *s)
 
 /* A write failed: the peer is gone. Every request not yet fully sent gets
  * the error, exactly once; later writes are refused with it. */
-static void fail_writes(evmux_stream *s, int err)
+void evmux__st_fail_writes(evmux_stream *s, int err)
 {
     if (s->error == 0)
         s->error = err;
@@ -405,7 +255,7 @@ static void fail_writes(evmux_stream *s, int err)
         if (s->drain_cb != NULL)
             s->drain_cb(s);
     }
-    update_interest(s);
+    evmux__st_update_interest(s);
 }
 
 static void finish_shutdown(evmux_stream *s)
@@ -415,76 +265,9 @@ static void finish_shutdown(evmux_stream *s)
         s->error = -errno;
 }
 
-/* ---- sending ---- */
-
-/* write() to a pipe whose reader is gone raises SIGPIPE, and only sockets
- * have MSG_NOSIGNAL: block the signal for this thread around the write,
- * and take back the one the write raised, if it raised one. */
-static ssize_t write_no_sigpipe(int fd, const struct iovec *iov, size_t n)
-{
-    sigset_t pipe_only, old_mask, pending;
-    sigemptyset(&pipe_only);
-    sigaddset(&pipe_only, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_only, &old_mask);
-    sigpending(&pending);
-    bool was_pending = sigismember(&pending, SIGPIPE) == 1;
-    ssize_t w = writev(fd, iov, (int)(n > IOV_MAX ? IOV_MAX : n));
-    int err = errno;
-    if (w < 0 && err == EPIPE && !was_pending) {
-        const struct timespec no_wait = {0, 0};
-        while (sigtimedwait(&pipe_only, NULL, &no_wait) < 0 && errno == EINTR)
-            ;
-    }
-    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
-    errno = err;
-    return w;
-}
-
-static ssize_t send_iov(const evmux_stream *s, struct iovec *iov, size_t n)
-{
-    ssize_t w;
-    if (s->state & ST_NOT_SOCKET) {
-        do
-            w = write_no_sigpipe(s->io.fd, iov, n);
-        while (w < 0 && errno == EINTR);
-        return w;
-    }
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = iov;
-    msg.msg_iovlen = n;
-    do
-        w = sendmsg(s->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (w < 0 && errno == EINTR);
-    return w;
-}
-
-static void after_send(evmux_stream *s);
-
-/* Sends what is queued until the kernel stops taking it. */
-static void flush_queue(evmux_stream *s)
-{
-    while (s->queued > 0) {
-        struct iovec iov[SEND_IOV_MAX];
-        size_t total;
-        size_t n = queue_iov(s, iov, SEND_IOV_MAX, &total);
-        ssize_t w = send_iov(s, iov, n);
-        if (w < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            fail_writes(s, -errno);
-            return;
-        }
-        consume_queue(s, (size_t)w);
-        if ((size_t)w < total)
-            break;
-    }
-    after_send(s);
-}
-
 /* Bytes went out: report finished writes, then a shutdown the empty queue
  * allows, then the drain, and ask for what comes next. */
-static void after_send(evmux_stream *s)
+void evmux__st_after_send(evmux_stream *s)
 {
     report_sent_writes(s);
     if (evmux_is_closing(&s->handle))
@@ -502,29 +285,7 @@ static void after_send(evmux_stream *s)
         if (evmux_is_closing(&s->handle))
             return;
     }
-    update_interest(s);
-}
-
-/* A completion backend's stream offers its queue to the kernel at once, as
- * a readiness backend's write does (see the top of the file). Only while
- * no send is in the kernel, which keeps the bytes in order. Runs no
- * callback; returns 0 or the send's error. */
-static int native_send_now(evmux_stream *s)
-{
-    assert(!(s->state & ST_SEND_BUSY));
-    s->state &= ~ST_QUEUE_INHERITED; /* this process sends it after all */
-    while (s->queued > 0) {
-        struct iovec iov[SEND_IOV_MAX];
-        size_t total;
-        size_t n = queue_iov(s, iov, SEND_IOV_MAX, &total);
-        ssize_t w = send_iov(s, iov, n);
-        if (w < 0)
-            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-        consume_queue(s, (size_t)w);
-        if ((size_t)w < total)
-            break;
-    }
-    return 0;
+    evmux__st_update_interest(s);
 }
 
 int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bufs[], size_t nbufs,
@@ -561,7 +322,7 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
                 iov[n].iov_len = bufs[first + n].len;
                 batch += bufs[first + n].len;
             }
-            ssize_t w = send_iov(s, iov, n);
+            ssize_t w = evmux__st_send_iov(s, iov, n);
             if (w < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK)
                     break;
@@ -569,7 +330,7 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
                  * was queued); they are reported from the loop. */
                 s->error = -errno;
                 if (s->req_head != NULL)
-                    defer(s);
+                    evmux__st_defer(s);
                 return s->error;
             }
             done += (size_t)w;
@@ -596,7 +357,7 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
             s->accepted += total;
             s->error = rc;
             drop_queue(s);
-            defer(s);
+            evmux__st_defer(s);
             return rc;
         }
     }
@@ -615,12 +376,12 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
     }
     if (s->high_water != 0 && s->queued > s->high_water && (s->state & ST_NATIVE) &&
         (s->state & ST_OPEN) && !(s->state & ST_SEND_BUSY)) {
-        int rc = native_send_now(s);
+        int rc = evmux__st_native_send_now(s);
         if (rc < 0) {
             s->error = rc; /* this write and the ones before it fail from the loop */
             drop_queue(s);
-            end_reading_with(s, rc);
-            defer(s);
+            evmux__st_end_reading_with(s, rc);
+            evmux__st_defer(s);
             return 0;
         }
     }
@@ -628,15 +389,15 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
         s->state |= ST_OVER_HIGH;
     if (s->queued == 0) {
         if (s->req_head != NULL)
-            defer(s); /* complete already: reported from the loop */
+            evmux__st_defer(s); /* complete already: reported from the loop */
         return 0;
     }
-    int rc = update_interest(s);
+    int rc = evmux__st_update_interest(s);
     if (rc < 0) {
         /* Cannot wait for the socket: fail every request from the loop. */
         s->error = rc;
         drop_queue(s);
-        defer(s);
+        evmux__st_defer(s);
     }
     return 0;
 }
@@ -683,235 +444,9 @@ int evmux_stream_shutdown(evmux_stream *s, evmux_shutdown_cb cb)
     s->shutdown_cb = cb;
     if (s->queued == 0 && (s->state & ST_OPEN)) {
         finish_shutdown(s);
-        defer(s);
+        evmux__st_defer(s);
     }
     return 0;
-}
-
-/* ---- reading ---- */
-
-/* A read that fills the whole buffer suggests more is waiting: take up to
- * READS_PER_EVENT buffers per readiness event, which saves a wait per
- * buffer on a fast sender without letting one stream starve the others. */
-static void read_ready(evmux_stream *s)
-{
-    evmux_loop *loop = s->handle.loop;
-    if (loop->read_buf == NULL && (loop->read_buf = malloc(READ_BUF_BYTES)) == NULL) {
-        s->state &= ~ST_READING;
-        update_interest(s);
-        s->read_cb(s, -ENOMEM, NULL);
-        return;
-    }
-    for (int i = 0; i < READS_PER_EVENT; i++) {
-        ssize_t n = (s->state & ST_NOT_SOCKET) ? read(s->io.fd, loop->read_buf, READ_BUF_BYTES)
-                                               : recv(s->io.fd, loop->read_buf, READ_BUF_BYTES, 0);
-        if (n > 0) {
-            s->read_cb(s, n, loop->read_buf);
-            if (n < READ_BUF_BYTES || !(s->state & ST_READING) || evmux__closing(&s->handle))
-                return;
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            return;
-        int status = n == 0 ? EVMUX_EOF : -errno;
-        if (n == 0)
-            s->state |= ST_EOF;
-        s->state &= ~ST_READING;
-        update_interest(s);
-        s->read_cb(s, status, NULL);
-        return;
-    }
-}
-
-/* ---- reading on a completion-based backend ---- */
-
-static int stash_bytes(evmux_stream *s, const char *p, size_t n)
-{
-    struct evmux_chunk *tail = s->stash;
-    while (tail != NULL && tail->next != NULL)
-        tail = tail->next;
-    return evmux__chunks_append(s->handle.loop, &s->stash, &tail, p, n);
-}
-
-/* Reading ends: EVMUX_EOF or an error, reported once. */
-static void report_read_end(evmux_stream *s, int status)
-{
-    if (status == EVMUX_EOF)
-        s->state |= ST_EOF;
-    s->state &= ~ST_READING;
-    update_interest(s);
-    s->read_cb(s, status, NULL);
-}
-
-/* Gives a reader what arrived while it was not reading, then how the
- * stream ended if it did, then lets the kernel receive again. */
-static void deliver_stash(evmux_stream *s)
-{
-    while (s->stash != NULL && (s->state & ST_READING) && !evmux__closing(&s->handle)) {
-        struct evmux_chunk *c = s->stash;
-        s->stash = c->next;
-        s->read_cb(s, (ssize_t)(c->end - c->start), c->data + c->start);
-        c->next = NULL;
-        evmux__chunks_put(s->handle.loop, c);
-    }
-    if (s->stash == NULL && s->read_end != 0 && (s->state & ST_READING) &&
-        !evmux__closing(&s->handle)) {
-        int status = s->read_end;
-        s->read_end = 0;
-        report_read_end(s, status);
-        return;
-    }
-    update_interest(s);
-}
-
-/* A closed stream waits for the kernel; when its last request has ended,
- * its close goes on. */
-static void settle(evmux_stream *s)
-{
-    if ((s->state & ST_PARKED) && !(s->state & ST_KERNEL_BUSY)) {
-        s->state &= ~ST_PARKED;
-        s->handle.loop->parked_streams--;
-        evmux__closing_push(&s->handle);
-    }
-}
-
-static bool stream_close_wait(evmux_handle *h)
-{
-    evmux_stream *s = (evmux_stream *)h;
-    if (!(s->state & ST_KERNEL_BUSY))
-        return false;
-    s->state |= ST_PARKED;
-    s->handle.loop->parked_streams++;
-    return true;
-}
-
-void evmux__stream_recv_done(evmux_stream *s, int res, char *buf)
-{
-    if (res <= 0 || evmux__closing(&s->handle))
-        return;
-    if ((s->state & ST_READING) && s->stash == NULL) {
-        s->read_cb(s, res, buf);
-        return;
-    }
-    /* Not reading (the cancel is on its way) or older bytes wait first. */
-    if (stash_bytes(s, buf, (size_t)res) < 0 && s->read_end == 0)
-        s->read_end = -ENOMEM; /* cannot keep the order: end reading with it */
-    if (s->state & ST_READING)
-        defer(s);
-}
-
-void evmux__stream_recv_ended(evmux_stream *s, int status)
-{
-    s->state &= ~(ST_RECV_ARMED | ST_RECV_CANCELLED);
-    if (evmux__closing(&s->handle)) {
-        settle(s);
-        return;
-    }
-    if (status == -EAGAIN || status == -ENOBUFS || status == -ECANCELED) {
-        int rc = update_interest(s); /* again, if still reading */
-        if (rc < 0 && (s->state & ST_READING) && !(s->state & ST_RECV_ARMED))
-            report_read_end(s, rc); /* no way to ask: say so rather than stall */
-        return;
-    }
-    int end = status == 0 ? EVMUX_EOF : status;
-    /* A reset socket cannot send either: refuse writes now, as a
-     * readiness backend's immediate send would. */
-    if (status < 0 && s->error == 0)
-        s->error = status;
-    if ((s->state & ST_READING) && s->stash == NULL && s->read_end == 0) {
-        report_read_end(s, end);
-        return;
-    }
-    if (s->read_end == 0)
-        s->read_end = end;
-    if (s->state & ST_READING)
-        defer(s);
-}
-
-/* A send failed: the connection is gone (reset, or timed out), and the
- * read side must hear of it from us. The kernel's multishot recv cannot be
- * relied on to report the end: the failed send consumed the socket's
- * pending error, and a recv that has already taken the last bytes waits for
- * a wake-up that never comes (Linux 6.18, a race seen under load), so the
- * stream would stay open forever. The recv is cancelled and not asked for
- * again; the reader gets the bytes that came before, then this error. */
-static void end_reading_with(evmux_stream *s, int err)
-{
-    if (s->read_end == 0 && !(s->state & ST_EOF))
-        s->read_end = err;
-    cancel_recv(s);
-    if (s->state & ST_READING)
-        defer(s);
-}
-
-void evmux__stream_send_done(evmux_stream *s, int res)
-{
-    s->state &= ~ST_SEND_BUSY;
-    if (s->state & ST_SEND_DISCARD) {
-        free_queue_chunks(s);
-        s->state &= ~ST_SEND_DISCARD;
-        if (evmux__closing(&s->handle))
-            settle(s);
-        else
-            update_interest(s);
-        return;
-    }
-    if (evmux__closing(&s->handle)) {
-        if (res > 0)
-            consume_queue(s, (size_t)res); /* sent after all: its writes report 0 */
-        settle(s);
-        return;
-    }
-    if (res == -EAGAIN || res == -EWOULDBLOCK) {
-        /* The socket is non-blocking and the kernel tried it from a
-         * context that would not wait: send again once there is room. */
-        s->state |= ST_SEND_FULL;
-        update_interest(s);
-        return;
-    }
-    if (res <= 0) {
-        int err = res < 0 ? res : -EPIPE;
-        end_reading_with(s, err);
-        fail_writes(s, err);
-        return;
-    }
-    consume_queue(s, (size_t)res);
-    after_send(s);
-}
-
-/* In a forked child, after the backend has a ring of its own: the
- * requests died with the parent's, so each stream asks anew. */
-static int streams_after_fork(evmux_loop *loop)
-{
-    evmux_stream *s = loop->native_streams;
-    while (s != NULL) {
-        evmux_stream *next = s->native_next;
-        s->state &= ~(ST_RECV_ARMED | ST_RECV_CANCELLED | ST_SEND_BUSY);
-        if (s->queued > 0)
-            s->state |= ST_QUEUE_INHERITED;
-        if (s->state & ST_SEND_DISCARD)
-            evmux__stream_send_done(s, -ECANCELED); /* frees the orphaned chunks */
-        else if (s->state & ST_PARKED)
-            settle(s);
-        else
-            update_interest(s);
-        s = next;
-    }
-    return 0;
-}
-
-static void native_list_remove(evmux_stream *s)
-{
-    if (!(s->state & ST_NATIVE))
-        return;
-    if (s->native_prev != NULL)
-        s->native_prev->native_next = s->native_next;
-    else
-        s->handle.loop->native_streams = s->native_next;
-    if (s->native_next != NULL)
-        s->native_next->native_prev = s->native_prev;
-    s->native_prev = s->native_next = NULL;
-    s->state &= ~ST_NATIVE;
 }
 
 int evmux_stream_read_start(evmux_stream *s, evmux_read_cb cb)
@@ -925,8 +460,8 @@ int evmux_stream_read_start(evmux_stream *s, evmux_read_cb cb)
     s->read_cb = cb;
     s->state |= ST_READING;
     if (s->stash != NULL || s->read_end != 0)
-        defer(s); /* given from the loop, never inside this call */
-    int rc = update_interest(s);
+        evmux__st_defer(s); /* given from the loop, never inside this call */
+    int rc = evmux__st_update_interest(s);
     if (rc < 0)
         s->state &= ~ST_READING;
     return rc;
@@ -937,7 +472,7 @@ int evmux_stream_read_stop(evmux_stream *s)
     if (s == NULL)
         return -EINVAL;
     s->state &= ~ST_READING;
-    return update_interest(s);
+    return evmux__st_update_interest(s);
 }
 
 /* ---- connecting ---- */
@@ -951,17 +486,17 @@ static void detach_socket(evmux_stream *s)
     if ((s->state & (ST_NATIVE | ST_OPEN | ST_SEND_BUSY | ST_QUEUE_INHERITED)) ==
             (ST_NATIVE | ST_OPEN) &&
         s->queued > 0 && s->error == 0)
-        (void)native_send_now(s); /* an error only means no more goes out */
+        (void)evmux__st_native_send_now(s); /* an error only means no more goes out */
     s->state &= ~ST_SEND_WANTED;
     /* A request the kernel has not taken yet names the descriptor by its
      * number, which the close below frees for reuse: hand it over first. */
     if ((s->state & ST_NATIVE) && (s->state & ST_KERNEL_BUSY) &&
         s->armed_wait == (unsigned)s->handle.loop->stats.backend_waits)
         native_ops(s)->flush(s->handle.loop);
-    cancel_recv(s);
+    evmux__st_cancel_recv(s);
     if (s->state & ST_SEND_BUSY)
         native_ops(s)->cancel_send(s->handle.loop, s);
-    set_native_active(s, false);
+    evmux__st_set_native_active(s, false);
     evmux__io_stop_now(&s->io); /* while the descriptor still names the socket */
     /* A pipe may be shared with other processes (a shell pipeline): leave
      * its description blocking, as we found it. */
@@ -991,7 +526,7 @@ static void report_connect(evmux_stream *s, int status)
         return; /* connecting again: the writes wait for that connection */
     /* Writes made while connecting cannot go anywhere now. */
     if (s->req_head != NULL || s->queued > 0 || (s->state & ST_SHUT_WANTED)) {
-        fail_writes(s, status);
+        evmux__st_fail_writes(s, status);
         s->error = 0;
         s->state &= ~(ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT);
     }
@@ -1003,9 +538,6 @@ static void on_connect_timeout(evmux_timer *t)
     report_connect(req->stream, -ETIMEDOUT);
 }
 
-static void on_stream_io(evmux_io *io, unsigned events);
-static void native_list_remove(evmux_stream *s);
-
 /* Gives the stream its descriptor: a connected socket, or (is_socket
  * false) a pipe, terminal or file, which takes the readiness driver. */
 static int attach(evmux_stream *s, int fd, bool is_socket)
@@ -1014,7 +546,7 @@ static int attach(evmux_stream *s, int fd, bool is_socket)
     int rc = evmux__io_check_fd(loop, fd);
     if (rc < 0)
         return rc;
-    rc = evmux_io_init(loop, &s->io, fd, on_stream_io);
+    rc = evmux_io_init(loop, &s->io, fd, evmux__st_on_stream_io);
     if (rc < 0)
         return rc;
     if (is_socket)
@@ -1027,7 +559,7 @@ static int attach(evmux_stream *s, int fd, bool is_socket)
     s->error = 0;
     s->read_end = 0;
     if (!is_socket) {
-        native_list_remove(s);
+        evmux__st_native_list_remove(s);
         s->state |= ST_NOT_SOCKET;
         return 0;
     }
@@ -1048,7 +580,7 @@ int evmux__stream_attach(evmux_stream *s, int fd)
     return attach(s, fd, true);
 }
 
-static void connect_settled(evmux_stream *s)
+void evmux__st_connect_settled(evmux_stream *s)
 {
     int err = 0;
     socklen_t len = sizeof err;
@@ -1065,16 +597,16 @@ static void connect_settled(evmux_stream *s)
     /* Writes and a shutdown asked for while connecting go out now. */
     if (s->queued > 0) {
         if (s->state & ST_NATIVE)
-            update_interest(s); /* the shutdown follows the last send */
+            evmux__st_update_interest(s); /* the shutdown follows the last send */
         else
-            flush_queue(s);
+            evmux__st_flush_queue(s);
         return;
     }
     if ((s->state & ST_SHUT_WANTED) && !(s->state & ST_SHUT_DONE)) {
         finish_shutdown(s);
-        defer(s);
+        evmux__st_defer(s);
     }
-    update_interest(s);
+    evmux__st_update_interest(s);
 }
 
 int evmux_connect(evmux_connect_req *req, evmux_stream *s, const struct sockaddr *addr,
@@ -1109,10 +641,10 @@ int evmux_connect(evmux_connect_req *req, evmux_stream *s, const struct sockaddr
          * reported through the callback, from the loop. */
         s->error = -errno;
         s->state |= ST_CONNECT_FAILED;
-        defer(s);
+        evmux__st_defer(s);
         return 0;
     }
-    rc = update_interest(s);
+    rc = evmux__st_update_interest(s);
     if (rc < 0) {
         detach_socket(s);
         s->connect_req = NULL;
@@ -1124,24 +656,6 @@ int evmux_connect(evmux_connect_req *req, evmux_stream *s, const struct sockaddr
         return rc;
     }
     return 0;
-}
-
-/* ---- the watcher ---- */
-
-static void on_stream_io(evmux_io *io, unsigned events)
-{
-    evmux_stream *s = io->handle.data;
-    if (s->state & ST_CONNECTING) {
-        connect_settled(s);
-        return;
-    }
-    if ((events & EVMUX_WRITABLE) && s->queued > 0) {
-        flush_queue(s);
-        if (evmux_is_closing(&s->handle))
-            return;
-    }
-    if ((events & EVMUX_READABLE) && (s->state & ST_READING))
-        read_ready(s);
 }
 
 /* ---- life cycle ---- */
@@ -1158,36 +672,6 @@ int evmux_stream_init(evmux_loop *loop, evmux_stream *s)
     return 0;
 }
 
-/* A terminal's file description is shared with the shell that started us:
- * made non-blocking, it would stay so after we exit and break the shell's
- * next read. Opening the terminal again gives a description of our own,
- * put in place under the same number. If that fails, the shared one is
- * used. */
-static void reopen_terminal(int fd)
-{
-    int pty_number;
-    if (ioctl(fd, TIOCGPTN, &pty_number) == 0)
-        return; /* a pseudo-terminal's master: opening it again makes a new pty */
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    int flags = fcntl(fd, F_GETFL);
-    int fd_flags = fcntl(fd, F_GETFD);
-    if (flags < 0 || fd_flags < 0)
-        return;
-    /* O_NONBLOCK: a serial line without CLOCAL would block the open until
-     * carrier; the stream wants it non-blocking anyway. */
-    int own = open(path, (flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
-    if (own < 0)
-        return;
-    if (own != fd) {
-        if (dup3(own, fd, fd_flags & FD_CLOEXEC ? O_CLOEXEC : 0) < 0) {
-            close(own);
-            return;
-        }
-        close(own);
-    }
-}
-
 int evmux_stream_open(evmux_stream *s, int fd)
 {
     if (s == NULL || fd < 0 || evmux_is_closing(&s->handle))
@@ -1201,7 +685,7 @@ int evmux_stream_open(evmux_stream *s, int fd)
     if (rc < 0)
         return rc; /* before the terminal's description is replaced */
     if (isatty(fd))
-        reopen_terminal(fd);
+        evmux__st_reopen_terminal(fd);
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0)
         return -errno;
@@ -1236,7 +720,7 @@ static void stream_close_finish(evmux_handle *h)
 {
     evmux_stream *s = (evmux_stream *)h;
     undefer(s);
-    native_list_remove(s);
+    evmux__st_native_list_remove(s);
     drop_stash(s);
     evmux_connect_req *creq = s->connect_req;
     s->connect_req = NULL;
@@ -1330,10 +814,10 @@ static int stream_is_active(const evmux_handle *h)
 const struct evmux__kind evmux__stream_kind = {
     .number = EVMUX_HANDLE_STREAM,
     .close_begin = stream_close_begin,
-    .close_wait = stream_close_wait,
+    .close_wait = evmux__st_stream_close_wait,
     .close_finish = stream_close_finish,
     .set_ref = stream_set_ref,
     .is_active = stream_is_active,
-    .loop_after_fork = streams_after_fork,
+    .loop_after_fork = evmux__st_streams_after_fork,
     .loop_free = streams_free,
 };

@@ -1,0 +1,171 @@
+/* The readiness driver of streams: the loop says a descriptor is ready,
+ * and the stream reads or writes it itself. recv() (read() for a
+ * descriptor that is not a socket) goes into a buffer owned by the loop
+ * and lent to the read callback, so an idle connection holds no read
+ * buffer and a busy one allocates nothing.
+ *
+ * Pipes, terminals and files take this driver on every backend, with
+ * read() and write(): SIGPIPE is blocked around a write() (there is no
+ * MSG_NOSIGNAL for pipes), a terminal is reopened so that making it
+ * non-blocking does not change the shell's file description, and a regular
+ * file's watcher is always ready (io.c). */
+#include "stream_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* ---- sending ---- */
+
+/* write() to a pipe whose reader is gone raises SIGPIPE, and only sockets
+ * have MSG_NOSIGNAL: block the signal for this thread around the write,
+ * and take back the one the write raised, if it raised one. */
+static ssize_t write_no_sigpipe(int fd, const struct iovec *iov, size_t n)
+{
+    sigset_t pipe_only, old_mask, pending;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old_mask);
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE) == 1;
+    ssize_t w = writev(fd, iov, (int)(n > IOV_MAX ? IOV_MAX : n));
+    int err = errno;
+    if (w < 0 && err == EPIPE && !was_pending) {
+        const struct timespec no_wait = {0, 0};
+        while (sigtimedwait(&pipe_only, NULL, &no_wait) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    errno = err;
+    return w;
+}
+
+ssize_t evmux__st_send_iov(const evmux_stream *s, struct iovec *iov, size_t n)
+{
+    ssize_t w;
+    if (s->state & ST_NOT_SOCKET) {
+        do
+            w = write_no_sigpipe(s->io.fd, iov, n);
+        while (w < 0 && errno == EINTR);
+        return w;
+    }
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = n;
+    do
+        w = sendmsg(s->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (w < 0 && errno == EINTR);
+    return w;
+}
+
+/* Sends what is queued until the kernel stops taking it. */
+void evmux__st_flush_queue(evmux_stream *s)
+{
+    while (s->queued > 0) {
+        struct iovec iov[SEND_IOV_MAX];
+        size_t total;
+        size_t n = evmux__st_queue_iov(s, iov, SEND_IOV_MAX, &total);
+        ssize_t w = evmux__st_send_iov(s, iov, n);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            evmux__st_fail_writes(s, -errno);
+            return;
+        }
+        evmux__st_consume_queue(s, (size_t)w);
+        if ((size_t)w < total)
+            break;
+    }
+    evmux__st_after_send(s);
+}
+
+/* ---- reading ---- */
+
+/* A read that fills the whole buffer suggests more is waiting: take up to
+ * READS_PER_EVENT buffers per readiness event, which saves a wait per
+ * buffer on a fast sender without letting one stream starve the others. */
+static void read_ready(evmux_stream *s)
+{
+    evmux_loop *loop = s->handle.loop;
+    if (loop->read_buf == NULL && (loop->read_buf = malloc(READ_BUF_BYTES)) == NULL) {
+        s->state &= ~ST_READING;
+        evmux__st_update_interest(s);
+        s->read_cb(s, -ENOMEM, NULL);
+        return;
+    }
+    for (int i = 0; i < READS_PER_EVENT; i++) {
+        ssize_t n = (s->state & ST_NOT_SOCKET) ? read(s->io.fd, loop->read_buf, READ_BUF_BYTES)
+                                               : recv(s->io.fd, loop->read_buf, READ_BUF_BYTES, 0);
+        if (n > 0) {
+            s->read_cb(s, n, loop->read_buf);
+            if (n < READ_BUF_BYTES || !(s->state & ST_READING) || evmux__closing(&s->handle))
+                return;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        int status = n == 0 ? EVMUX_EOF : -errno;
+        if (n == 0)
+            s->state |= ST_EOF;
+        s->state &= ~ST_READING;
+        evmux__st_update_interest(s);
+        s->read_cb(s, status, NULL);
+        return;
+    }
+}
+
+/* ---- the watcher ---- */
+
+void evmux__st_on_stream_io(evmux_io *io, unsigned events)
+{
+    evmux_stream *s = io->handle.data;
+    if (s->state & ST_CONNECTING) {
+        evmux__st_connect_settled(s);
+        return;
+    }
+    if ((events & EVMUX_WRITABLE) && s->queued > 0) {
+        evmux__st_flush_queue(s);
+        if (evmux_is_closing(&s->handle))
+            return;
+    }
+    if ((events & EVMUX_READABLE) && (s->state & ST_READING))
+        read_ready(s);
+}
+
+/* A terminal's file description is shared with the shell that started us:
+ * made non-blocking, it would stay so after we exit and break the shell's
+ * next read. Opening the terminal again gives a description of our own,
+ * put in place under the same number. If that fails, the shared one is
+ * used. */
+void evmux__st_reopen_terminal(int fd)
+{
+    int pty_number;
+    if (ioctl(fd, TIOCGPTN, &pty_number) == 0)
+        return; /* a pseudo-terminal's master: opening it again makes a new pty */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int flags = fcntl(fd, F_GETFL);
+    int fd_flags = fcntl(fd, F_GETFD);
+    if (flags < 0 || fd_flags < 0)
+        return;
+    /* O_NONBLOCK: a serial line without CLOCAL would block the open until
+     * carrier; the stream wants it non-blocking anyway. */
+    int own = open(path, (flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (own < 0)
+        return;
+    if (own != fd) {
+        if (dup3(own, fd, fd_flags & FD_CLOEXEC ? O_CLOEXEC : 0) < 0) {
+            close(own);
+            return;
+        }
+        close(own);
+    }
+}
