@@ -269,6 +269,7 @@ static void finish_shutdown(evmux_stream *s)
  * allows, then the drain, and ask for what comes next. */
 void evmux__st_after_send(evmux_stream *s)
 {
+    assert(s->sent <= s->accepted && s->queued <= s->accepted - s->sent);
     report_sent_writes(s);
     if (evmux_is_closing(&s->handle))
         return;

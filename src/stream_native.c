@@ -36,6 +36,8 @@ void evmux__st_set_native_active(evmux_stream *s, bool active)
 /* Asks the kernel to end the stream's recv, once. */
 void evmux__st_cancel_recv(evmux_stream *s)
 {
+    /* A cancelled recv is an armed recv: the flag ends with its last result. */
+    assert(!(s->state & ST_RECV_CANCELLED) || (s->state & ST_RECV_ARMED));
     if ((s->state & (ST_RECV_ARMED | ST_RECV_CANCELLED)) != ST_RECV_ARMED)
         return;
     native_ops(s)->cancel_recv(s->handle.loop, s);
@@ -47,6 +49,7 @@ void evmux__st_cancel_recv(evmux_stream *s)
  * bytes are queued, a send made in the pass just before the loop waits. */
 int evmux__st_native_sync(evmux_stream *s)
 {
+    assert((s->state & ST_NATIVE) && !(s->state & ST_NOT_SOCKET));
     int rc = 0;
     if (s->io.events != 0)
         evmux_io_stop(&s->io); /* it served the connect */
@@ -77,6 +80,7 @@ int evmux__st_native_submit_send(evmux_stream *s)
     if (s->queued == 0 || (s->state & ST_SEND_BUSY) || !(s->state & ST_OPEN) ||
         evmux__closing(&s->handle))
         return 0;
+    assert(!(s->state & ST_SEND_DISCARD)); /* only ever set while a send is busy */
     assert(s->state & ST_NATIVE);
     struct iovec iov[EVMUX__SEND_IOV_MAX];
     size_t total;
@@ -171,6 +175,7 @@ void evmux__st_deliver_stash(evmux_stream *s)
  * its close goes on. */
 static void settle(evmux_stream *s)
 {
+    assert(!(s->state & ST_PARKED) || evmux__closing(&s->handle));
     if ((s->state & ST_PARKED) && !(s->state & ST_KERNEL_BUSY)) {
         s->state &= ~ST_PARKED;
         s->handle.loop->parked_streams--;
@@ -190,6 +195,7 @@ bool evmux__st_stream_close_wait(evmux_handle *h)
 
 void evmux__stream_recv_done(evmux_stream *s, int res, char *buf)
 {
+    assert(s->state & ST_RECV_ARMED); /* results come only for a recv in the kernel */
     if (res <= 0 || evmux__closing(&s->handle))
         return;
     if ((s->state & ST_READING) && s->stash == NULL) {
