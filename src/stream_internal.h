@@ -62,6 +62,9 @@ void evmux__st_free_queue_chunks(evmux_stream *s);
 
 /* stream_ready.c: the readiness driver */
 ssize_t evmux__st_send_iov(const evmux_stream *s, struct iovec *iov, size_t n);
+/* Sends the queue until the kernel stops taking it; runs no callback.
+ * 0, or the error of the send (the bytes sent before it are consumed). */
+int evmux__st_send_queued(evmux_stream *s);
 void evmux__st_flush_queue(evmux_stream *s);
 void evmux__st_on_stream_io(evmux_io *io, unsigned events);
 void evmux__st_reopen_terminal(int fd);

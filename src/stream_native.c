@@ -116,18 +116,7 @@ int evmux__st_native_send_now(evmux_stream *s)
 {
     assert(!(s->state & ST_SEND_BUSY));
     s->state &= ~ST_QUEUE_INHERITED; /* this process sends it after all */
-    while (s->queued > 0) {
-        struct iovec iov[SEND_IOV_MAX];
-        size_t total;
-        size_t n = evmux__st_queue_iov(s, iov, SEND_IOV_MAX, &total);
-        ssize_t w = evmux__st_send_iov(s, iov, n);
-        if (w < 0)
-            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-        evmux__st_consume_queue(s, (size_t)w);
-        if ((size_t)w < total)
-            break;
-    }
-    return 0;
+    return evmux__st_send_queued(s);
 }
 
 /* ---- reading on a completion-based backend ---- */

@@ -66,25 +66,31 @@ ssize_t evmux__st_send_iov(const evmux_stream *s, struct iovec *iov, size_t n)
     return w;
 }
 
-/* Sends what is queued until the kernel stops taking it. */
-void evmux__st_flush_queue(evmux_stream *s)
+int evmux__st_send_queued(evmux_stream *s)
 {
     while (s->queued > 0) {
         struct iovec iov[SEND_IOV_MAX];
         size_t total;
         size_t n = evmux__st_queue_iov(s, iov, SEND_IOV_MAX, &total);
         ssize_t w = evmux__st_send_iov(s, iov, n);
-        if (w < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            evmux__st_fail_writes(s, -errno);
-            return;
-        }
+        if (w < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
         evmux__st_consume_queue(s, (size_t)w);
         if ((size_t)w < total)
             break;
     }
-    evmux__st_after_send(s);
+    return 0;
+}
+
+/* The socket is writable: send the queue, then report what went out (or
+ * fail the writes). */
+void evmux__st_flush_queue(evmux_stream *s)
+{
+    int rc = evmux__st_send_queued(s);
+    if (rc < 0)
+        evmux__st_fail_writes(s, rc);
+    else
+        evmux__st_after_send(s);
 }
 
 /* ---- reading ---- */
