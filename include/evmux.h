@@ -461,6 +461,7 @@ typedef struct evmux_write_req evmux_write_req;
 typedef struct evmux_connect_req evmux_connect_req;
 typedef struct evmux_listener evmux_listener;
 struct evmux_chunk;
+struct evmux__stream_driver;
 
 /* nread > 0: buf holds nread bytes. The buffer belongs to the loop and is
  * lent for the duration of the callback: modify it freely, copy what you
@@ -506,10 +507,26 @@ struct evmux_write_req {
     evmux_write_req *next;
 };
 
+/* Private parts, laid out here only so that callers can embed the structs:
+ * a link of the library's intrusive lists, and one request to the kernel
+ * (src/op.h). */
+struct evmux__link {
+    struct evmux__link *prev, *next;
+};
+struct evmux__op_class;
+struct evmux__op {
+    struct evmux__link link;
+    const struct evmux__op_class *cls;
+    int fd;
+    unsigned char type, state, flags, batch;
+};
+
 struct evmux_stream {
     evmux_handle handle;
     /* private */
-    evmux_io io;
+    int fd;
+    unsigned state;
+    const struct evmux__stream_driver *driver; /* chosen when a descriptor is attached */
     evmux_read_cb read_cb;
     evmux_drain_cb drain_cb;
     evmux_shutdown_cb shutdown_cb;
@@ -520,14 +537,16 @@ struct evmux_stream {
     uint64_t accepted; /* bytes taken by evmux_stream_write so far */
     uint64_t sent;     /* bytes handed to the kernel so far */
     evmux_write_req *req_head, *req_tail;
-    evmux_stream *next_deferred;
-    /* completion-based backends only */
-    evmux_stream *native_prev, *native_next; /* the loop's streams, for fork */
-    struct evmux_chunk *stash; /* bytes received while not reading */
-    int read_end;              /* EOF or error received after the stash, not yet reported */
+    struct evmux__link deferred; /* on the loop's list of streams with reports owed */
     int error;
-    unsigned state;
-    unsigned armed_wait; /* the loop's wait count when a request was last prepared */
+    int read_end; /* EOF or error that arrived behind bytes not yet given */
+    union {
+        evmux_io io; /* the readiness driver's watcher */
+        struct {     /* the completion driver's requests */
+            struct evmux__op recv, send; /* send: also the wait of a connect */
+            struct evmux_chunk *stash;  /* bytes received while not reading */
+        } native;
+    } driver_state;
 };
 
 struct evmux_connect_req {

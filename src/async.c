@@ -16,6 +16,8 @@
 
 #include <errno.h>
 
+static const struct evmux__kind async_kind;
+
 void evmux__loop_wake(evmux_loop *loop)
 {
     if (atomic_exchange(&loop->wake_pending, 1) == 0)
@@ -80,7 +82,7 @@ int evmux__async_loop_init(evmux_loop *loop)
 {
     loop->wake_read_fd = loop->wake_write_fd = -1;
     atomic_init(&loop->wake_pending, 0);
-    evmux__loop_register_kind(loop, &evmux__async_kind); /* its hooks rebuild and free it */
+    evmux__loop_register_kind(loop, &async_kind); /* its hooks rebuild and free it */
     return start_wake_watcher(loop);
 }
 
@@ -111,7 +113,7 @@ int evmux_async_init(evmux_loop *loop, evmux_async *async, evmux_async_cb cb)
 {
     if (loop == NULL || async == NULL || cb == NULL)
         return -EINVAL;
-    evmux__handle_init(loop, &async->handle, &evmux__async_kind);
+    evmux__handle_init(loop, &async->handle, &async_kind);
     async->cb = cb;
     atomic_init(&async->pending, 0);
     async->prev = NULL;
@@ -157,7 +159,7 @@ static void async_close_begin(evmux_handle *h)
     evmux__async_close((evmux_async *)h);
 }
 
-const struct evmux__kind evmux__async_kind = {
+static const struct evmux__kind async_kind = {
     .number = EVMUX_HANDLE_ASYNC,
     .close_begin = async_close_begin,
     .loop_after_fork = async_after_fork,

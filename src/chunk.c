@@ -5,12 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct evmux_chunk *evmux__chunk_get(evmux_loop *loop)
+struct evmux_chunk *evmux__chunk_get(struct evmux__chunk_pool *pool)
 {
-    struct evmux_chunk *c = loop->chunk_pool;
+    struct evmux_chunk *c = pool->free;
     if (c != NULL) {
-        loop->chunk_pool = c->next;
-        loop->chunk_pool_len--;
+        pool->free = c->next;
+        pool->len--;
     } else {
         c = malloc(sizeof *c);
         if (c == NULL)
@@ -21,28 +21,28 @@ struct evmux_chunk *evmux__chunk_get(evmux_loop *loop)
     return c;
 }
 
-void evmux__chunks_put(evmux_loop *loop, struct evmux_chunk *head)
+void evmux__chunks_put(struct evmux__chunk_pool *pool, struct evmux_chunk *head)
 {
     while (head != NULL) {
         struct evmux_chunk *c = head;
         head = c->next;
-        if (loop->chunk_pool_len >= EVMUX__CHUNK_POOL_MAX) {
+        if (pool->len >= EVMUX__CHUNK_POOL_MAX) {
             free(c);
             continue;
         }
-        c->next = loop->chunk_pool;
-        loop->chunk_pool = c;
-        loop->chunk_pool_len++;
+        c->next = pool->free;
+        pool->free = c;
+        pool->len++;
     }
 }
 
-int evmux__chunks_append(evmux_loop *loop, struct evmux_chunk **head, struct evmux_chunk **tail,
+int evmux__chunks_append(struct evmux__chunk_pool *pool, struct evmux_chunk **head, struct evmux_chunk **tail,
                          const char *p, size_t n)
 {
     while (n > 0) {
         struct evmux_chunk *c = *tail;
         if (c == NULL || c->end == EVMUX__CHUNK_BYTES) {
-            c = evmux__chunk_get(loop);
+            c = evmux__chunk_get(pool);
             if (c == NULL)
                 return -ENOMEM;
             if (*tail != NULL)
@@ -60,12 +60,12 @@ int evmux__chunks_append(evmux_loop *loop, struct evmux_chunk **head, struct evm
     return 0;
 }
 
-void evmux__chunk_pool_free(evmux_loop *loop)
+void evmux__chunk_pool_free(struct evmux__chunk_pool *pool)
 {
-    while (loop->chunk_pool != NULL) {
-        struct evmux_chunk *c = loop->chunk_pool;
-        loop->chunk_pool = c->next;
+    while (pool->free != NULL) {
+        struct evmux_chunk *c = pool->free;
+        pool->free = c->next;
         free(c);
     }
-    loop->chunk_pool_len = 0;
+    pool->len = 0;
 }

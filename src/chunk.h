@@ -1,6 +1,6 @@
 /* Chunks: fixed-size buffers for bytes that wait (a stream's write queue,
  * the bytes a stopped reader was sent), kept in lists and reused through a
- * per-loop pool, so that steady traffic allocates nothing. */
+ * pool, one per loop, so that steady traffic allocates nothing. */
 #ifndef EVMUX_CHUNK_H
 #define EVMUX_CHUNK_H
 
@@ -19,15 +19,20 @@ struct evmux_chunk {
     char data[EVMUX__CHUNK_BYTES];
 };
 
+struct evmux__chunk_pool {
+    struct evmux_chunk *free;
+    size_t len;
+};
+
 /* An empty chunk, from the pool or malloc; NULL if out of memory. */
-struct evmux_chunk *evmux__chunk_get(evmux_loop *loop);
+struct evmux_chunk *evmux__chunk_get(struct evmux__chunk_pool *pool);
 /* Gives back a whole list (head, NULL-terminated). */
-void evmux__chunks_put(evmux_loop *loop, struct evmux_chunk *head);
+void evmux__chunks_put(struct evmux__chunk_pool *pool, struct evmux_chunk *head);
 /* Copies n bytes to the end of the list *head..*tail, filling the last
  * chunk first. On -ENOMEM part of them may have been appended. */
-int evmux__chunks_append(evmux_loop *loop, struct evmux_chunk **head, struct evmux_chunk **tail,
+int evmux__chunks_append(struct evmux__chunk_pool *pool, struct evmux_chunk **head, struct evmux_chunk **tail,
                          const char *p, size_t n);
-/* Frees the loop's pool (evmux_loop_free). */
-void evmux__chunk_pool_free(evmux_loop *loop);
+/* Frees the pool's chunks. */
+void evmux__chunk_pool_free(struct evmux__chunk_pool *pool);
 
 #endif

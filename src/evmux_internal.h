@@ -5,6 +5,7 @@
 
 #include "evmux.h"
 #include "backend/backend.h"
+#include "op.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -22,6 +23,20 @@ enum evmux_handle_type {
     EVMUX_HANDLE_SIGNAL = 6,
     EVMUX_KIND_WORK = 7, /* requests, not handles: only the loop hooks */
     EVMUX__KIND_LIMIT = 8
+};
+
+/* The loop's passes over the kinds that keep reports owed (loop_pass). */
+enum evmux__pass {
+    /* After the iteration's callbacks: report what completed without
+     * waiting (a write the kernel took at once), never inside the call
+     * that made the request. */
+    EVMUX__PASS_REPORT,
+    /* The same, right before the wait; a completion backend's requests
+     * are made here too, so that the wait submits them. */
+    EVMUX__PASS_BEFORE_WAIT,
+    /* evmux_run is returning: bytes written in its callbacks go to the
+     * kernel now, as a readiness backend's would have gone. */
+    EVMUX__PASS_RUN_EXIT,
 };
 
 /* What the core does with one kind, so that it names none (handle.c).
@@ -44,6 +59,8 @@ struct evmux__kind {
      * backend's kernel state is rebuilt; and in evmux_loop_free. */
     int (*loop_after_fork)(evmux_loop *loop);
     void (*loop_free)(evmux_loop *loop);
+    /* Runs while loop->deferred_owed > 0 (see enum evmux__pass). */
+    void (*loop_pass)(evmux_loop *loop, enum evmux__pass pass);
 };
 
 enum evmux_handle_flag {
@@ -52,7 +69,7 @@ enum evmux_handle_flag {
     EVMUX_FLAG_CLOSING = 1u << 2,
     EVMUX_FLAG_CLOSED = 1u << 3,
     EVMUX_FLAG_PENDING = 1u << 4, /* io: on the pending queue */
-    /* Part of another handle (a stream's watcher, a connect timeout): not
+    /* Part of another handle (a stream's watcher or its connect timeout): not
      * counted as open, never closed on its own, only stopped. */
     EVMUX_FLAG_INTERNAL = 1u << 5,
     /* io: not yet registered since init; its descriptor may be a new file
@@ -64,7 +81,9 @@ enum evmux_handle_flag {
     EVMUX_FLAG_IO_ALWAYS_READY = 1u << 7,
     /* io: its descriptor is known to be an open socket (accepted or made
      * by the library), so its first start skips the fstat check. */
-    EVMUX_FLAG_IO_SOCKET = 1u << 8
+    EVMUX_FLAG_IO_SOCKET = 1u << 8,
+    /* Closed; its close callback waits for the kernel (close_wait). */
+    EVMUX_FLAG_CLOSE_WAITING = 1u << 9
 };
 
 /* A timer heap entry: the whole sort key in one integer, next to the timer,
@@ -126,14 +145,12 @@ struct evmux_loop {
     evmux_handle *closing_head;
     evmux_handle *closing_tail;
 
-    evmux_stream *deferred_head; /* streams with completions to report */
-    evmux_stream *deferred_tail;
-    struct evmux_chunk *chunk_pool; /* free write-queue chunks, reused */
-    size_t chunk_pool_len;
-    char *read_buf; /* lent to read callbacks */
+    size_t closes_waiting; /* handles with EVMUX_FLAG_CLOSE_WAITING */
+    /* Handles on some kind's list of reports owed (loop_pass): while there
+     * are any the loop neither blocks nor ends. */
+    size_t deferred_owed;
 
-    evmux_stream *native_streams; /* streams using the backend's stream_ops */
-    size_t parked_streams; /* closed, waiting for their kernel requests to end */
+    struct evmux__ops ops; /* requests to the kernel (op.c) */
 
     /* Cross-thread wake-ups (async.c, wakeup.c): one descriptor per loop,
      * written at most once until the loop has read it. */
@@ -165,8 +182,10 @@ struct evmux_loop {
     atomic_bool stop_requested;
     unsigned pool_threads_max;
 
-    /* The kinds of handle this loop has had, by number (handle.c). */
+    /* The kinds of handle this loop has had, by number (handle.c), and
+     * what each keeps per loop. */
     const struct evmux__kind *kinds[EVMUX__KIND_LIMIT];
+    void *kind_data[EVMUX__KIND_LIMIT];
 
     struct evmux_loop_stats stats;
 };
@@ -180,6 +199,8 @@ void evmux__loop_register_kind(evmux_loop *loop, const struct evmux__kind *kind)
 void evmux__handle_set_ref(evmux_handle *h, bool ref);
 /* Runs the close callbacks due (loop.c, once per iteration). */
 void evmux__run_closing(evmux_loop *loop);
+/* Runs the pass of every kind that has one. */
+void evmux__kinds_pass(evmux_loop *loop, enum evmux__pass pass);
 
 static inline bool evmux__closing(const evmux_handle *h)
 {
@@ -246,9 +267,6 @@ void evmux__wakeup_signal(int write_fd);
 void evmux__wakeup_drain(int read_fd);
 void evmux__wakeup_close(int read_fd, int write_fd);
 
-/* The kinds (each in its own file). */
-extern const struct evmux__kind evmux__io_kind, evmux__timer_kind, evmux__stream_kind,
-    evmux__listener_kind, evmux__async_kind, evmux__signal_kind, evmux__work_kind;
 
 /* Async handles (async.c). The loop's wake-up is core: made with the loop
  * (which registers the async kind), rebuilt and freed by the kind's hooks. */
@@ -261,25 +279,8 @@ void evmux__async_close(evmux_async *async);
 /* Signals (signal.c) */
 void evmux__signals_dispatch(evmux_loop *loop);
 
-/* Closing (handle.c): queues a closing handle for its close callback. */
+/* Closing (handle.c): queues a closing handle for its close callback (one
+ * whose close waited: its kernel requests have ended). */
 void evmux__closing_push(evmux_handle *h);
-
-/* Streams (stream.c) */
-/* Reports what streams completed without waiting; before_wait: also hands
- * queued bytes to a completion backend (the last step before its wait). */
-void evmux__streams_run_deferred(evmux_loop *loop, bool before_wait);
-/* Before evmux_run returns: bytes written in its callbacks go to the
- * kernel now, as a readiness backend's would have gone (no callback). */
-void evmux__streams_flush(evmux_loop *loop);
-/* Gives an initialised stream its connected, non-blocking socket. */
-int evmux__stream_attach(evmux_stream *s, int fd);
-/* Results of a completion-based backend's stream requests (see
- * struct evmux_stream_ops). recv_done: res bytes arrived in buf, lent for
- * the call. recv_ended: the recv is over: 0 at the end of the stream,
- * -EAGAIN or -ENOBUFS if the backend ended it (ask again), -ECANCELED if
- * cancelled, else an error. send_done: bytes sent or a negative errno. */
-void evmux__stream_recv_done(evmux_stream *s, int res, char *buf);
-void evmux__stream_recv_ended(evmux_stream *s, int status);
-void evmux__stream_send_done(evmux_stream *s, int res);
 
 #endif

@@ -120,6 +120,11 @@ int evmux_close(evmux_handle *h, evmux_close_cb close_cb)
 void evmux__closing_push(evmux_handle *h)
 {
     evmux_loop *loop = h->loop;
+    assert(h->flags & EVMUX_FLAG_CLOSING);
+    if (h->flags & EVMUX_FLAG_CLOSE_WAITING) {
+        h->flags &= ~EVMUX_FLAG_CLOSE_WAITING;
+        loop->closes_waiting--;
+    }
     h->next_closing = NULL;
     if (loop->closing_tail != NULL)
         loop->closing_tail->next_closing = h;
@@ -139,8 +144,11 @@ void evmux__run_closing(evmux_loop *loop)
         h->next_closing = NULL;
         const struct evmux__kind *kind = kind_of(h);
         assert(kind != NULL && (h->flags & EVMUX_FLAG_CLOSING));
-        if (kind->close_wait != NULL && kind->close_wait(h))
-            continue; /* queued again when the kernel lets go of it */
+        if (kind->close_wait != NULL && kind->close_wait(h)) {
+            h->flags |= EVMUX_FLAG_CLOSE_WAITING; /* queued again when the kernel lets go */
+            loop->closes_waiting++;
+            continue;
+        }
         if (kind->close_finish != NULL)
             kind->close_finish(h); /* -ECANCELED requests */
         h->flags = (h->flags & ~EVMUX_FLAG_CLOSING) | EVMUX_FLAG_CLOSED;
@@ -148,4 +156,11 @@ void evmux__run_closing(evmux_loop *loop)
         if (h->close_cb != NULL)
             h->close_cb(h); /* may free h */
     }
+}
+
+void evmux__kinds_pass(evmux_loop *loop, enum evmux__pass pass)
+{
+    for (unsigned n = 1; n < EVMUX__KIND_LIMIT; n++)
+        if (loop->kinds[n] != NULL && loop->kinds[n]->loop_pass != NULL)
+            loop->kinds[n]->loop_pass(loop, pass);
 }

@@ -34,6 +34,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+static const struct evmux__kind io_kind;
+
 #define EVMUX_IO_EVENTS (EVMUX_READABLE | EVMUX_WRITABLE)
 
 static int ensure_slot(evmux_loop *loop, int fd)
@@ -50,7 +52,7 @@ int evmux_io_init(evmux_loop *loop, evmux_io *io, int fd, evmux_io_cb cb)
 {
     if (loop == NULL || io == NULL || fd < 0 || cb == NULL)
         return -EINVAL;
-    evmux__handle_init(loop, &io->handle, &evmux__io_kind);
+    evmux__handle_init(loop, &io->handle, &io_kind);
     io->handle.flags |= EVMUX_FLAG_IO_FRESH;
     io->fd = fd;
     io->events = 0;
@@ -324,7 +326,7 @@ static void io_close_begin(evmux_handle *h)
     evmux_io_stop((evmux_io *)h);
 }
 
-const struct evmux__kind evmux__io_kind = {
+static const struct evmux__kind io_kind = {
     .number = EVMUX_HANDLE_IO,
     .close_begin = io_close_begin,
 };

@@ -8,7 +8,7 @@
  * it at once (the peer sees the connection end instead of hanging), and
  * open the spare again. If even that fails, we stop watching the listener
  * for a short while and try again, so the process never spins. */
-#include "evmux_internal.h"
+#include "stream_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+static const struct evmux__kind listener_kind;
 
 #define ACCEPTS_PER_WAKEUP 64
 #define ACCEPT_RETRY_MS 100
@@ -242,7 +244,7 @@ int evmux_listen(evmux_loop *loop, evmux_listener *l, const struct sockaddr *add
     void *data = l->handle.data;
     memset(l, 0, sizeof *l);
     l->handle.data = data;
-    evmux__handle_init(loop, &l->handle, &evmux__listener_kind);
+    evmux__handle_init(loop, &l->handle, &listener_kind);
     l->cb = cb;
     l->pending_fd = -1;
     l->unix_path = unix_path;
@@ -309,7 +311,7 @@ static int listener_is_active(const evmux_handle *h)
     return evmux_is_active(&l->io.handle) || evmux_is_active(&l->retry.handle);
 }
 
-const struct evmux__kind evmux__listener_kind = {
+static const struct evmux__kind listener_kind = {
     .number = EVMUX_HANDLE_LISTENER,
     .close_begin = listener_close_begin,
     .close_finish = listener_close_finish,

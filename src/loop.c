@@ -27,6 +27,7 @@
  * watcher from any callback takes effect for the rest of the batch. */
 #include "evmux_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,7 @@ int evmux_loop_new(evmux_loop **out, const evmux_loop_options *opts)
     atomic_init(&loop->run_owner, 0);
     atomic_init(&loop->signal_mask, 0);
     atomic_init(&loop->stop_requested, false);
+    evmux__ops_init(loop);
 
     int rc = strcmp(name, "auto") == 0 ? start_best_backend(loop)
                                        : start_backend_named(loop, name);
@@ -176,6 +178,7 @@ int evmux_loop_free(evmux_loop *loop)
     for (unsigned n = EVMUX__KIND_LIMIT; n-- > 0;)
         if (loop->kinds[n] != NULL && loop->kinds[n]->loop_free != NULL)
             loop->kinds[n]->loop_free(loop);
+    assert(!evmux__ops_busy(loop)); /* their handles are open until they end */
     evmux__io_flush(loop); /* a backend with requests in flight ends them */
     loop->backend->destroy(loop);
     evmux__io_free(loop);
@@ -198,6 +201,8 @@ int evmux_loop_fork(evmux_loop *loop)
             return rc;
     }
     int rc = loop->backend->after_fork != NULL ? evmux__io_reinstall_all(loop) : 0;
+    if (loop->backend->completion != NULL)
+        evmux__ops_after_fork(loop);
     /* The kinds in order: the wake-up before the pool that uses it. */
     for (unsigned n = 0; n < EVMUX__KIND_LIMIT; n++) {
         if (loop->kinds[n] == NULL || loop->kinds[n]->loop_after_fork == NULL)
@@ -234,8 +239,8 @@ int evmux_loop_alive(const evmux_loop *loop)
 {
     if (loop == NULL)
         return 0;
-    return loop->active_refs > 0 || loop->closing_head != NULL || loop->deferred_head != NULL ||
-           loop->parked_streams > 0;
+    return loop->active_refs > 0 || loop->closing_head != NULL || loop->deferred_owed > 0 ||
+           loop->closes_waiting > 0;
 }
 
 /* Identifies the calling thread: the address of a thread-local object. */
@@ -262,12 +267,13 @@ void evmux__loop_stats(const evmux_loop *loop, struct evmux_loop_stats *out)
 
 /* ---- running ---- */
 
-static uint64_t wait_timeout_ns(const evmux_loop *loop, evmux_run_mode mode)
+/* ops_owed: requests still wait for room in the ring, or their results
+ * are owed without the kernel (op.c). */
+static uint64_t wait_timeout_ns(const evmux_loop *loop, evmux_run_mode mode, bool ops_owed)
 {
-    if (mode == EVMUX_RUN_NOWAIT || atomic_load(&loop->stop_requested) ||
-        loop->closing_head != NULL ||
-        loop->deferred_head != NULL || loop->always_ready_count > 0 ||
-        (loop->active_refs == 0 && loop->parked_streams == 0))
+    if (mode == EVMUX_RUN_NOWAIT || atomic_load(&loop->stop_requested) || ops_owed ||
+        loop->closing_head != NULL || loop->deferred_owed > 0 || loop->always_ready_count > 0 ||
+        (loop->active_refs == 0 && loop->closes_waiting == 0))
         return 0;
     return evmux__timers_next_ns(loop);
 }
@@ -289,9 +295,11 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
          * them, so a timer that fell due meanwhile does not sleep on. */
         if (evmux__timers_run(loop))
             evmux_update_time(loop);
-        evmux__streams_run_deferred(loop, true); /* and queued sends, just before waiting */
+        if (loop->deferred_owed > 0)
+            evmux__kinds_pass(loop, EVMUX__PASS_BEFORE_WAIT);
+        bool ops_owed = loop->backend->completion != NULL && evmux__ops_prepare(loop);
         evmux__io_flush(loop);
-        uint64_t timeout_ns = wait_timeout_ns(loop, mode);
+        uint64_t timeout_ns = wait_timeout_ns(loop, mode, ops_owed);
         loop->silent_wakes = 0;
         rc = loop->backend->wait(loop, timeout_ns);
         loop->stats.backend_waits++;
@@ -300,9 +308,10 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
         if (rc >= 0 && evmux__io_collect_always_ready(loop) > 0)
             woken = true;
         evmux__io_run_pending(loop);
-        if (loop->backend->stream_ops != NULL)
-            loop->backend->stream_ops->run_completions(loop);
-        evmux__streams_run_deferred(loop, false);
+        if (loop->backend->completion != NULL)
+            evmux__ops_run_completions(loop);
+        if (loop->deferred_owed > 0)
+            evmux__kinds_pass(loop, EVMUX__PASS_REPORT);
         if (mode == EVMUX_RUN_ONCE && evmux__timers_next_ns(loop) == 0) {
             evmux__timers_run(loop); /* the timer that ended the wait */
             woken = true;
@@ -322,7 +331,10 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
         if (loop->timer_count > 0)
             evmux_update_time(loop);
     }
-    evmux__streams_flush(loop);
+    if (loop->deferred_owed > 0)
+        evmux__kinds_pass(loop, EVMUX__PASS_RUN_EXIT);
+    if (loop->backend->completion != NULL)
+        evmux__ops_flush(loop);
     atomic_store(&loop->stop_requested, false);
     atomic_store(&loop->run_owner, 0);
     return rc < 0 ? rc : 0;

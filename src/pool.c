@@ -30,6 +30,8 @@
 #include <signal.h>
 #include <stdlib.h>
 
+static const struct evmux__kind work_kind;
+
 #define POOL_DEFAULT_THREADS 4
 
 enum work_state { WORK_IDLE = 0, WORK_QUEUED };
@@ -263,7 +265,7 @@ static int pool_create(evmux_loop *loop)
     pool->done_async.handle.data = pool;
     registry_add(pool);
     loop->pool = pool;
-    evmux__loop_register_kind(loop, &evmux__work_kind);
+    evmux__loop_register_kind(loop, &work_kind);
     return 0;
 }
 
@@ -389,7 +391,7 @@ static int pool_after_fork(evmux_loop *loop)
     return rc;
 }
 
-const struct evmux__kind evmux__work_kind = {
+static const struct evmux__kind work_kind = {
     .number = EVMUX_KIND_WORK,
     .loop_after_fork = pool_after_fork,
     .loop_free = pool_free,

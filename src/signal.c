@@ -20,6 +20,8 @@
 #include <signal.h>
 #include <string.h>
 
+static const struct evmux__kind signal_kind;
+
 #define SIGNAL_LOOPS_MAX 64
 
 static atomic_uint arrivals[EVMUX__SIGNAL_LIMIT];
@@ -141,7 +143,7 @@ int evmux_signal_init(evmux_loop *loop, evmux_signal *sig)
 {
     if (loop == NULL || sig == NULL)
         return -EINVAL;
-    evmux__handle_init(loop, &sig->handle, &evmux__signal_kind);
+    evmux__handle_init(loop, &sig->handle, &signal_kind);
     sig->cb = NULL;
     sig->signum = 0;
     sig->prev = sig->next = NULL;
@@ -247,7 +249,7 @@ static void signal_close_begin(evmux_handle *h)
     evmux_signal_stop((evmux_signal *)h);
 }
 
-const struct evmux__kind evmux__signal_kind = {
+static const struct evmux__kind signal_kind = {
     .number = EVMUX_HANDLE_SIGNAL,
     .close_begin = signal_close_begin,
 };

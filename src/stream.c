@@ -30,19 +30,24 @@
 #include <unistd.h>
 
 static void report_connect(evmux_stream *s, int status);
+static const struct evmux__kind stream_kind;
 
-/* ---- the queue and the stash ---- */
+/* ---- the queue ---- */
 
 static void streams_free(evmux_loop *loop)
 {
-    evmux__chunk_pool_free(loop);
-    free(loop->read_buf);
-    loop->read_buf = NULL;
+    struct stream_loop *sl = loop->kind_data[EVMUX_HANDLE_STREAM];
+    if (sl == NULL)
+        return;
+    evmux__chunk_pool_free(&sl->chunks);
+    free(sl->read_buf);
+    free(sl);
+    loop->kind_data[EVMUX_HANDLE_STREAM] = NULL;
 }
 
 void evmux__st_free_queue_chunks(evmux_stream *s)
 {
-    evmux__chunks_put(s->handle.loop, s->out_head);
+    evmux__chunks_put(st_chunks(s), s->out_head);
     s->out_head = s->out_tail = NULL;
 }
 
@@ -58,18 +63,12 @@ static void drop_queue(evmux_stream *s)
         evmux__st_free_queue_chunks(s);
 }
 
-static void drop_stash(evmux_stream *s)
-{
-    evmux__chunks_put(s->handle.loop, s->stash);
-    s->stash = NULL;
-}
-
 /* The caller drops the whole queue if this fails. */
 static int queue_bytes(evmux_stream *s, const char *p, size_t n)
 {
     if (s->state & ST_SEND_DISCARD)
         return -EPIPE; /* only after an error, which refuses writes first */
-    int rc = evmux__chunks_append(s->handle.loop, &s->out_head, &s->out_tail, p, n);
+    int rc = evmux__chunks_append(st_chunks(s), &s->out_head, &s->out_tail, p, n);
     if (rc == 0)
         s->queued += n;
     return rc;
@@ -103,7 +102,7 @@ void evmux__st_consume_queue(evmux_stream *s, size_t n)
             if (s->out_head == NULL)
                 s->out_tail = NULL;
             c->next = NULL;
-            evmux__chunks_put(s->handle.loop, c);
+            evmux__chunks_put(st_chunks(s), c);
         }
     }
 }
@@ -112,37 +111,18 @@ void evmux__st_consume_queue(evmux_stream *s, size_t n)
 
 void evmux__st_defer(evmux_stream *s)
 {
-    if (s->state & ST_DEFERRED)
+    if (evmux__linked(&s->deferred))
         return;
-    evmux_loop *loop = s->handle.loop;
-    s->state |= ST_DEFERRED;
-    s->next_deferred = NULL;
-    if (loop->deferred_tail != NULL)
-        loop->deferred_tail->next_deferred = s;
-    else
-        loop->deferred_head = s;
-    loop->deferred_tail = s;
+    evmux__list_push(&st_loop(s)->deferred, &s->deferred);
+    s->handle.loop->deferred_owed++;
 }
 
 static void undefer(evmux_stream *s)
 {
-    if (!(s->state & ST_DEFERRED))
+    if (!evmux__linked(&s->deferred))
         return;
-    evmux_loop *loop = s->handle.loop;
-    evmux_stream *prev = NULL;
-    for (evmux_stream *p = loop->deferred_head; p != NULL; prev = p, p = p->next_deferred) {
-        if (p != s)
-            continue;
-        if (prev != NULL)
-            prev->next_deferred = s->next_deferred;
-        else
-            loop->deferred_head = s->next_deferred;
-        if (loop->deferred_tail == s)
-            loop->deferred_tail = prev;
-        break;
-    }
-    s->next_deferred = NULL;
-    s->state &= ~ST_DEFERRED;
+    evmux__list_remove(&s->deferred);
+    s->handle.loop->deferred_owed--;
 }
 
 /* Reports, in order, every write whose bytes have all been sent. Stops if
@@ -168,41 +148,49 @@ static void report_shutdown(evmux_stream *s, int status)
         s->shutdown_cb(s, status);
 }
 
-void evmux__streams_run_deferred(evmux_loop *loop, bool before_wait)
+/* What one deferred stream is owed. */
+static void run_deferred(evmux_stream *s, enum evmux__pass pass)
 {
+    if (s->state & ST_CONNECT_FAILED) {
+        s->state &= ~ST_CONNECT_FAILED;
+        report_connect(s, s->error);
+    }
+    report_sent_writes(s);
+    /* (A connect refused at once, by a retry from the callback above: its
+     * report fails the writes, next pass.) */
+    if (s->error != 0 && s->req_head != NULL && !(s->state & ST_CONNECT_FAILED) &&
+        !evmux_is_closing(&s->handle))
+        evmux__st_fail_writes(s, s->error);
+    if ((s->state & ST_SHUT_REPORT) && !evmux_is_closing(&s->handle) && s->req_head == NULL)
+        report_shutdown(s, s->error);
+    if (s->driver != NULL && s->driver->deferred != NULL && !evmux_is_closing(&s->handle))
+        s->driver->deferred(s, pass);
+}
+
+static void streams_pass(evmux_loop *loop, enum evmux__pass pass)
+{
+    struct stream_loop *sl = loop->kind_data[EVMUX_HANDLE_STREAM];
+    if (pass == EVMUX__PASS_RUN_EXIT) {
+        /* Only the bytes queued for the kernel; reports wait for the next
+         * run, as the streams stay on the list. */
+        for (struct evmux__link *l = sl->deferred.next; l != &sl->deferred; l = l->next) {
+            evmux_stream *s = EVMUX__CONTAINER_OF(l, evmux_stream, deferred);
+            if ((s->state & ST_SEND_WANTED) && !evmux_is_closing(&s->handle))
+                s->driver->deferred(s, pass);
+        }
+        return;
+    }
     /* Streams deferred by these callbacks wait for the next pass, so a
      * callback that keeps writing cannot hold the loop here. */
-    evmux_stream *s = loop->deferred_head;
-    loop->deferred_head = loop->deferred_tail = NULL;
-    while (s != NULL) {
-        evmux_stream *next = s->next_deferred;
-        s->next_deferred = NULL;
-        s->state &= ~ST_DEFERRED;
-        if (!evmux_is_closing(&s->handle)) {
-            if (s->state & ST_CONNECT_FAILED) {
-                s->state &= ~ST_CONNECT_FAILED;
-                report_connect(s, s->error);
-            }
-            report_sent_writes(s);
-            /* (A connect refused at once, by a retry from the callback
-             * above: its report fails the writes, next pass.) */
-            if (s->error != 0 && s->req_head != NULL && !(s->state & ST_CONNECT_FAILED) &&
-                !evmux_is_closing(&s->handle))
-                evmux__st_fail_writes(s, s->error);
-            if ((s->state & ST_SHUT_REPORT) && !evmux_is_closing(&s->handle) && s->req_head == NULL)
-                report_shutdown(s, s->error);
-            if ((s->state & ST_READING) && (s->stash != NULL || s->read_end != 0) &&
-                !evmux_is_closing(&s->handle))
-                evmux__st_deliver_stash(s);
-            if ((s->state & ST_SEND_WANTED) && !evmux_is_closing(&s->handle)) {
-                int rc = before_wait ? evmux__st_native_submit_send(s) : 0;
-                if (rc < 0)
-                    evmux__st_fail_writes(s, rc); /* cannot wait for the socket */
-                else if (!before_wait)
-                    evmux__st_defer(s); /* sent from the pass just before the wait */
-            }
-        }
-        s = next;
+    struct evmux__link now;
+    evmux__list_init(&now);
+    evmux__list_splice(&now, &sl->deferred);
+    struct evmux__link *l;
+    while ((l = evmux__list_pop(&now)) != NULL) {
+        loop->deferred_owed--;
+        evmux_stream *s = EVMUX__CONTAINER_OF(l, evmux_stream, deferred);
+        if (!evmux_is_closing(&s->handle))
+            run_deferred(s, pass);
     }
 }
 
@@ -212,17 +200,7 @@ int evmux__st_update_interest(evmux_stream *s)
         return 0;
     if (s->state & ST_CONNECT_FAILED)
         return 0; /* refused at once: nothing to watch, the report is on its way */
-    if ((s->state & (ST_NATIVE | ST_OPEN)) == (ST_NATIVE | ST_OPEN))
-        return evmux__st_native_sync(s);
-    unsigned want;
-    if (s->state & ST_CONNECTING)
-        want = EVMUX_WRITABLE;
-    else
-        want = ((s->state & ST_READING) ? EVMUX_READABLE : 0) |
-               (s->queued > 0 ? EVMUX_WRITABLE : 0);
-    if (want == s->io.events)
-        return 0;
-    return evmux_io_start(&s->io, want);
+    return s->driver->sync(s);
 }
 
 /* A write failed: the peer is gone. Every request not yet fully sent gets
@@ -261,7 +239,7 @@ void evmux__st_fail_writes(evmux_stream *s, int err)
 static void finish_shutdown(evmux_stream *s)
 {
     s->state |= ST_SHUT_DONE | ST_SHUT_REPORT;
-    if (shutdown(s->io.fd, SHUT_WR) < 0 && s->error == 0)
+    if (shutdown(s->fd, SHUT_WR) < 0 && s->error == 0)
         s->error = -errno;
 }
 
@@ -313,33 +291,18 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
 
     /* Send at once what the kernel takes, if nothing is ahead of us. */
     size_t done = 0;
-    if (s->queued == 0 && (s->state & ST_OPEN) && total > 0 && !(s->state & ST_NATIVE)) {
-        size_t first = 0;
-        while (first < nbufs) {
-            struct iovec iov[SEND_IOV_MAX];
-            size_t n = 0, batch = 0;
-            for (; first + n < nbufs && n < SEND_IOV_MAX; n++) {
-                iov[n].iov_base = (void *)bufs[first + n].base;
-                iov[n].iov_len = bufs[first + n].len;
-                batch += bufs[first + n].len;
-            }
-            ssize_t w = evmux__st_send_iov(s, iov, n);
-            if (w < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                    break;
-                /* The peer is gone. Earlier writes were all sent (nothing
-                 * was queued); they are reported from the loop. */
-                s->error = -errno;
-                if (s->req_head != NULL)
-                    evmux__st_defer(s);
-                return s->error;
-            }
-            done += (size_t)w;
-            s->sent += (size_t)w;
-            if ((size_t)w < batch)
-                break;
-            first += n;
+    if (s->queued == 0 && (s->state & ST_OPEN) && total > 0 && s->driver->write_now != NULL) {
+        ssize_t w = s->driver->write_now(s, bufs, nbufs);
+        if (w < 0) {
+            /* The peer is gone. Earlier writes were all sent (nothing was
+             * queued); they are reported from the loop. */
+            s->error = (int)w;
+            if (s->req_head != NULL)
+                evmux__st_defer(s);
+            return s->error;
         }
+        done = (size_t)w;
+        s->sent += done;
     }
 
     /* Queue the rest: skip the `done` bytes already sent. */
@@ -375,13 +338,11 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
             s->req_head = req;
         s->req_tail = req;
     }
-    if (s->high_water != 0 && s->queued > s->high_water && (s->state & ST_NATIVE) &&
-        (s->state & ST_OPEN) && !(s->state & ST_SEND_BUSY)) {
-        int rc = evmux__st_native_send_now(s);
+    if (s->high_water != 0 && s->queued > s->high_water && s->driver->offer != NULL) {
+        int rc = s->driver->offer(s);
         if (rc < 0) {
             s->error = rc; /* this write and the ones before it fail from the loop */
             drop_queue(s);
-            evmux__st_end_reading_with(s, rc);
             evmux__st_defer(s);
             return 0;
         }
@@ -460,8 +421,6 @@ int evmux_stream_read_start(evmux_stream *s, evmux_read_cb cb)
         return EVMUX_EOF;
     s->read_cb = cb;
     s->state |= ST_READING;
-    if (s->stash != NULL || s->read_end != 0)
-        evmux__st_defer(s); /* given from the loop, never inside this call */
     int rc = evmux__st_update_interest(s);
     if (rc < 0)
         s->state &= ~ST_READING;
@@ -482,33 +441,9 @@ static void detach_socket(evmux_stream *s)
 {
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return;
-    /* Bytes a readiness backend would have sent inside evmux_stream_write
-     * get the same chance here before the socket goes. */
-    if ((s->state & (ST_NATIVE | ST_OPEN | ST_SEND_BUSY | ST_QUEUE_INHERITED)) ==
-            (ST_NATIVE | ST_OPEN) &&
-        s->queued > 0 && s->error == 0)
-        (void)evmux__st_native_send_now(s); /* an error only means no more goes out */
-    s->state &= ~ST_SEND_WANTED;
-    /* A request the kernel has not taken yet names the descriptor by its
-     * number, which the close below frees for reuse: hand it over first. */
-    if ((s->state & ST_NATIVE) && (s->state & ST_KERNEL_BUSY) &&
-        s->armed_wait == (unsigned)s->handle.loop->stats.backend_waits)
-        native_ops(s)->flush(s->handle.loop);
-    evmux__st_cancel_recv(s);
-    if (s->state & ST_SEND_BUSY)
-        native_ops(s)->cancel_send(s->handle.loop, s);
-    evmux__st_set_native_active(s, false);
-    evmux__io_stop_now(&s->io); /* while the descriptor still names the socket */
-    /* A pipe may be shared with other processes (a shell pipeline): leave
-     * its description blocking, as we found it. */
-    if (s->state & ST_MADE_NONBLOCK) {
-        int flags = fcntl(s->io.fd, F_GETFL);
-        if (flags >= 0)
-            fcntl(s->io.fd, F_SETFL, flags & ~O_NONBLOCK);
-        s->state &= ~ST_MADE_NONBLOCK;
-    }
-    close(s->io.fd);
-    s->io.fd = -1;
+    s->driver->detach(s);
+    close(s->fd);
+    s->fd = -1;
     s->state &= ~(ST_OPEN | ST_CONNECTING);
 }
 
@@ -539,40 +474,35 @@ static void on_connect_timeout(evmux_timer *t)
     report_connect(req->stream, -ETIMEDOUT);
 }
 
-/* Gives the stream its descriptor: a connected socket, or (is_socket
- * false) a pipe, terminal or file, which takes the readiness driver. */
+/* Gives the stream its descriptor and its driver: a connected socket, or
+ * (is_socket false) a pipe, terminal or file, which takes the readiness
+ * driver. */
 static int attach(evmux_stream *s, int fd, bool is_socket)
 {
     evmux_loop *loop = s->handle.loop;
     int rc = evmux__io_check_fd(loop, fd);
     if (rc < 0)
         return rc;
-    rc = evmux_io_init(loop, &s->io, fd, evmux__st_on_stream_io);
-    if (rc < 0)
+    const struct evmux__stream_driver *driver =
+        is_socket && loop->backend->completion != NULL ? &evmux__stream_native
+                                                       : &evmux__stream_ready;
+    /* The drivers share their memory: the other one's requests must have
+     * ended (they do from the loop, after a close or a failed connect). */
+    if (s->driver != NULL && s->driver != driver && !s->driver->idle(s))
+        return -EBUSY;
+    s->fd = fd;
+    s->state = (s->state & ~(ST_EOF | ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT |
+                             ST_NOT_SOCKET)) |
+               (is_socket ? 0 : ST_NOT_SOCKET);
+    if (driver == &evmux__stream_native) {
+        evmux__st_native_attach(s);
+    } else if ((rc = evmux__st_ready_attach(s)) < 0) {
+        s->fd = -1;
         return rc;
-    if (is_socket)
-        s->io.handle.flags |= EVMUX_FLAG_IO_SOCKET;
-    evmux__handle_make_internal(&s->io.handle);
-    if (!(s->handle.flags & EVMUX_FLAG_REF))
-        evmux_unref(&s->io.handle);
-    s->io.handle.data = s;
-    s->state = (s->state & ~(ST_EOF | ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT)) | ST_OPEN;
+    }
+    s->state |= ST_OPEN;
     s->error = 0;
     s->read_end = 0;
-    if (!is_socket) {
-        evmux__st_native_list_remove(s);
-        s->state |= ST_NOT_SOCKET;
-        return 0;
-    }
-    s->state &= ~ST_NOT_SOCKET;
-    if (loop->backend->stream_ops != NULL && !(s->state & ST_NATIVE)) {
-        s->state |= ST_NATIVE;
-        s->native_prev = NULL;
-        s->native_next = loop->native_streams;
-        if (s->native_next != NULL)
-            s->native_next->native_prev = s;
-        loop->native_streams = s;
-    }
     return 0;
 }
 
@@ -585,7 +515,7 @@ void evmux__st_connect_settled(evmux_stream *s)
 {
     int err = 0;
     socklen_t len = sizeof err;
-    if (getsockopt(s->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err != 0) {
         report_connect(s, -err);
@@ -597,10 +527,7 @@ void evmux__st_connect_settled(evmux_stream *s)
         return;
     /* Writes and a shutdown asked for while connecting go out now. */
     if (s->queued > 0) {
-        if (s->state & ST_NATIVE)
-            evmux__st_update_interest(s); /* the shutdown follows the last send */
-        else
-            evmux__st_flush_queue(s);
+        s->driver->connected(s);
         return;
     }
     if ((s->state & ST_SHUT_WANTED) && !(s->state & ST_SHUT_DONE)) {
@@ -668,8 +595,16 @@ int evmux_stream_init(evmux_loop *loop, evmux_stream *s)
     void *data = s->handle.data;
     memset(s, 0, sizeof *s);
     s->handle.data = data;
-    evmux__handle_init(loop, &s->handle, &evmux__stream_kind);
-    s->io.fd = -1;
+    struct stream_loop *sl = loop->kind_data[EVMUX_HANDLE_STREAM];
+    if (sl == NULL) {
+        sl = calloc(1, sizeof *sl);
+        if (sl == NULL)
+            return -ENOMEM;
+        evmux__list_init(&sl->deferred);
+        loop->kind_data[EVMUX_HANDLE_STREAM] = sl;
+    }
+    evmux__handle_init(loop, &s->handle, &stream_kind);
+    s->fd = -1;
     return 0;
 }
 
@@ -705,7 +640,7 @@ int evmux_stream_fd(const evmux_stream *s)
 {
     if (s == NULL)
         return -1;
-    return s->io.fd;
+    return s->fd;
 }
 
 static void stream_close_begin(evmux_handle *h)
@@ -721,8 +656,8 @@ static void stream_close_finish(evmux_handle *h)
 {
     evmux_stream *s = (evmux_stream *)h;
     undefer(s);
-    evmux__st_native_list_remove(s);
-    drop_stash(s);
+    if (s->driver != NULL && s->driver->close_finish != NULL)
+        s->driver->close_finish(s);
     evmux_connect_req *creq = s->connect_req;
     s->connect_req = NULL;
     if (creq != NULL)
@@ -759,10 +694,10 @@ int evmux_stream_set_nodelay(evmux_stream *s, int on)
         return -EINVAL;
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
-    if ((s->state & ST_NOT_SOCKET) || is_unix_socket(s->io.fd))
+    if ((s->state & ST_NOT_SOCKET) || is_unix_socket(s->fd))
         return -ENOTSUP;
     int v = on != 0;
-    return setsockopt(s->io.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) < 0 ? -errno : 0;
+    return setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) < 0 ? -errno : 0;
 }
 
 int evmux_stream_set_keepalive(evmux_stream *s, int on, unsigned idle_s)
@@ -771,15 +706,15 @@ int evmux_stream_set_keepalive(evmux_stream *s, int on, unsigned idle_s)
         return -EINVAL;
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
-    if ((s->state & ST_NOT_SOCKET) || is_unix_socket(s->io.fd))
+    if ((s->state & ST_NOT_SOCKET) || is_unix_socket(s->fd))
         return -ENOTSUP;
     int v = on != 0;
-    if (setsockopt(s->io.fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) < 0)
+    if (setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) < 0)
         return -errno;
     if (on && idle_s > 0) {
 #ifdef TCP_KEEPIDLE
         int idle = idle_s > INT_MAX ? INT_MAX : (int)idle_s;
-        if (setsockopt(s->io.fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) < 0)
+        if (setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) < 0)
             return -errno;
 #endif
     }
@@ -793,32 +728,55 @@ int evmux_stream_peer(const evmux_stream *s, struct sockaddr_storage *out, sockl
     if (!(s->state & ST_OPEN))
         return -ENOTCONN;
     *out_len = sizeof *out;
-    return getpeername(s->io.fd, (struct sockaddr *)out, out_len) < 0 ? -errno : 0;
+    return getpeername(s->fd, (struct sockaddr *)out, out_len) < 0 ? -errno : 0;
 }
 
-/* A stream is kept running by its watcher and its connect timeout. */
+/* A stream is kept running by its driver's parts and its connect timeout. */
 static void stream_set_ref(evmux_handle *h, bool ref)
 {
     evmux_stream *s = (evmux_stream *)h;
-    evmux__handle_set_ref(&s->io.handle, ref);
+    if (s->driver != NULL && s->driver->set_ref != NULL)
+        s->driver->set_ref(s, ref);
     if (s->connect_req != NULL)
         evmux__handle_set_ref(&s->connect_req->timeout.handle, ref);
 }
 
-/* Its own flag stands for requests in a completion backend. */
+/* Its own flag stands for requests in the kernel. */
 static int stream_is_active(const evmux_handle *h)
 {
     const evmux_stream *s = (const evmux_stream *)h;
-    return (h->flags & EVMUX_FLAG_ACTIVE) || evmux_is_active(&s->io.handle);
+    if (h->flags & EVMUX_FLAG_ACTIVE)
+        return 1;
+    return s->driver != NULL && s->driver->is_active != NULL && s->driver->is_active(s);
 }
 
-const struct evmux__kind evmux__stream_kind = {
+static bool stream_close_wait(evmux_handle *h)
+{
+    evmux_stream *s = (evmux_stream *)h;
+    return s->driver != NULL && s->driver->close_wait != NULL && s->driver->close_wait(s);
+}
+
+/* In a forked child: bytes queued but not offered belong to the parent as
+ * much (a queued stream with no send in the kernel is on the list). */
+static int streams_after_fork(evmux_loop *loop)
+{
+    struct stream_loop *sl = loop->kind_data[EVMUX_HANDLE_STREAM];
+    for (struct evmux__link *l = sl->deferred.next; l != &sl->deferred; l = l->next) {
+        evmux_stream *s = EVMUX__CONTAINER_OF(l, evmux_stream, deferred);
+        if (s->driver == &evmux__stream_native)
+            evmux__st_native_after_fork(s);
+    }
+    return 0;
+}
+
+static const struct evmux__kind stream_kind = {
     .number = EVMUX_HANDLE_STREAM,
     .close_begin = stream_close_begin,
-    .close_wait = evmux__st_stream_close_wait,
+    .close_wait = stream_close_wait,
     .close_finish = stream_close_finish,
     .set_ref = stream_set_ref,
     .is_active = stream_is_active,
-    .loop_after_fork = evmux__st_streams_after_fork,
+    .loop_after_fork = streams_after_fork,
     .loop_free = streams_free,
+    .loop_pass = streams_pass,
 };

@@ -1,11 +1,15 @@
 /* What the stream files share (stream.c, stream_ready.c, stream_native.c):
- * a stream's state word, and the functions one file calls in another.
+ * a stream's state word, its driver's table, the streams' per-loop part,
+ * and the functions one file calls in another.
+ *
  * stream.c holds the API and what both drivers share: the write queue and
- * its requests, watermarks, shutdown, connecting and closing. A stream
- * whose descriptor is not a socket, or whose loop waits for readiness,
- * takes the readiness driver (stream_ready.c); a socket on a completion
- * backend (io_uring) takes the completion driver (stream_native.c),
- * chosen when the descriptor is attached (ST_NATIVE). */
+ * its requests, watermarks, shutdown, connecting and closing. The driver
+ * is chosen when a descriptor is attached: a socket on a completion
+ * backend (io_uring) takes the completion driver (stream_native.c), which
+ * works through requests to the kernel (op.h); anything else takes the
+ * readiness driver (stream_ready.c), which works through an io watcher.
+ * Each keeps its own state in s->driver_state, a union: a stream holds
+ * one driver's parts only. */
 #ifndef EVMUX_STREAM_INTERNAL_H
 #define EVMUX_STREAM_INTERNAL_H
 
@@ -16,41 +20,81 @@
 #define READS_PER_EVENT 4
 
 enum stream_state {
-    ST_OPEN = 1u << 0,         /* has a connected socket */
+    ST_OPEN = 1u << 0, /* has a connected descriptor */
     ST_CONNECTING = 1u << 1,
     ST_READING = 1u << 2,
-    ST_EOF = 1u << 3,          /* the peer finished sending */
-    ST_SHUT_WANTED = 1u << 4,  /* shutdown after the queue drains */
+    ST_EOF = 1u << 3,         /* the peer finished sending */
+    ST_SHUT_WANTED = 1u << 4, /* shutdown after the queue drains */
     ST_SHUT_DONE = 1u << 5,
-    ST_SHUT_REPORT = 1u << 6,  /* shutdown callback owed */
+    ST_SHUT_REPORT = 1u << 6, /* shutdown callback owed */
     ST_OVER_HIGH = 1u << 7,
-    ST_DEFERRED = 1u << 8,     /* on the loop's deferred list */
-    ST_CONNECT_FAILED = 1u << 9, /* connect failed at once; reported deferred */
-    /* completion-based backends */
-    ST_NATIVE = 1u << 10,        /* I/O through stream_ops; on loop->native_streams */
-    ST_RECV_ARMED = 1u << 11,    /* a recv is in the kernel */
-    ST_RECV_CANCELLED = 1u << 12, /* ...and we asked it to end */
-    ST_SEND_BUSY = 1u << 13,     /* a send of the head chunk is in the kernel */
-    ST_SEND_DISCARD = 1u << 14,  /* ...of chunks already dropped from the queue */
-    ST_PARKED = 1u << 15,        /* closed; close callback waits for the kernel */
-    ST_SEND_FULL = 1u << 16,     /* the last send found no room: wait for some first */
-    ST_SEND_WANTED = 1u << 17,   /* bytes queued for a send made before the next wait */
-    ST_NOT_SOCKET = 1u << 18,    /* a pipe, terminal or file: read() and write() */
-    ST_MADE_NONBLOCK = 1u << 19, /* ...that we made non-blocking: undone at close */
+    ST_CONNECT_FAILED = 1u << 8, /* connect failed at once; reported deferred */
+    ST_NOT_SOCKET = 1u << 9,     /* a pipe, terminal or file: read() and write() */
+    ST_MADE_NONBLOCK = 1u << 10, /* ...that we made non-blocking: undone at close */
+    /* The kernel holds the queue's head chunks (a send request): they are
+     * neither reused nor sent again until it is done. */
+    ST_SEND_BUSY = 1u << 11,
+    ST_SEND_DISCARD = 1u << 12, /* ...of chunks already dropped from the queue */
+    /* completion driver only */
+    ST_SEND_FULL = 1u << 13,   /* the last send found no room: wait for some first */
+    ST_SEND_WANTED = 1u << 14, /* bytes queued for a send made before the next wait */
     /* The queue came through fork() unsent: the other process sends it
      * too, so a close here does not offer it (a readiness backend had
      * sent what the kernel took inside the write, before the fork). */
-    ST_QUEUE_INHERITED = 1u << 20
+    ST_QUEUE_INHERITED = 1u << 15
 };
 
-#define ST_KERNEL_BUSY (ST_RECV_ARMED | ST_SEND_BUSY)
+/* What a driver does; the shared part calls these, never tests which
+ * driver it has. NULL entries do nothing. */
+struct evmux__stream_driver {
+    /* The kernel's work follows the stream's state: what is waited for,
+     * read and sent. 0 or a negative errno value. */
+    int (*sync)(evmux_stream *s);
+    /* evmux_stream_write with nothing queued: sends what the kernel takes
+     * at once. Returns the bytes sent, or a negative errno value (the peer
+     * is gone). */
+    ssize_t (*write_now)(evmux_stream *s, const evmux_buf bufs[], size_t nbufs);
+    /* The queue went past the high watermark: offer it to the kernel now.
+     * 0, or the error that refuses every write. */
+    int (*offer)(evmux_stream *s);
+    /* The connect succeeded with bytes queued. */
+    void (*connected)(evmux_stream *s);
+    /* In each of the loop's passes, for a deferred stream (after the
+     * shared reports). */
+    void (*deferred)(evmux_stream *s, enum evmux__pass pass);
+    /* The descriptor is about to be closed. */
+    void (*detach)(evmux_stream *s);
+    /* evmux_close: true while the kernel holds requests of the stream. */
+    bool (*close_wait)(evmux_stream *s);
+    void (*close_finish)(evmux_stream *s);
+    void (*set_ref)(evmux_stream *s, bool ref);
+    bool (*is_active)(const evmux_stream *s);
+    /* The driver's part of the union may be set up anew (on attach). */
+    bool (*idle)(const evmux_stream *s);
+};
 
-static inline const struct evmux_stream_ops *native_ops(const evmux_stream *s)
+extern const struct evmux__stream_driver evmux__stream_ready, evmux__stream_native;
+
+/* The streams' part of a loop (loop->kind_data), made by the first stream. */
+struct stream_loop {
+    struct evmux__link deferred; /* streams with reports owed, in order */
+    struct evmux__chunk_pool chunks;
+    char *read_buf; /* lent to the readiness driver's read callbacks */
+};
+
+static inline struct stream_loop *st_loop(const evmux_stream *s)
 {
-    return s->handle.loop->backend->stream_ops;
+    return s->handle.loop->kind_data[EVMUX_HANDLE_STREAM];
+}
+
+static inline struct evmux__chunk_pool *st_chunks(const evmux_stream *s)
+{
+    return &st_loop(s)->chunks;
 }
 
 /* stream.c: the shared part */
+/* Gives an initialised stream its connected, non-blocking socket (accept). */
+int evmux__stream_attach(evmux_stream *s, int fd);
 void evmux__st_defer(evmux_stream *s);
 void evmux__st_fail_writes(evmux_stream *s, int err);
 void evmux__st_consume_queue(evmux_stream *s, size_t n);
@@ -60,25 +104,16 @@ int evmux__st_update_interest(evmux_stream *s);
 void evmux__st_connect_settled(evmux_stream *s);
 void evmux__st_free_queue_chunks(evmux_stream *s);
 
-/* stream_ready.c: the readiness driver */
-ssize_t evmux__st_send_iov(const evmux_stream *s, struct iovec *iov, size_t n);
-/* Sends the queue until the kernel stops taking it; runs no callback.
- * 0, or the error of the send (the bytes sent before it are consumed). */
-int evmux__st_send_queued(evmux_stream *s);
-void evmux__st_flush_queue(evmux_stream *s);
-void evmux__st_on_stream_io(evmux_io *io, unsigned events);
-void evmux__st_reopen_terminal(int fd);
+/* stream_native.c */
+void evmux__st_native_attach(evmux_stream *s);
+void evmux__st_native_after_fork(evmux_stream *s);
 
-/* stream_native.c: the completion driver */
-int evmux__st_native_sync(evmux_stream *s);
-int evmux__st_native_submit_send(evmux_stream *s);
-int evmux__st_native_send_now(evmux_stream *s);
-void evmux__st_cancel_recv(evmux_stream *s);
-void evmux__st_set_native_active(evmux_stream *s, bool active);
-void evmux__st_deliver_stash(evmux_stream *s);
-void evmux__st_end_reading_with(evmux_stream *s, int err);
-void evmux__st_native_list_remove(evmux_stream *s);
-bool evmux__st_stream_close_wait(evmux_handle *h);
-int evmux__st_streams_after_fork(evmux_loop *loop);
+/* stream_ready.c */
+int evmux__st_ready_attach(evmux_stream *s);
+/* Sends the queue with sendmsg (write for a pipe) until the kernel stops
+ * taking it; runs no callback. 0, or the error of the send (the bytes sent
+ * before it are consumed). The completion driver's immediate sends too. */
+int evmux__st_send_queued(evmux_stream *s);
+void evmux__st_reopen_terminal(int fd);
 
 #endif

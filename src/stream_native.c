@@ -1,12 +1,14 @@
 /* The completion driver of streams: on a completion-based backend
- * (io_uring) the backend's stream_ops do the I/O. The loop keeps one recv
- * in the kernel while the stream reads, with buffers the backend owns, and
- * one send of the queue's head chunks while bytes are queued. The chunk
- * and offset design fits as it is, since queued bytes belong to the
- * library and stay put until the kernel is done with them. Bytes that
- * arrive after read_stop, before the kernel has heard of the cancel, are
- * stashed and given to the next read callback, in order; a closed stream's
- * close callback waits until its requests have ended.
+ * (io_uring) a socket's I/O is two requests to the kernel (op.h), embedded
+ * in the stream. `recv` is a multishot recv while the stream reads, into
+ * buffers the backend owns; `send` is a send of the queue's head chunks
+ * while bytes are queued, or, while connecting, the wait for the socket to
+ * become writable. The chunk and offset design fits as it is, since
+ * queued bytes belong to the library and stay put until the kernel is done
+ * with them. Bytes that arrive after read_stop, before the kernel has
+ * heard of the cancel, are stashed and given to the next read callback, in
+ * order; a closed stream's close callback waits until both requests are
+ * idle.
  *
  * A program must not see which backend runs it, so this driver keeps the
  * readiness driver's promises where batching would break them. Queued
@@ -16,16 +18,28 @@
  * bytes queued, first offer the queue to the kernel at once, as a
  * readiness backend's write does: the watermark then counts bytes the
  * kernel was offered and did not take, and an echo followed by a close
- * delivers its reply, on every backend. */
+ * delivers its reply, on every backend.
+ *
+ * A request whose descriptor was closed under it (a close, a failed
+ * connect) is orphaned: what it still reports is dropped, and the stream
+ * asks again, for its new descriptor if it has one, once the request is
+ * idle. */
 #include "stream_internal.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <sys/uio.h>
 
-/* ---- interest ---- */
+#define NATIVE(s) (&(s)->driver_state.native)
+#define STREAM_OF(op, which)                                                                       \
+    EVMUX__CONTAINER_OF(op, evmux_stream, driver_state.native.which)
 
-void evmux__st_set_native_active(evmux_stream *s, bool active)
+static bool native_busy(const evmux_stream *s)
+{
+    return evmux__op_busy(&NATIVE(s)->recv) || evmux__op_busy(&NATIVE(s)->send);
+}
+
+static void set_active(evmux_stream *s, bool active)
 {
     if (active)
         evmux__handle_activate(&s->handle);
@@ -33,100 +47,99 @@ void evmux__st_set_native_active(evmux_stream *s, bool active)
         evmux__handle_deactivate(&s->handle);
 }
 
-/* Asks the kernel to end the stream's recv, once. */
-void evmux__st_cancel_recv(evmux_stream *s)
-{
-    /* A cancelled recv is an armed recv: the flag ends with its last result. */
-    assert(!(s->state & ST_RECV_CANCELLED) || (s->state & ST_RECV_ARMED));
-    if ((s->state & (ST_RECV_ARMED | ST_RECV_CANCELLED)) != ST_RECV_ARMED)
-        return;
-    native_ops(s)->cancel_recv(s->handle.loop, s);
-    s->state |= ST_RECV_CANCELLED;
-}
+static void end_reading_with(evmux_stream *s, int err);
 
-/* The completion-based counterpart of the io watcher's interest: a recv in
- * the kernel while reading (and nothing stashed is owed first), and, while
- * bytes are queued, a send made in the pass just before the loop waits. */
-int evmux__st_native_sync(evmux_stream *s)
+/* ---- the requests follow the state ---- */
+
+/* A recv in the kernel while reading (and nothing stashed is owed first);
+ * while bytes are queued, a send made in the pass just before the loop
+ * waits; while connecting, a wait for writability. */
+static int native_sync(evmux_stream *s)
 {
-    assert((s->state & ST_NATIVE) && !(s->state & ST_NOT_SOCKET));
-    int rc = 0;
-    if (s->io.events != 0)
-        evmux_io_stop(&s->io); /* it served the connect */
-    bool want_recv = (s->state & ST_READING) && s->stash == NULL && s->read_end == 0;
-    if (want_recv && !(s->state & ST_RECV_ARMED)) {
-        rc = native_ops(s)->recv(s->handle.loop, s, s->io.fd);
-        if (rc == 0) {
-            s->state |= ST_RECV_ARMED;
-            s->armed_wait = (unsigned)s->handle.loop->stats.backend_waits;
-        }
-    } else if (!want_recv) {
-        evmux__st_cancel_recv(s);
+    evmux_loop *loop = s->handle.loop;
+    struct evmux__op *recv = &NATIVE(s)->recv, *send = &NATIVE(s)->send;
+    if (s->state & ST_CONNECTING) {
+        if (!evmux__op_busy(send)) /* else its end asks again */
+            evmux__op_submit(loop, send, EVMUX__OP_WRITABLE, s->fd, 0);
+        set_active(s, true);
+        return 0;
+    }
+    bool owed = NATIVE(s)->stash != NULL || s->read_end != 0;
+    if ((s->state & ST_READING) && !owed) {
+        if (!evmux__op_busy(recv))
+            evmux__op_submit(loop, recv, EVMUX__OP_RECV, s->fd, 0);
+    } else {
+        evmux__op_cancel(loop, recv);
+        if ((s->state & ST_READING) && owed)
+            evmux__st_defer(s); /* given from the loop, never inside the call */
     }
     if (s->queued > 0 && !(s->state & ST_SEND_BUSY)) {
         s->state |= ST_SEND_WANTED;
         evmux__st_defer(s);
     }
-    evmux__st_set_native_active(s, (s->state & ST_READING) || s->queued > 0);
-    return rc;
+    set_active(s, (s->state & ST_READING) || s->queued > 0);
+    return 0;
 }
 
-/* Hands the head of the queue to the kernel; called only just before the
- * loop waits (or returns), so ST_SEND_BUSY always means the kernel has
- * been offered the bytes (see the top of the file). Runs no callback. */
-int evmux__st_native_submit_send(evmux_stream *s)
+/* Hands the head of the queue to the kernel; only just before the loop
+ * waits (or returns), so ST_SEND_BUSY always means the kernel has been
+ * offered the bytes (see the top of the file). Runs no callback. */
+static void submit_send(evmux_stream *s)
 {
     s->state &= ~(ST_SEND_WANTED | ST_QUEUE_INHERITED);
     if (s->queued == 0 || (s->state & ST_SEND_BUSY) || !(s->state & ST_OPEN) ||
         evmux__closing(&s->handle))
-        return 0;
-    assert(!(s->state & ST_SEND_DISCARD)); /* only ever set while a send is busy */
-    assert(s->state & ST_NATIVE);
-    struct iovec iov[EVMUX__SEND_IOV_MAX];
-    size_t total;
-    int n = (int)evmux__st_queue_iov(s, iov, EVMUX__SEND_IOV_MAX, &total);
-    int rc = native_ops(s)->send(s->handle.loop, s, s->io.fd, iov, n,
-                                 (s->state & ST_SEND_FULL) != 0);
-    if (rc < 0)
-        return rc;
-    s->state = (s->state & ~ST_SEND_FULL) | ST_SEND_BUSY;
-    s->armed_wait = (unsigned)s->handle.loop->stats.backend_waits;
-    return 0;
-}
-
-void evmux__streams_flush(evmux_loop *loop)
-{
-    if (loop->backend->stream_ops == NULL)
         return;
-    for (evmux_stream *s = loop->deferred_head; s != NULL; s = s->next_deferred) {
-        if (!(s->state & ST_SEND_WANTED) || evmux_is_closing(&s->handle))
-            continue;
-        int rc = evmux__st_native_submit_send(s);
-        if (rc < 0 && s->error == 0)
-            s->error = rc; /* its writes fail from the next run's deferred pass */
-    }
-    loop->backend->stream_ops->flush(loop);
+    assert(!(s->state & ST_SEND_DISCARD)); /* only ever set while a send is busy */
+    struct evmux__op *send = &NATIVE(s)->send;
+    if (evmux__op_busy(send))
+        return; /* an orphaned wait of an earlier socket: its end asks again */
+    unsigned flags = (s->state & ST_SEND_FULL) ? EVMUX__OP_WHEN_WRITABLE : 0;
+    evmux__op_submit(s->handle.loop, send, EVMUX__OP_SEND, s->fd, flags);
+    s->state = (s->state & ~ST_SEND_FULL) | ST_SEND_BUSY;
 }
 
-/* A completion backend's stream offers its queue to the kernel at once, as
- * a readiness backend's write does (see the top of the file). Only while
- * no send is in the kernel, which keeps the bytes in order. Runs no
- * callback; returns 0 or the send's error. */
-int evmux__st_native_send_now(evmux_stream *s)
+static int fill_send(struct evmux__op *op, struct iovec *iov, int max)
+{
+    evmux_stream *s = STREAM_OF(op, send);
+    assert((s->state & ST_SEND_BUSY) && s->out_head != NULL);
+    size_t total;
+    return (int)evmux__st_queue_iov(s, iov, (size_t)max, &total);
+}
+
+/* Offers the queue to the kernel at once, as a readiness backend's write
+ * does (see the top of the file); only while no send is in the kernel,
+ * which keeps the bytes in order. Runs no callback. */
+static int send_now(evmux_stream *s)
 {
     assert(!(s->state & ST_SEND_BUSY));
     s->state &= ~ST_QUEUE_INHERITED; /* this process sends it after all */
     return evmux__st_send_queued(s);
 }
 
-/* ---- reading on a completion-based backend ---- */
+static int native_offer(evmux_stream *s)
+{
+    if (!(s->state & ST_OPEN) || (s->state & ST_SEND_BUSY))
+        return 0;
+    int rc = send_now(s);
+    if (rc < 0)
+        end_reading_with(s, rc); /* the peer is gone */
+    return rc;
+}
+
+static void native_connected(evmux_stream *s)
+{
+    evmux__st_update_interest(s); /* the shutdown follows the last send */
+}
+
+/* ---- reading ---- */
 
 static int stash_bytes(evmux_stream *s, const char *p, size_t n)
 {
-    struct evmux_chunk *tail = s->stash;
+    struct evmux_chunk *tail = NATIVE(s)->stash;
     while (tail != NULL && tail->next != NULL)
         tail = tail->next;
-    return evmux__chunks_append(s->handle.loop, &s->stash, &tail, p, n);
+    return evmux__chunks_append(st_chunks(s), &NATIVE(s)->stash, &tail, p, n);
 }
 
 /* Reading ends: EVMUX_EOF or an error, reported once. */
@@ -141,16 +154,16 @@ static void report_read_end(evmux_stream *s, int status)
 
 /* Gives a reader what arrived while it was not reading, then how the
  * stream ended if it did, then lets the kernel receive again. */
-void evmux__st_deliver_stash(evmux_stream *s)
+static void deliver_stash(evmux_stream *s)
 {
-    while (s->stash != NULL && (s->state & ST_READING) && !evmux__closing(&s->handle)) {
-        struct evmux_chunk *c = s->stash;
-        s->stash = c->next;
+    while (NATIVE(s)->stash != NULL && (s->state & ST_READING) && !evmux__closing(&s->handle)) {
+        struct evmux_chunk *c = NATIVE(s)->stash;
+        NATIVE(s)->stash = c->next;
         s->read_cb(s, (ssize_t)(c->end - c->start), c->data + c->start);
         c->next = NULL;
-        evmux__chunks_put(s->handle.loop, c);
+        evmux__chunks_put(st_chunks(s), c);
     }
-    if (s->stash == NULL && s->read_end != 0 && (s->state & ST_READING) &&
+    if (NATIVE(s)->stash == NULL && s->read_end != 0 && (s->state & ST_READING) &&
         !evmux__closing(&s->handle)) {
         int status = s->read_end;
         s->read_end = 0;
@@ -160,55 +173,25 @@ void evmux__st_deliver_stash(evmux_stream *s)
     evmux__st_update_interest(s);
 }
 
-/* A closed stream waits for the kernel; when its last request has ended,
- * its close goes on. */
+/* A request went idle: a closed stream's close goes on once both are; an
+ * open one asks for what it wants now (for a new descriptor, if the idle
+ * request was an orphan). */
 static void settle(evmux_stream *s)
 {
-    assert(!(s->state & ST_PARKED) || evmux__closing(&s->handle));
-    if ((s->state & ST_PARKED) && !(s->state & ST_KERNEL_BUSY)) {
-        s->state &= ~ST_PARKED;
-        s->handle.loop->parked_streams--;
-        evmux__closing_push(&s->handle);
-    }
-}
-
-bool evmux__st_stream_close_wait(evmux_handle *h)
-{
-    evmux_stream *s = (evmux_stream *)h;
-    if (!(s->state & ST_KERNEL_BUSY))
-        return false;
-    s->state |= ST_PARKED;
-    s->handle.loop->parked_streams++;
-    return true;
-}
-
-void evmux__stream_recv_done(evmux_stream *s, int res, char *buf)
-{
-    assert(s->state & ST_RECV_ARMED); /* results come only for a recv in the kernel */
-    if (res <= 0 || evmux__closing(&s->handle))
-        return;
-    if ((s->state & ST_READING) && s->stash == NULL) {
-        s->read_cb(s, res, buf);
-        return;
-    }
-    /* Not reading (the cancel is on its way) or older bytes wait first. */
-    if (stash_bytes(s, buf, (size_t)res) < 0 && s->read_end == 0)
-        s->read_end = -ENOMEM; /* cannot keep the order: end reading with it */
-    if (s->state & ST_READING)
-        evmux__st_defer(s);
-}
-
-void evmux__stream_recv_ended(evmux_stream *s, int status)
-{
-    s->state &= ~(ST_RECV_ARMED | ST_RECV_CANCELLED);
     if (evmux__closing(&s->handle)) {
-        settle(s);
+        if ((s->handle.flags & EVMUX_FLAG_CLOSE_WAITING) && !native_busy(s))
+            evmux__closing_push(&s->handle);
         return;
     }
+    int rc = evmux__st_update_interest(s);
+    if (rc < 0 && (s->state & ST_READING) && !evmux__op_busy(&NATIVE(s)->recv))
+        report_read_end(s, rc); /* no way to ask: say so rather than stall */
+}
+
+static void recv_ended(evmux_stream *s, int status)
+{
     if (status == -EAGAIN || status == -ENOBUFS || status == -ECANCELED) {
-        int rc = evmux__st_update_interest(s); /* again, if still reading */
-        if (rc < 0 && (s->state & ST_READING) && !(s->state & ST_RECV_ARMED))
-            report_read_end(s, rc); /* no way to ask: say so rather than stall */
+        settle(s); /* ask again, if still reading */
         return;
     }
     int end = status == 0 ? EVMUX_EOF : status;
@@ -216,7 +199,7 @@ void evmux__stream_recv_ended(evmux_stream *s, int status)
      * readiness backend's immediate send would. */
     if (status < 0 && s->error == 0)
         s->error = status;
-    if ((s->state & ST_READING) && s->stash == NULL && s->read_end == 0) {
+    if ((s->state & ST_READING) && NATIVE(s)->stash == NULL && s->read_end == 0) {
         report_read_end(s, end);
         return;
     }
@@ -226,6 +209,38 @@ void evmux__stream_recv_ended(evmux_stream *s, int status)
         evmux__st_defer(s);
 }
 
+static void recv_done(struct evmux__op *op, int res, char *buf, bool more)
+{
+    evmux_stream *s = STREAM_OF(op, recv);
+    if (evmux__op_orphaned(op) || evmux__closing(&s->handle)) {
+        if (!more)
+            settle(s);
+        return;
+    }
+    if (buf != NULL && res > 0) {
+        if ((s->state & ST_READING) && NATIVE(s)->stash == NULL) {
+            s->read_cb(s, res, buf);
+        } else {
+            /* Not reading (the cancel is on its way) or older bytes first. */
+            if (stash_bytes(s, buf, (size_t)res) < 0 && s->read_end == 0)
+                s->read_end = -ENOMEM; /* cannot keep the order: end reading with it */
+            if (s->state & ST_READING)
+                evmux__st_defer(s);
+        }
+    }
+    if (more)
+        return;
+    if (evmux__closing(&s->handle)) {
+        settle(s);
+        return;
+    }
+    /* The last result: 0 is the end of the stream; after data, the kernel
+     * ended the recv on its own (ask again). */
+    recv_ended(s, buf != NULL && res > 0 ? -EAGAIN : res);
+}
+
+/* ---- sending ---- */
+
 /* A send failed: the connection is gone (reset, or timed out), and the
  * read side must hear of it from us. The kernel's multishot recv cannot be
  * relied on to report the end: the failed send consumed the socket's
@@ -233,25 +248,22 @@ void evmux__stream_recv_ended(evmux_stream *s, int status)
  * a wake-up that never comes (Linux 6.18, a race seen under load), so the
  * stream would stay open forever. The recv is cancelled and not asked for
  * again; the reader gets the bytes that came before, then this error. */
-void evmux__st_end_reading_with(evmux_stream *s, int err)
+static void end_reading_with(evmux_stream *s, int err)
 {
     if (s->read_end == 0 && !(s->state & ST_EOF))
         s->read_end = err;
-    evmux__st_cancel_recv(s);
+    evmux__op_cancel(s->handle.loop, &NATIVE(s)->recv);
     if (s->state & ST_READING)
         evmux__st_defer(s);
 }
 
-void evmux__stream_send_done(evmux_stream *s, int res)
+static void sent(evmux_stream *s, int res)
 {
     s->state &= ~ST_SEND_BUSY;
     if (s->state & ST_SEND_DISCARD) {
         evmux__st_free_queue_chunks(s);
         s->state &= ~ST_SEND_DISCARD;
-        if (evmux__closing(&s->handle))
-            settle(s);
-        else
-            evmux__st_update_interest(s);
+        settle(s);
         return;
     }
     if (evmux__closing(&s->handle)) {
@@ -264,12 +276,12 @@ void evmux__stream_send_done(evmux_stream *s, int res)
         /* The socket is non-blocking and the kernel tried it from a
          * context that would not wait: send again once there is room. */
         s->state |= ST_SEND_FULL;
-        evmux__st_update_interest(s);
+        settle(s);
         return;
     }
     if (res <= 0) {
         int err = res < 0 ? res : -EPIPE;
-        evmux__st_end_reading_with(s, err);
+        end_reading_with(s, err);
         evmux__st_fail_writes(s, err);
         return;
     }
@@ -277,37 +289,98 @@ void evmux__stream_send_done(evmux_stream *s, int res)
     evmux__st_after_send(s);
 }
 
-/* In a forked child, after the backend has a ring of its own: the
- * requests died with the parent's, so each stream asks anew. */
-int evmux__st_streams_after_fork(evmux_loop *loop)
+static void send_done(struct evmux__op *op, int res, char *buf, bool more)
 {
-    evmux_stream *s = loop->native_streams;
-    while (s != NULL) {
-        evmux_stream *next = s->native_next;
-        s->state &= ~(ST_RECV_ARMED | ST_RECV_CANCELLED | ST_SEND_BUSY);
-        if (s->queued > 0)
-            s->state |= ST_QUEUE_INHERITED;
-        if (s->state & ST_SEND_DISCARD)
-            evmux__stream_send_done(s, -ECANCELED); /* frees the orphaned chunks */
-        else if (s->state & ST_PARKED)
-            settle(s);
-        else
-            evmux__st_update_interest(s);
-        s = next;
+    (void)buf;
+    (void)more;
+    assert(!more); /* sends and waits are single-shot */
+    evmux_stream *s = STREAM_OF(op, send);
+    if (op->type == EVMUX__OP_SEND) {
+        sent(s, res);
+        return;
     }
-    return 0;
+    /* The wait of a connect. */
+    if (evmux__op_orphaned(op) || evmux__closing(&s->handle) || !(s->state & ST_CONNECTING)) {
+        settle(s);
+        return;
+    }
+    evmux__st_connect_settled(s);
 }
 
-void evmux__st_native_list_remove(evmux_stream *s)
+static const struct evmux__op_class recv_class = {.done = recv_done};
+static const struct evmux__op_class send_class = {.done = send_done, .fill = fill_send};
+
+/* ---- attaching, the loop's passes, closing, fork ---- */
+
+void evmux__st_native_attach(evmux_stream *s)
 {
-    if (!(s->state & ST_NATIVE))
-        return;
-    if (s->native_prev != NULL)
-        s->native_prev->native_next = s->native_next;
-    else
-        s->handle.loop->native_streams = s->native_next;
-    if (s->native_next != NULL)
-        s->native_next->native_prev = s->native_prev;
-    s->native_prev = s->native_next = NULL;
-    s->state &= ~ST_NATIVE;
+    /* Requests of an earlier descriptor may still be ending (orphans):
+     * they stay, and their ends ask again for this one. */
+    if (s->driver != &evmux__stream_native) {
+        evmux__op_init(&NATIVE(s)->recv, &recv_class);
+        evmux__op_init(&NATIVE(s)->send, &send_class);
+        NATIVE(s)->stash = NULL;
+    }
+    s->driver = &evmux__stream_native;
+    s->state &= ~(ST_SEND_FULL | ST_SEND_WANTED | ST_QUEUE_INHERITED);
 }
+
+static void native_deferred(evmux_stream *s, enum evmux__pass pass)
+{
+    if ((s->state & ST_READING) && (NATIVE(s)->stash != NULL || s->read_end != 0))
+        deliver_stash(s);
+    if (!(s->state & ST_SEND_WANTED) || evmux__closing(&s->handle))
+        return;
+    if (pass == EVMUX__PASS_REPORT)
+        evmux__st_defer(s); /* sent from the pass just before the wait */
+    else
+        submit_send(s);
+}
+
+static void native_detach(evmux_stream *s)
+{
+    /* Bytes a readiness backend would have sent inside evmux_stream_write
+     * get the same chance here before the socket goes. */
+    if ((s->state & (ST_OPEN | ST_SEND_BUSY | ST_QUEUE_INHERITED)) == ST_OPEN && s->queued > 0 &&
+        s->error == 0)
+        (void)send_now(s); /* an error only means no more goes out */
+    s->state &= ~ST_SEND_WANTED;
+    struct evmux__op *ops[] = {&NATIVE(s)->recv, &NATIVE(s)->send};
+    evmux__ops_release(s->handle.loop, ops, 2);
+    set_active(s, false);
+}
+
+static bool native_close_wait(evmux_stream *s)
+{
+    return native_busy(s);
+}
+
+static void native_close_finish(evmux_stream *s)
+{
+    evmux__chunks_put(st_chunks(s), NATIVE(s)->stash);
+    NATIVE(s)->stash = NULL;
+}
+
+static bool native_idle(const evmux_stream *s)
+{
+    return !native_busy(s);
+}
+
+/* In a forked child: the requests are the loop's to submit again (op.c);
+ * bytes queued but not yet offered belong to the parent as much. */
+void evmux__st_native_after_fork(evmux_stream *s)
+{
+    if (s->queued > 0)
+        s->state |= ST_QUEUE_INHERITED;
+}
+
+const struct evmux__stream_driver evmux__stream_native = {
+    .sync = native_sync,
+    .offer = native_offer,
+    .connected = native_connected,
+    .deferred = native_deferred,
+    .detach = native_detach,
+    .close_wait = native_close_wait,
+    .close_finish = native_close_finish,
+    .idle = native_idle,
+};

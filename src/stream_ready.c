@@ -11,6 +11,8 @@
  * file's watcher is always ready (io.c). */
 #include "stream_internal.h"
 
+#define IO(s) (&(s)->driver_state.io)
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -47,12 +49,12 @@ static ssize_t write_no_sigpipe(int fd, const struct iovec *iov, size_t n)
     return w;
 }
 
-ssize_t evmux__st_send_iov(const evmux_stream *s, struct iovec *iov, size_t n)
+static ssize_t send_iov(const evmux_stream *s, struct iovec *iov, size_t n)
 {
     ssize_t w;
     if (s->state & ST_NOT_SOCKET) {
         do
-            w = write_no_sigpipe(s->io.fd, iov, n);
+            w = write_no_sigpipe(s->fd, iov, n);
         while (w < 0 && errno == EINTR);
         return w;
     }
@@ -61,7 +63,7 @@ ssize_t evmux__st_send_iov(const evmux_stream *s, struct iovec *iov, size_t n)
     msg.msg_iov = iov;
     msg.msg_iovlen = n;
     do
-        w = sendmsg(s->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        w = sendmsg(s->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (w < 0 && errno == EINTR);
     return w;
 }
@@ -72,7 +74,7 @@ int evmux__st_send_queued(evmux_stream *s)
         struct iovec iov[SEND_IOV_MAX];
         size_t total;
         size_t n = evmux__st_queue_iov(s, iov, SEND_IOV_MAX, &total);
-        ssize_t w = evmux__st_send_iov(s, iov, n);
+        ssize_t w = send_iov(s, iov, n);
         if (w < 0)
             return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
         evmux__st_consume_queue(s, (size_t)w);
@@ -84,7 +86,7 @@ int evmux__st_send_queued(evmux_stream *s)
 
 /* The socket is writable: send the queue, then report what went out (or
  * fail the writes). */
-void evmux__st_flush_queue(evmux_stream *s)
+static void flush_queue(evmux_stream *s)
 {
     int rc = evmux__st_send_queued(s);
     if (rc < 0)
@@ -100,18 +102,18 @@ void evmux__st_flush_queue(evmux_stream *s)
  * buffer on a fast sender without letting one stream starve the others. */
 static void read_ready(evmux_stream *s)
 {
-    evmux_loop *loop = s->handle.loop;
-    if (loop->read_buf == NULL && (loop->read_buf = malloc(READ_BUF_BYTES)) == NULL) {
+    struct stream_loop *sl = st_loop(s);
+    if (sl->read_buf == NULL && (sl->read_buf = malloc(READ_BUF_BYTES)) == NULL) {
         s->state &= ~ST_READING;
         evmux__st_update_interest(s);
         s->read_cb(s, -ENOMEM, NULL);
         return;
     }
     for (int i = 0; i < READS_PER_EVENT; i++) {
-        ssize_t n = (s->state & ST_NOT_SOCKET) ? read(s->io.fd, loop->read_buf, READ_BUF_BYTES)
-                                               : recv(s->io.fd, loop->read_buf, READ_BUF_BYTES, 0);
+        ssize_t n = (s->state & ST_NOT_SOCKET) ? read(s->fd, sl->read_buf, READ_BUF_BYTES)
+                                               : recv(s->fd, sl->read_buf, READ_BUF_BYTES, 0);
         if (n > 0) {
-            s->read_cb(s, n, loop->read_buf);
+            s->read_cb(s, n, sl->read_buf);
             if (n < READ_BUF_BYTES || !(s->state & ST_READING) || evmux__closing(&s->handle))
                 return;
             continue;
@@ -130,7 +132,7 @@ static void read_ready(evmux_stream *s)
 
 /* ---- the watcher ---- */
 
-void evmux__st_on_stream_io(evmux_io *io, unsigned events)
+static void on_stream_io(evmux_io *io, unsigned events)
 {
     evmux_stream *s = io->handle.data;
     if (s->state & ST_CONNECTING) {
@@ -138,7 +140,7 @@ void evmux__st_on_stream_io(evmux_io *io, unsigned events)
         return;
     }
     if ((events & EVMUX_WRITABLE) && s->queued > 0) {
-        evmux__st_flush_queue(s);
+        flush_queue(s);
         if (evmux_is_closing(&s->handle))
             return;
     }
@@ -175,3 +177,97 @@ void evmux__st_reopen_terminal(int fd)
         close(own);
     }
 }
+
+/* ---- the driver ---- */
+
+static int ready_sync(evmux_stream *s)
+{
+    unsigned want;
+    if (s->state & ST_CONNECTING)
+        want = EVMUX_WRITABLE;
+    else
+        want = ((s->state & ST_READING) ? EVMUX_READABLE : 0) |
+               (s->queued > 0 ? EVMUX_WRITABLE : 0);
+    if (want == IO(s)->events)
+        return 0;
+    return evmux_io_start(IO(s), want);
+}
+
+static ssize_t ready_write_now(evmux_stream *s, const evmux_buf bufs[], size_t nbufs)
+{
+    size_t done = 0, first = 0;
+    while (first < nbufs) {
+        struct iovec iov[SEND_IOV_MAX];
+        size_t n = 0, batch = 0;
+        for (; first + n < nbufs && n < SEND_IOV_MAX; n++) {
+            iov[n].iov_base = (void *)bufs[first + n].base;
+            iov[n].iov_len = bufs[first + n].len;
+            batch += bufs[first + n].len;
+        }
+        ssize_t w = send_iov(s, iov, n);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            return -errno;
+        }
+        done += (size_t)w;
+        if ((size_t)w < batch)
+            break;
+        first += n;
+    }
+    return (ssize_t)done;
+}
+
+static void ready_detach(evmux_stream *s)
+{
+    evmux__io_stop_now(IO(s)); /* while the descriptor still names the file */
+    /* A pipe may be shared with other processes (a shell pipeline): leave
+     * its description blocking, as we found it. */
+    if (s->state & ST_MADE_NONBLOCK) {
+        int flags = fcntl(s->fd, F_GETFL);
+        if (flags >= 0)
+            fcntl(s->fd, F_SETFL, flags & ~O_NONBLOCK);
+        s->state &= ~ST_MADE_NONBLOCK;
+    }
+}
+
+static void ready_set_ref(evmux_stream *s, bool ref)
+{
+    evmux__handle_set_ref(&IO(s)->handle, ref);
+}
+
+static bool ready_is_active(const evmux_stream *s)
+{
+    return evmux_is_active(&IO(s)->handle);
+}
+
+static bool ready_idle(const evmux_stream *s)
+{
+    (void)s;
+    return true; /* its watcher is stopped before the descriptor goes */
+}
+
+int evmux__st_ready_attach(evmux_stream *s)
+{
+    int rc = evmux_io_init(s->handle.loop, IO(s), s->fd, on_stream_io);
+    if (rc < 0)
+        return rc;
+    if (!(s->state & ST_NOT_SOCKET))
+        IO(s)->handle.flags |= EVMUX_FLAG_IO_SOCKET;
+    evmux__handle_make_internal(&IO(s)->handle);
+    if (!(s->handle.flags & EVMUX_FLAG_REF))
+        evmux_unref(&IO(s)->handle);
+    IO(s)->handle.data = s;
+    s->driver = &evmux__stream_ready;
+    return 0;
+}
+
+const struct evmux__stream_driver evmux__stream_ready = {
+    .sync = ready_sync,
+    .write_now = ready_write_now,
+    .connected = flush_queue,
+    .detach = ready_detach,
+    .set_ref = ready_set_ref,
+    .is_active = ready_is_active,
+    .idle = ready_idle,
+};

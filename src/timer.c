@@ -43,6 +43,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+static const struct evmux__kind timer_kind;
+
 #define NS_PER_MS 1000000u
 #define UNIT_SHIFT EVMUX__TIMER_UNIT_SHIFT
 #define SEQ_BITS EVMUX__TIMER_SEQ_BITS
@@ -281,7 +283,7 @@ int evmux_timer_init(evmux_loop *loop, evmux_timer *timer, evmux_timer_cb cb)
 {
     if (loop == NULL || timer == NULL || cb == NULL)
         return -EINVAL;
-    evmux__handle_init(loop, &timer->handle, &evmux__timer_kind);
+    evmux__handle_init(loop, &timer->handle, &timer_kind);
     timer->cb = cb;
     timer->deadline_ns = 0;
     timer->repeat_ms = 0;
@@ -450,7 +452,7 @@ static void timer_close_begin(evmux_handle *h)
     evmux_timer_stop((evmux_timer *)h);
 }
 
-const struct evmux__kind evmux__timer_kind = {
+static const struct evmux__kind timer_kind = {
     .number = EVMUX_HANDLE_TIMER,
     .close_begin = timer_close_begin,
 };

@@ -1059,25 +1059,33 @@ static void test_reset_while_paused_over_high(void)
  * to a recv on a reset connection once a failed send has taken the
  * socket's error (the recv has read the last bytes and waits for a wake-up
  * that already happened). Sends and everything else are the real ones. */
-static const struct evmux_stream_ops *lost_real_ops;
-static struct evmux_stream_ops lost_ops;
+static const struct evmux_completion_ops *lost_real_ops;
+static struct evmux_completion_ops lost_ops;
 static struct evmux_backend lost_backend;
-static evmux_stream *lost_cancelled[8];
-static int lost_cancel_count;
+static struct evmux__op *lost_held[8];     /* recvs "in the kernel" */
+static struct evmux__op *lost_cancelled[8]; /* ...asked to end */
+static int lost_held_count, lost_cancel_count;
 
-static int lost_recv(evmux_loop *loop, evmux_stream *s, int fd)
+static int lost_submit(evmux_loop *loop, struct evmux__op *op)
 {
-    (void)loop;
-    (void)s;
-    (void)fd;
-    return 0; /* "in the kernel": no result until cancelled */
+    if (op->type != EVMUX__OP_RECV)
+        return lost_real_ops->submit(loop, op);
+    CHECK(lost_held_count < 8);
+    lost_held[lost_held_count++] = op;
+    return 0; /* no result until cancelled */
 }
 
-static void lost_cancel_recv(evmux_loop *loop, evmux_stream *s)
+static int lost_cancel(evmux_loop *loop, struct evmux__op *op)
 {
-    (void)loop;
-    CHECK(lost_cancel_count < 8);
-    lost_cancelled[lost_cancel_count++] = s;
+    for (int i = 0; i < lost_held_count; i++) {
+        if (lost_held[i] != op)
+            continue;
+        lost_held[i] = lost_held[--lost_held_count];
+        CHECK(lost_cancel_count < 8);
+        lost_cancelled[lost_cancel_count++] = op;
+        return 0;
+    }
+    return lost_real_ops->cancel(loop, op);
 }
 
 static void lost_run_completions(evmux_loop *loop)
@@ -1086,19 +1094,19 @@ static void lost_run_completions(evmux_loop *loop)
     int n = lost_cancel_count;
     lost_cancel_count = 0;
     for (int i = 0; i < n; i++)
-        evmux__stream_recv_ended(lost_cancelled[i], -ECANCELED);
+        evmux__op_result(loop, lost_cancelled[i], -ECANCELED, NULL, false);
 }
 
 static void install_lost_recv(evmux_loop *loop)
 {
-    lost_real_ops = loop->backend->stream_ops;
+    lost_real_ops = loop->backend->completion;
     lost_ops = *lost_real_ops;
-    lost_ops.recv = lost_recv;
-    lost_ops.cancel_recv = lost_cancel_recv;
+    lost_ops.submit = lost_submit;
+    lost_ops.cancel = lost_cancel;
     lost_ops.run_completions = lost_run_completions;
     lost_backend = *loop->backend;
-    lost_backend.stream_ops = &lost_ops;
-    lost_cancel_count = 0;
+    lost_backend.completion = &lost_ops;
+    lost_held_count = lost_cancel_count = 0;
     loop->backend = &lost_backend;
 }
 
@@ -1108,7 +1116,7 @@ static void install_lost_recv(evmux_loop *loop)
 static void test_write_failure_ends_reading(void)
 {
     evmux_loop *loop = unit_loop_new();
-    int native = loop->backend->stream_ops != NULL;
+    int native = loop->backend->completion != NULL;
     if (native)
         install_lost_recv(loop);
     struct rlog r;

@@ -15,7 +15,7 @@
 #include <sys/uio.h>
 
 struct evmux_loop;
-struct evmux_stream;
+struct evmux__op;
 
 /* Receive buffers a completion backend provides to the kernel, and write
  * chunks the loop keeps for reuse: as many of one as of the other, since
@@ -24,29 +24,20 @@ struct evmux_stream;
 /* At most this many buffers (chunks) per send request. */
 #define EVMUX__SEND_IOV_MAX 8
 
-/* Stream I/O for a completion-based backend, which submits recv and send
- * to the kernel itself instead of reporting readiness. The backend calls
- * the evmux__stream_*_done() functions of stream.c with each result, from
- * run_completions(), never from inside the submitting call. */
-struct evmux_stream_ops {
-    /* Starts receiving into buffers the backend owns, until cancelled, the
-     * stream ends, or the backend stops on its own (no free buffer). */
-    int (*recv)(struct evmux_loop *loop, struct evmux_stream *s, int fd);
-    /* Sends the bytes of iov[0..n), which stay put until the send is done
-     * (the iovec array itself need not); once the socket has room if
-     * when_writable (the previous send ended with -EAGAIN). */
-    int (*send)(struct evmux_loop *loop, struct evmux_stream *s, int fd, const struct iovec *iov,
-                int n, bool when_writable);
-    /* Asks the kernel to end the stream's recv, or its send. Their own
-     * completions still follow (with -ECANCELED if cancelled in time). */
-    void (*cancel_recv)(struct evmux_loop *loop, struct evmux_stream *s);
-    void (*cancel_send)(struct evmux_loop *loop, struct evmux_stream *s);
-    /* Runs the stream callbacks for the completions wait() collected. */
+/* Requests for a completion-based backend, which runs operations in the
+ * kernel itself instead of reporting readiness (src/op.h). The backend
+ * knows requests only; it reports each result with evmux__op_result(), from
+ * run_completions(), never from inside the call that submitted. */
+struct evmux_completion_ops {
+    /* Prepares the request for the kernel's next look at the ring; -EBUSY
+     * if the ring has no room even after handing it to the kernel (the core
+     * queues the request and asks again before the next wait). */
+    int (*submit)(struct evmux_loop *loop, struct evmux__op *op);
+    /* Asks the kernel to end the request; -EBUSY as above. */
+    int (*cancel)(struct evmux_loop *loop, struct evmux__op *op);
+    /* Reports the results wait() collected. */
     void (*run_completions)(struct evmux_loop *loop);
-    /* Hands the kernel what is prepared, now, without waiting: before a
-     * socket is closed under a request the kernel has not seen (it looks
-     * the descriptor up when it takes the request, and the number may be
-     * reused by then), and before evmux_run returns. */
+    /* Hands the kernel what is prepared, now, without waiting. */
     void (*flush)(struct evmux_loop *loop);
 };
 
@@ -70,8 +61,8 @@ struct evmux_backend {
     int (*wait)(struct evmux_loop *loop, uint64_t timeout_ns);
     /* Rebuilds kernel state in a forked child; NULL if there is none. */
     int (*after_fork)(struct evmux_loop *loop);
-    /* NULL for a readiness backend: streams use read() and write(). */
-    const struct evmux_stream_ops *stream_ops;
+    /* NULL for a readiness backend: handles use read() and write(). */
+    const struct evmux_completion_ops *completion;
 };
 
 extern const struct evmux_backend evmux__backend_select;

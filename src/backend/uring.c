@@ -6,14 +6,14 @@
  *    file: closing the descriptor neither ends a pending poll or recv nor
  *    frees the socket, and the request's result still names the memory it
  *    was given. So every request is ended by asking (a poll remove, a
- *    cancel), and a stream whose requests are still in the kernel is not
+ *    cancel), and a handle whose requests are still in the kernel is not
  *    handed back to its owner (no close callback) until their last results
- *    have come in.
+ *    have come in (op.h).
  *  - Results come late and out of turn. A poll result can arrive after its
  *    descriptor number has been forgotten and reused, and a recv result
  *    after the reader stopped. Polls carry a per-number generation in their
- *    user_data, so a late one is dropped; bytes a stopped reader receives
- *    are kept by the stream and given to it when it reads again.
+ *    user_data, so a late one is dropped; a request's results all go to
+ *    the request, which its owner keeps until the last one.
  *  - One-shot polls are level-triggered, multishot ones are not: a
  *    multishot poll posts only when the socket's wait queue is woken, so
  *    bytes left unread after a callback would never be reported again. Io
@@ -23,27 +23,33 @@
  *    keeps what did not fit, refuses new submissions (-EBUSY) until we have
  *    made room, and says so in the ring's flags; the next entry into the
  *    kernel moves those results into the room we made.
- *  - One wait could collect thousands of results (a busy stream alone
- *    fills all 256 receive buffers), and their callbacks would keep the
+ *  - One wait could collect thousands of results (one busy connection
+ *    alone fills all 256 receive buffers), and their callbacks would keep the
  *    timers waiting for hundreds of milliseconds. A wait takes at most
  *    RESULTS_PER_WAIT of them and leaves the rest, in order, in the ring;
  *    the next wait then does not block.
  *  - Multishot requests end on their own: a recv whose buffer ring ran dry
  *    ends with -ENOBUFS, and any multishot result without IORING_CQE_F_MORE
- *    was the last. The stream re-arms if it still wants to read; buffers go
- *    back to the ring as soon as each read callback returns, so by the next
+ *    was the last. The owner asks again if it still wants to read; buffers
+ *    go back to the ring as soon as each result has been reported, so by the next
  *    submission there are some again.
  *  - Setup can fail for reasons that say nothing about the kernel's age:
  *    seccomp filters, io_uring_disabled sysctl, a container. init reports
  *    the error and "auto" falls back to epoll.
+ *  - The submission queue can be full when the kernel refuses to take it
+ *    (it does while overflowed results wait, above). A request is then
+ *    refused with -EBUSY and the core queues it, in order, for the next
+ *    wait (op.c): a caller never sees the refusal, and no cancel is lost.
  *  - A forked child shares the parent's rings (they are shared memory). It
- *    builds its own ring; the core registers its watchers again and every
- *    stream re-submits what it wants.
+ *    builds its own ring; the core registers its watchers again and
+ *    submits every live request again.
  *
- * Streams use the ring natively: a multishot recv with buffers the loop
- * provides (an idle connection holds no buffer), and sends of the stream's
- * queued bytes, one at a time per stream so that bytes cannot be reordered.
- * A busy connection then costs no system call of its own at all. */
+ * Besides polls for io watchers, the ring runs the core's requests (op.h):
+ * a multishot recv with buffers the loop provides (an idle connection
+ * holds no buffer), sends, and waits for writability. The backend knows
+ * nothing of who made them: a request is its own user_data, and each
+ * result goes back to it. A busy connection then costs no system call of
+ * its own at all. */
 #include "../evmux_internal.h"
 
 #include <assert.h>
@@ -68,9 +74,9 @@
 #define BUF_COUNT EVMUX__IO_BUFFERS /* a power of two */
 #define BUF_SIZE (16 * 1024)   /* 4 MiB in all, resident once the ring has cycled */
 
-/* user_data: what a result is for, in the low three bits. Streams are
+/* user_data: what a result is for, in the low three bits. Requests are
  * pointers (aligned to 8); polls carry the descriptor and its generation. */
-enum uring_tag { TAG_IGNORE = 0, TAG_POLL = 1, TAG_RECV = 2, TAG_SEND = 3 };
+enum uring_tag { TAG_IGNORE = 0, TAG_POLL = 1, TAG_OP = 2 };
 #define TAG_MASK 7u
 #define POLL_FD_BITS 29
 
@@ -105,7 +111,7 @@ struct uring_state {
     int *rearm; /* descriptors whose one-shot poll fired */
     size_t rearm_count, rearm_capacity;
 
-    /* Stream results collected by wait, run by run_completions. */
+    /* Results of requests, collected by wait, reported by run_completions. */
     struct uring_result *results;
     size_t result_count;
 
@@ -207,7 +213,7 @@ static int uring_init(evmux_loop *loop)
     if (rc == 0) {
         /* Registered now rather than at the first read: a kernel without
          * provided-buffer rings (before 5.19) then fails here, where "auto"
-         * can still fall back to epoll, not in some stream's read_start. */
+         * can still fall back to epoll, not in some later request. */
         rc = buffers_setup(st);
         if (rc < 0)
             io_uring_queue_exit(&st->ring);
@@ -443,7 +449,7 @@ static void poll_result(evmux_loop *loop, uint64_t user_data, int res)
 /* ---- waiting ---- */
 
 /* Takes up to RESULTS_PER_WAIT results from the completion queue: polls
- * mark their watchers pending, stream results are copied for
+ * mark their watchers pending, requests' results are copied for
  * run_completions. The rest waits in the ring, in order, for the next
  * wait. Results without an answer (TAG_IGNORE) cost nothing and are not
  * counted. */
@@ -523,73 +529,70 @@ static int uring_after_fork(evmux_loop *loop)
     st->rearm_count = 0;
     st->live_polls = 0;
     st->result_count = 0; /* results of the parent's requests */
-    return buffers_register(st); /* the streams then submit anew (stream.c) */
+    return buffers_register(st); /* the core then submits its requests anew (op.c) */
 }
 
-/* ---- streams ---- */
+/* ---- the core's requests ---- */
 
-static uint64_t stream_data(const evmux_stream *s, enum uring_tag tag)
+static uint64_t op_data(const struct evmux__op *op)
 {
-    return (uint64_t)(uintptr_t)s | tag;
+    return (uint64_t)(uintptr_t)op | TAG_OP;
 }
 
-static int uring_recv(evmux_loop *loop, evmux_stream *s, int fd)
+static void prep_send(struct uring_state *st, struct io_uring_sqe *sqe, struct evmux__op *op)
 {
-    struct io_uring_sqe *sqe = get_sqe(loop);
-    if (sqe == NULL)
-        return -EBUSY;
-    io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = BUF_GROUP;
-    io_uring_sqe_set_data64(sqe, stream_data(s, TAG_RECV));
-    return 0;
-}
-
-static int uring_send(evmux_loop *loop, evmux_stream *s, int fd, const struct iovec *iov, int n,
-                      bool when_writable)
-{
-    struct uring_state *st = loop->backend_state;
-    struct io_uring_sqe *sqe = get_sqe(loop);
-    if (sqe == NULL)
-        return -EBUSY;
+    struct uring_msg *m = &st->msgs[sqe - st->ring.sq.sqes];
+    int n = op->cls->fill(op, m->iov, EVMUX__SEND_IOV_MAX);
+    assert(n >= 1 && n <= EVMUX__SEND_IOV_MAX);
     if (n == 1) {
-        io_uring_prep_send(sqe, fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+        io_uring_prep_send(sqe, op->fd, m->iov[0].iov_base, m->iov[0].iov_len, MSG_NOSIGNAL);
     } else {
         /* The kernel reads the message header when the request is
          * submitted (IORING_FEAT_SUBMIT_STABLE), and a submission-queue
          * slot is reused only after that: one header per slot will do. */
-        struct uring_msg *m = &st->msgs[sqe - st->ring.sq.sqes];
-        assert(n <= EVMUX__SEND_IOV_MAX);
-        memcpy(m->iov, iov, sizeof *iov * (size_t)n);
         memset(&m->hdr, 0, sizeof m->hdr);
         m->hdr.msg_iov = m->iov;
         m->hdr.msg_iovlen = (size_t)n;
-        io_uring_prep_sendmsg(sqe, fd, &m->hdr, MSG_NOSIGNAL);
+        io_uring_prep_sendmsg(sqe, op->fd, &m->hdr, MSG_NOSIGNAL);
     }
-    if (when_writable)
+    if (op->flags & EVMUX__OP_WHEN_WRITABLE)
         sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
-    io_uring_sqe_set_data64(sqe, stream_data(s, TAG_SEND));
-    return 0;
 }
 
-static void cancel(evmux_loop *loop, evmux_stream *s, enum uring_tag tag)
+static int uring_submit(evmux_loop *loop, struct evmux__op *op)
 {
     struct uring_state *st = loop->backend_state;
     struct io_uring_sqe *sqe = get_sqe(loop);
     if (sqe == NULL)
-        return; /* the request ends with its stream's socket at the latest */
-    io_uring_prep_cancel64(sqe, stream_data(s, tag), 0);
+        return -EBUSY;
+    switch (op->type) {
+    case EVMUX__OP_RECV:
+        io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = BUF_GROUP;
+        break;
+    case EVMUX__OP_SEND:
+        prep_send(st, sqe, op);
+        break;
+    case EVMUX__OP_WRITABLE:
+        io_uring_prep_poll_add(sqe, op->fd, POLLOUT);
+        break;
+    default:
+        assert(!"unknown request type");
+    }
+    io_uring_sqe_set_data64(sqe, op_data(op));
+    return 0;
+}
+
+static int uring_cancel(evmux_loop *loop, struct evmux__op *op)
+{
+    struct uring_state *st = loop->backend_state;
+    struct io_uring_sqe *sqe = get_sqe(loop);
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_cancel64(sqe, op_data(op), 0);
     set_no_answer(st, sqe);
-}
-
-static void uring_cancel_recv(evmux_loop *loop, evmux_stream *s)
-{
-    cancel(loop, s, TAG_RECV);
-}
-
-static void uring_cancel_send(evmux_loop *loop, evmux_stream *s)
-{
-    cancel(loop, s, TAG_SEND);
+    return 0;
 }
 
 static void uring_run_completions(evmux_loop *loop)
@@ -598,22 +601,17 @@ static void uring_run_completions(evmux_loop *loop)
     int recycled = 0;
     for (size_t i = 0; i < st->result_count; i++) {
         const struct uring_result *r = &st->results[i];
-        evmux_stream *s = (evmux_stream *)(uintptr_t)(r->user_data & ~(uint64_t)TAG_MASK);
-        if ((r->user_data & TAG_MASK) == TAG_SEND) {
-            evmux__stream_send_done(s, r->res);
+        struct evmux__op *op = (struct evmux__op *)(uintptr_t)(r->user_data & ~(uint64_t)TAG_MASK);
+        bool more = (r->flags & IORING_CQE_F_MORE) != 0;
+        if (!(r->flags & IORING_CQE_F_BUFFER)) {
+            evmux__op_result(loop, op, r->res, NULL, more);
             continue;
         }
-        if (r->flags & IORING_CQE_F_BUFFER) {
-            unsigned bid = r->flags >> IORING_CQE_BUFFER_SHIFT;
-            st->lent_bid = (int)bid;
-            evmux__stream_recv_done(s, r->res, st->bufs + (size_t)bid * BUF_SIZE);
-            st->lent_bid = -1;
-            buffer_put(st, bid, recycled++);
-        }
-        if (!(r->flags & IORING_CQE_F_MORE))
-            /* The last result of this recv: 0 is the end of the stream, a
-             * positive count means the kernel ended it after this data. */
-            evmux__stream_recv_ended(s, r->res > 0 ? -EAGAIN : r->res);
+        unsigned bid = r->flags >> IORING_CQE_BUFFER_SHIFT;
+        st->lent_bid = (int)bid;
+        evmux__op_result(loop, op, r->res, st->bufs + (size_t)bid * BUF_SIZE, more);
+        st->lent_bid = -1;
+        buffer_put(st, bid, recycled++);
     }
     st->result_count = 0;
     if (recycled > 0)
@@ -627,11 +625,9 @@ static void uring_flush(evmux_loop *loop)
         io_uring_submit(&st->ring);
 }
 
-static const struct evmux_stream_ops uring_stream_ops = {
-    .recv = uring_recv,
-    .send = uring_send,
-    .cancel_recv = uring_cancel_recv,
-    .cancel_send = uring_cancel_send,
+static const struct evmux_completion_ops uring_completion = {
+    .submit = uring_submit,
+    .cancel = uring_cancel,
     .run_completions = uring_run_completions,
     .flush = uring_flush,
 };
@@ -645,5 +641,5 @@ const struct evmux_backend evmux__backend_uring = {
     .forget = uring_forget,
     .wait = uring_wait,
     .after_fork = uring_after_fork,
-    .stream_ops = &uring_stream_ops,
+    .completion = &uring_completion,
 };

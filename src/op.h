@@ -1,0 +1,125 @@
+/* Requests to the kernel: one asynchronous operation on a descriptor (a
+ * multishot recv, a send, a wait for writability), made by a handle, run
+ * by a completion backend (io_uring), reported back through the request's
+ * class. The backend sees requests only: never a stream, a listener or any
+ * handle. The owner embeds the request and keeps it (and its descriptor)
+ * alive until the request is idle again.
+ *
+ * States, and who owns the request in each:
+ *
+ *     IDLE --submit, ring has room--------------> KERNEL --last result--> IDLE
+ *     IDLE --submit, ring full--> QUEUED --room--> KERNEL
+ *                                 QUEUED --cancel--> ENDING --next run--> IDLE
+ *     KERNEL --cancel--> KERNEL (cancel sent, or owed until there is room;
+ *                                the kernel's last result follows)
+ *
+ *  IDLE:   the owner's; no result will come.
+ *  QUEUED: the loop's: the submission queue had no room; submitted, in
+ *          order, before the next wait.
+ *  KERNEL: the kernel's (prepared in the ring or taken): results come
+ *          from the backend's run of completions, the last with more false.
+ *  ENDING: cancelled before the kernel saw it; its result (-ECANCELED)
+ *          comes from the next run of completions, never from inside the
+ *          cancel.
+ *
+ * A cancel is never dropped: without a free slot it is owed, and sent
+ * before the next wait. After fork() the child's loop queues every request
+ * that was in the kernel again (the parent's ring keeps the old ones),
+ * except those being cancelled, which end with -ECANCELED. */
+#ifndef EVMUX_OP_H
+#define EVMUX_OP_H
+
+#include "list.h"
+
+#include <stdbool.h>
+#include <sys/uio.h>
+
+struct evmux_loop;
+
+enum evmux__op_type {
+    EVMUX__OP_RECV = 1,     /* multishot, into buffers the backend provides */
+    EVMUX__OP_SEND = 2,     /* the iovecs the class's fill gives */
+    EVMUX__OP_WRITABLE = 3, /* one wait until the descriptor is writable */
+};
+
+enum evmux__op_state { EVMUX__OP_IDLE, EVMUX__OP_QUEUED, EVMUX__OP_KERNEL, EVMUX__OP_ENDING };
+
+enum evmux__op_flag {
+    /* send: only once the socket has room (the last send found none) */
+    EVMUX__OP_WHEN_WRITABLE = 1u << 0,
+    EVMUX__OP_CANCEL = 1u << 1,      /* asked to end; kept until the next submit */
+    EVMUX__OP_CANCEL_SENT = 1u << 2, /* ...and the kernel has the cancel */
+    /* Its descriptor was closed under it (evmux__op_release): what it still
+     * reports belongs to no one. Kept until the next submit. */
+    EVMUX__OP_ORPHAN = 1u << 3,
+};
+
+struct evmux__op_class {
+    /* One result: res bytes or a negative errno value; buf holds received
+     * bytes (recv), lent for the call. more: further results follow.
+     * Otherwise the request is idle again when this runs, and its owner
+     * may submit it again or let it go. */
+    void (*done)(struct evmux__op *op, int res, char *buf, bool more);
+    /* send: describes the bytes to send in iov[0..max), returns how many
+     * entries (at least 1). Asked when the request is prepared, which can
+     * be later than the submit (a full ring); the bytes stay put until the
+     * last result. */
+    int (*fill)(struct evmux__op *op, struct iovec *iov, int max);
+};
+
+/* The loop's part (struct evmux_loop.ops). */
+struct evmux__ops {
+    struct evmux__link kernel; /* KERNEL: the kernel has them or will */
+    struct evmux__link queued; /* QUEUED, in submission order */
+    struct evmux__link ending; /* ENDING, in order */
+    size_t cancels_owed;       /* KERNEL with CANCEL but not CANCEL_SENT */
+};
+
+static inline void evmux__op_init(struct evmux__op *op, const struct evmux__op_class *cls)
+{
+    *op = (struct evmux__op){.cls = cls, .fd = -1};
+}
+
+static inline bool evmux__op_busy(const struct evmux__op *op)
+{
+    return op->state != EVMUX__OP_IDLE;
+}
+
+static inline bool evmux__op_cancelling(const struct evmux__op *op)
+{
+    return (op->flags & EVMUX__OP_CANCEL) != 0;
+}
+
+static inline bool evmux__op_orphaned(const struct evmux__op *op)
+{
+    return (op->flags & EVMUX__OP_ORPHAN) != 0;
+}
+
+void evmux__ops_init(struct evmux_loop *loop);
+/* Starts an idle request; never fails (without room it is queued). */
+void evmux__op_submit(struct evmux_loop *loop, struct evmux__op *op, enum evmux__op_type type,
+                      int fd, unsigned flags);
+/* Asks a busy request to end; its results still come (the last with
+ * -ECANCELED if the cancel was in time). Nothing for an idle one. */
+void evmux__op_cancel(struct evmux_loop *loop, struct evmux__op *op);
+/* Their descriptor is about to be closed: the kernel gets the requests now
+ * if it has not yet (they name the descriptor by its number, free for
+ * reuse after the close), and they are cancelled and orphaned. */
+void evmux__ops_release(struct evmux_loop *loop, struct evmux__op *const ops[], size_t n);
+
+/* The backend's report of one result of a request in the kernel. */
+void evmux__op_result(struct evmux_loop *loop, struct evmux__op *op, int res, char *buf, bool more);
+
+/* The loop's part. Before the wait: submits what is queued and sends owed
+ * cancels; true if something is still owed, so the wait must not block. */
+bool evmux__ops_prepare(struct evmux_loop *loop);
+/* After the wait: the backend's results, then the ENDING requests. */
+void evmux__ops_run_completions(struct evmux_loop *loop);
+/* Before evmux_run returns: the kernel gets what is prepared. */
+void evmux__ops_flush(struct evmux_loop *loop);
+/* In a forked child, once the backend has a ring of its own. */
+void evmux__ops_after_fork(struct evmux_loop *loop);
+/* true if some request is not idle (evmux_loop_free refuses then). */
+bool evmux__ops_busy(const struct evmux_loop *loop);
+
+#endif
