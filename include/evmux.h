@@ -106,6 +106,15 @@ EVMUX_API int evmux_loop_new(evmux_loop **out, const evmux_loop_options *opts);
  * worker pool's threads. Errors: -EINVAL (NULL), -EBUSY. */
 EVMUX_API int evmux_loop_free(evmux_loop *loop);
 
+/* One iteration, on every backend (io_uring, epoll, poll, select): the due
+ * timers; reports owed without waiting (a write the kernel took whole) and,
+ * on io_uring, the send requests for queued bytes; watcher removals
+ * deferred from earlier stops applied; the wait for events (not at all if
+ * something is owed now); io callbacks, then on io_uring the results of
+ * requests (reads, writes, connects); reports again; in EVMUX_RUN_ONCE the
+ * timers that ended the wait; close callbacks. No callback runs inside the
+ * call that caused it. */
+
 /* Runs the loop in the given mode. Returns 0, or a negative errno value if
  * the backend failed (the loop can be freed afterwards). Use
  * evmux_loop_alive() to learn whether work remains. Stop a watcher

@@ -1,28 +1,36 @@
-/* Loop life cycle, run modes, the dispatch cycle and closing.
+/* Loop life cycle, run modes, the dispatch cycle and closing. The same on
+ * every backend (select, poll, epoll, io_uring); the loop names no kind of
+ * handle: each kind's table (handle.c) does what is particular to it.
  *
  * One iteration:
  *   1. run the timers that are due (by the clock read at the end of the
  *      previous iteration); read the clock again if any ran;
- *   2. report stream requests that completed without waiting, and hand
- *      the streams' queued bytes to a completion backend (io_uring), so
- *      that the wait below submits them;
- *   3. apply deferred watcher removals, then ask the backend to wait, at
- *      most until the next timer (not at all if something is owed now); it
- *      only collects ready watchers into the pending queue, and results
- *      of kernel requests;
- *   4. refresh the clock; queue the always-ready watchers (regular files);
- *      run the pending io callbacks, then the completion backend's results;
- *   5. report stream requests that completed without waiting (a write the
- *      kernel took at once), so their callbacks never run inside the call
- *      that made the request;
- *   6. in EVMUX_RUN_ONCE, the timers that ended the wait;
- *   7. run the close callbacks of handles closed so far;
- *   8. if timers are pending, refresh the clock for the next iteration.
+ *   2. the kinds' pass before the wait, if any kind has reports owed: what
+ *      completed without waiting is reported, and a completion backend's
+ *      requests for queued bytes are made, so that the wait submits them;
+ *   3. on a completion backend, requests queued for room in the ring are
+ *      submitted and owed cancels sent (op.c);
+ *   4. apply deferred watcher removals, then ask the backend to wait, at
+ *      most until the next timer (not at all if something is owed now:
+ *      close callbacks, reports, always-ready watchers, requests); it only
+ *      collects ready watchers into the pending queue, and results of
+ *      requests;
+ *   5. refresh the clock; queue the always-ready watchers (regular files);
+ *      run the pending io callbacks, then the requests' results;
+ *   6. the kinds' report pass: what completed without waiting (a write the
+ *      kernel took at once), so that no callback runs inside the call that
+ *      made the request;
+ *   7. in EVMUX_RUN_ONCE, the timers that ended the wait;
+ *   8. run the close callbacks of handles closed so far, and of closed
+ *      handles whose last request has just ended;
+ *   9. if timers are pending, refresh the clock for the next iteration.
+ * When evmux_run returns, the kinds' exit pass and a submit hand the
+ * kernel what callbacks wrote, as a readiness backend's write would have.
  * So the wait's timeout always counts from a clock read after the last
  * callback: a timer that fell due while callbacks ran fires in the next
- * iteration, whose wait does not block. The reads in steps 1 and 8 cost a
+ * iteration, whose wait does not block. The reads in steps 1 and 9 cost a
  * vDSO call each and are skipped when no timer needs them; callbacks
- * still see one cached time per phase (io callbacks: step 4's).
+ * still see one cached time per phase (io callbacks: step 5's).
  * Callbacks never run inside the backend's wait, so stopping or closing a
  * watcher from any callback takes effect for the rest of the batch. */
 #include "evmux_internal.h"

@@ -95,8 +95,8 @@ static void submit_send(evmux_stream *s)
     if (evmux__op_busy(send))
         return; /* an orphaned wait of an earlier socket: its end asks again */
     unsigned flags = (s->state & ST_SEND_FULL) ? EVMUX__OP_WHEN_WRITABLE : 0;
+    s->state = (s->state & ~ST_SEND_FULL) | ST_SEND_BUSY; /* before fill_send asks */
     evmux__op_submit(s->handle.loop, send, EVMUX__OP_SEND, s->fd, flags);
-    s->state = (s->state & ~ST_SEND_FULL) | ST_SEND_BUSY;
 }
 
 static int fill_send(struct evmux__op *op, struct iovec *iov, int max)

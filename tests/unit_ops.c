@@ -1,0 +1,379 @@
+/* The kernel request object (src/op.h) on io_uring: a full ring queues
+ * requests in order and never fails them; a cancel is never dropped; a
+ * request cancelled before the kernel saw it ends with -ECANCELED from the
+ * loop, once; a stream's close waits for its requests even when the ring
+ * refuses the cancel; a forked child submits every live request again.
+ *
+ * The kernel refuses new entries only while it holds overflowed results,
+ * which a test cannot bring about on demand: a wrapper around the real
+ * backend refuses instead, for as long as a test says. Everything else
+ * is the real ring. */
+#include "stream_util.h"
+#include "evmux_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- a ring that refuses on demand ---- */
+
+static const struct evmux_completion_ops *real_ops;
+static struct evmux_completion_ops refusing_ops;
+static struct evmux_backend refusing_backend;
+static int refuse_submits, refuse_cancels; /* refusals left */
+static int submits_refused, cancels_refused;
+
+static int refusing_submit(evmux_loop *loop, struct evmux__op *op)
+{
+    if (refuse_submits > 0) {
+        refuse_submits--;
+        submits_refused++;
+        return -EBUSY;
+    }
+    return real_ops->submit(loop, op);
+}
+
+static int refusing_cancel(evmux_loop *loop, struct evmux__op *op)
+{
+    if (refuse_cancels > 0) {
+        refuse_cancels--;
+        cancels_refused++;
+        return -EBUSY;
+    }
+    return real_ops->cancel(loop, op);
+}
+
+/* An io_uring loop with the refusing ring, or NULL (skipped) without
+ * io_uring. */
+static evmux_loop *refusing_loop(void)
+{
+    evmux_loop *loop = NULL;
+    evmux_loop_options opts = { .backend = "uring" };
+    int rc = evmux_loop_new(&loop, &opts);
+    if (rc < 0)
+        return NULL;
+    real_ops = loop->backend->completion;
+    CHECK(real_ops != NULL);
+    refusing_ops = *real_ops;
+    refusing_ops.submit = refusing_submit;
+    refusing_ops.cancel = refusing_cancel;
+    refusing_backend = *loop->backend;
+    refusing_backend.completion = &refusing_ops;
+    loop->backend = &refusing_backend;
+    refuse_submits = refuse_cancels = submits_refused = cancels_refused = 0;
+    return loop;
+}
+
+/* ---- requests of the test's own ---- */
+
+struct test_op {
+    struct evmux__op op;
+    char byte;  /* what a send sends */
+    int results, last_res, finals;
+    int order;  /* when its final result came, counted from 1 */
+    char got[64];
+    int got_len;
+};
+
+static int finals_seen;
+
+static void test_done(struct evmux__op *op, int res, char *buf, bool more)
+{
+    struct test_op *t = EVMUX__CONTAINER_OF(op, struct test_op, op);
+    t->results++;
+    t->last_res = res;
+    if (buf != NULL && res > 0 && t->got_len + res <= (int)sizeof t->got) {
+        memcpy(t->got + t->got_len, buf, (size_t)res);
+        t->got_len += res;
+    }
+    if (!more) {
+        CHECK_EQ(evmux__op_busy(op), 0); /* idle when its last result runs */
+        t->finals++;
+        t->order = ++finals_seen;
+    }
+}
+
+static int test_fill(struct evmux__op *op, struct iovec *iov, int max)
+{
+    struct test_op *t = EVMUX__CONTAINER_OF(op, struct test_op, op);
+    CHECK(max >= 1);
+    iov[0].iov_base = &t->byte;
+    iov[0].iov_len = 1;
+    return 1;
+}
+
+static const struct evmux__op_class test_class = { .done = test_done, .fill = test_fill };
+
+/* A referenced timer keeps the loop running while the test's requests,
+ * which belong to no handle, are in flight. */
+static void tick(evmux_timer *t)
+{
+    (void)t;
+}
+
+static void run_iterations(evmux_loop *loop, int n)
+{
+    evmux_timer keep;
+    CHECK_OK(evmux_timer_init(loop, &keep, tick));
+    CHECK_OK(evmux_timer_start(&keep, 1, 1));
+    for (int i = 0; i < n; i++)
+        CHECK_OK(evmux_run(loop, EVMUX_RUN_ONCE));
+    CHECK_OK(evmux_close(&keep.handle, NULL));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT));
+}
+
+/* ---- the tests ---- */
+
+/* Eight sends while the ring refuses: none fails, none runs a callback
+ * inside the submit, and the peer gets their bytes in submission order,
+ * although the ring had room again for the later ones (they queue behind
+ * the first, never ahead of it). */
+static void test_full_ring_queues_in_order(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    int sv[2];
+    unit_socketpair(sv);
+    struct test_op ops[8];
+    finals_seen = 0;
+    refuse_submits = 3; /* the first send, and its first two retries */
+    for (int i = 0; i < 8; i++) {
+        memset(&ops[i], 0, sizeof ops[i]);
+        evmux__op_init(&ops[i].op, &test_class);
+        ops[i].byte = (char)('A' + i);
+        evmux__op_submit(loop, &ops[i].op, EVMUX__OP_SEND, sv[0], 0);
+        CHECK_EQ(ops[i].op.state, EVMUX__OP_QUEUED);
+        CHECK_EQ(ops[i].results, 0);
+    }
+    CHECK_EQ(submits_refused, 1); /* the others never asked past the queue */
+    run_iterations(loop, 20);
+    CHECK_EQ(submits_refused, 3);
+    char got[16] = {0};
+    CHECK_EQ(read(sv[1], got, sizeof got), 8);
+    CHECK(memcmp(got, "ABCDEFGH", 8) == 0);
+    for (int i = 0; i < 8; i++) {
+        CHECK_EQ(ops[i].results, 1);
+        CHECK_EQ(ops[i].last_res, 1);
+        CHECK_EQ(ops[i].order, i + 1);
+        CHECK_EQ(evmux__op_busy(&ops[i].op), 0);
+    }
+    CHECK_EQ(evmux__ops_busy(loop), 0);
+    close(sv[0]);
+    close(sv[1]);
+    unit_loop_finish(loop);
+}
+
+/* A request cancelled while it waits for room never reaches the kernel:
+ * it ends with -ECANCELED, once, from the loop, not inside the cancel. */
+static void test_cancel_while_queued(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    int sv[2];
+    unit_socketpair(sv);
+    struct test_op t;
+    memset(&t, 0, sizeof t);
+    evmux__op_init(&t.op, &test_class);
+    t.byte = 'x';
+    refuse_submits = 1;
+    evmux__op_submit(loop, &t.op, EVMUX__OP_SEND, sv[0], 0);
+    CHECK_EQ(t.op.state, EVMUX__OP_QUEUED);
+    evmux__op_cancel(loop, &t.op);
+    CHECK_EQ(t.op.state, EVMUX__OP_ENDING);
+    CHECK_EQ(t.results, 0);
+    evmux__op_cancel(loop, &t.op); /* twice: still one result */
+    run_iterations(loop, 5);
+    CHECK_EQ(t.results, 1);
+    CHECK_EQ(t.finals, 1);
+    CHECK_EQ(t.last_res, -ECANCELED);
+    CHECK_EQ(unit_drain(sv[1]), 0); /* nothing was sent */
+    /* Idle again: it can be submitted anew, and this time it is sent. */
+    evmux__op_submit(loop, &t.op, EVMUX__OP_SEND, sv[0], 0);
+    run_iterations(loop, 5);
+    CHECK_EQ(t.finals, 2);
+    CHECK_EQ(t.last_res, 1);
+    CHECK_EQ(unit_drain(sv[1]), 1);
+    close(sv[0]);
+    close(sv[1]);
+    unit_loop_finish(loop);
+}
+
+/* A cancel the ring refuses is owed, not dropped: the loop does not sleep
+ * on it, sends it once there is room, and the recv ends with -ECANCELED. */
+static void test_cancel_never_dropped(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    int sv[2];
+    unit_socketpair(sv);
+    struct test_op t;
+    memset(&t, 0, sizeof t);
+    evmux__op_init(&t.op, &test_class);
+    evmux__op_submit(loop, &t.op, EVMUX__OP_RECV, sv[0], 0);
+    run_iterations(loop, 2);
+    CHECK_EQ(t.op.state, EVMUX__OP_KERNEL);
+    unit_write_byte(sv[1]);
+    run_iterations(loop, 5);
+    CHECK_EQ(t.got_len, 1); /* the recv works */
+    refuse_cancels = 4;
+    evmux__op_cancel(loop, &t.op);
+    CHECK_EQ(cancels_refused, 1);
+    CHECK_EQ(t.op.state, EVMUX__OP_KERNEL);
+    CHECK_EQ(loop->ops.cancels_owed, 1);
+    /* With only a 10 s timer to wait for, the loop would sleep that long:
+     * the owed cancel keeps its waits short, and every retry goes out. */
+    evmux_timer far;
+    CHECK_OK(evmux_timer_init(loop, &far, tick));
+    CHECK_OK(evmux_timer_start(&far, 10000, 0));
+    uint64_t start = unit_mono_ns();
+    for (int i = 0; i < 10 && t.finals == 0; i++)
+        CHECK_OK(evmux_run(loop, EVMUX_RUN_ONCE));
+    CHECK(unit_mono_ns() - start < 2000000000u);
+    CHECK_OK(evmux_close(&far.handle, NULL));
+    CHECK_EQ(cancels_refused, 4); /* each retry asked again */
+    CHECK_EQ(t.finals, 1);
+    CHECK_EQ(t.last_res, -ECANCELED);
+    CHECK_EQ(loop->ops.cancels_owed, 0);
+    close(sv[0]);
+    close(sv[1]);
+    unit_loop_finish(loop);
+}
+
+/* A reading stream closed while the ring refuses its cancel: the close
+ * callback still runs, once, when the cancel gets through. (Before the
+ * request object the cancel was dropped and the stream waited for its
+ * peer to hang up.) */
+static int stream_closes;
+
+static void stream_closed(evmux_handle *h)
+{
+    (void)h;
+    stream_closes++;
+}
+
+static void ignore_read(evmux_stream *s, ssize_t n, char *buf)
+{
+    (void)s;
+    (void)n;
+    (void)buf;
+}
+
+static void test_stream_close_with_refused_cancel(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    int sv[2];
+    unit_socketpair(sv);
+    evmux_stream s;
+    CHECK_OK(evmux_stream_init(loop, &s));
+    CHECK_OK(evmux_stream_open(&s, sv[0]));
+    CHECK_OK(evmux_stream_read_start(&s, ignore_read));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT)); /* the recv goes in */
+    CHECK_EQ(s.driver_state.native.recv.state, EVMUX__OP_KERNEL);
+    refuse_cancels = 3;
+    stream_closes = 0;
+    CHECK_OK(evmux_close(&s.handle, stream_closed));
+    CHECK_EQ(cancels_refused, 1);
+    uint64_t start = unit_mono_ns();
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT)); /* returns once the stream is closed */
+    CHECK(unit_mono_ns() - start < 2000000000u);
+    CHECK_EQ(cancels_refused, 3);
+    CHECK_EQ(stream_closes, 1);
+    /* The peer (which never hangs up) sees the end. */
+    CHECK_EQ(su_wait_readable(sv[1], 1000), 1);
+    char c;
+    CHECK_EQ(read(sv[1], &c, 1), 0);
+    close(sv[1]);
+    unit_loop_finish(loop);
+}
+
+/* fork() with a recv in the kernel, a send queued for room and a recv
+ * being cancelled: the child's loop submits the first two again (the
+ * parent's ring keeps the old ones) and ends the third with -ECANCELED.
+ * The child reports through its exit status. */
+static void test_fork_submits_again(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    int in[2], out[2], gone[2];
+    unit_socketpair(in);
+    unit_socketpair(out);
+    unit_socketpair(gone);
+    struct test_op recv, send, cancelled;
+    memset(&recv, 0, sizeof recv);
+    memset(&send, 0, sizeof send);
+    memset(&cancelled, 0, sizeof cancelled);
+    evmux__op_init(&recv.op, &test_class);
+    evmux__op_init(&send.op, &test_class);
+    evmux__op_init(&cancelled.op, &test_class);
+    send.byte = 'F';
+    evmux__op_submit(loop, &recv.op, EVMUX__OP_RECV, in[0], 0);
+    evmux__op_submit(loop, &cancelled.op, EVMUX__OP_RECV, gone[0], 0);
+    run_iterations(loop, 2);
+    refuse_cancels = 1;
+    evmux__op_cancel(loop, &cancelled.op); /* owed at the fork */
+    refuse_submits = 1;
+    evmux__op_submit(loop, &send.op, EVMUX__OP_SEND, out[0], 0);
+    CHECK_EQ(send.op.state, EVMUX__OP_QUEUED);
+
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        /* The child: failures exit non-zero through CHECK. */
+        CHECK_OK(evmux_loop_fork(loop));
+        CHECK_EQ(loop->ops.cancels_owed, 0);
+        unit_write_byte(in[1]);
+        finals_seen = 0;
+        for (int i = 0; i < 50 && (recv.got_len == 0 || send.finals == 0); i++)
+            run_iterations(loop, 1);
+        CHECK_EQ(recv.got_len, 1);      /* the recv, submitted again */
+        CHECK_EQ(send.finals, 1);       /* the send, submitted in the child */
+        CHECK_EQ(send.last_res, 1);
+        CHECK_EQ(cancelled.finals, 1);  /* the cancelled one ended */
+        CHECK_EQ(cancelled.last_res, -ECANCELED);
+        char c = 0;
+        CHECK_EQ(read(out[1], &c, 1), 1);
+        CHECK_EQ(c, 'F');
+        _exit(0);
+    }
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* The parent's requests go on: its recv gets what is sent now. */
+    unit_write_byte(in[1]);
+    for (int i = 0; i < 50 && recv.got_len == 0; i++)
+        run_iterations(loop, 1);
+    CHECK_EQ(recv.got_len, 1);
+    evmux__op_cancel(loop, &recv.op);
+    for (int i = 0; i < 50 && (recv.finals == 0 || cancelled.finals == 0 || send.finals == 0); i++)
+        run_iterations(loop, 1);
+    CHECK_EQ(recv.finals, 1);
+    CHECK_EQ(cancelled.finals, 1);
+    CHECK_EQ(send.finals, 1);
+    CHECK_EQ(evmux__ops_busy(loop), 0);
+    for (int i = 0; i < 2; i++) {
+        close(in[i]);
+        close(out[i]);
+        close(gone[i]);
+    }
+    unit_loop_finish(loop);
+}
+
+int main(int argc, char **argv)
+{
+    unit_args(argc, argv);
+    unit_watchdog(60);
+    RUN_TEST(test_full_ring_queues_in_order);
+    RUN_TEST(test_cancel_while_queued);
+    RUN_TEST(test_cancel_never_dropped);
+    RUN_TEST(test_stream_close_with_refused_cancel);
+    RUN_TEST(test_fork_submits_again);
+    return unit_end();
+}
