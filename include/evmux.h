@@ -593,7 +593,9 @@ EVMUX_API int evmux_stream_init(evmux_loop *loop, evmux_stream *stream);
  * evmux_close; on an error it stays the caller's. Errors: -EINVAL (NULL,
  * fd < 0, closing stream), -EISCONN (the stream has a descriptor or is
  * connecting), -EBADF (fd not open), -ERANGE (select backend: fd >=
- * FD_SETSIZE). */
+ * FD_SETSIZE), -EBUSY (io_uring: the stream had a socket whose requests
+ * to the kernel have not ended yet, and fd is not a socket: try again from
+ * a later callback). */
 EVMUX_API int evmux_stream_open(evmux_stream *stream, int fd);
 
 /* The socket, or -1 before one is attached, after close, and for NULL. */

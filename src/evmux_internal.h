@@ -7,6 +7,7 @@
 #include "backend/backend.h"
 #include "op.h"
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -164,6 +165,9 @@ struct evmux_loop {
     atomic_uintptr_t run_owner; /* the running thread's tag while evmux_run runs, else 0 */
     /* Tests only: called between the two steps of taking a wake-up. */
     void (*wake_test_hook)(evmux_loop *loop);
+    /* Tests only: the io_uring ring refuses this many new entries, as the
+     * kernel does while it holds overflowed results. */
+    unsigned test_ring_refusals;
 
     /* Signals (signal.c): the signals this loop's handles watch (bit
      * signum - 1), read by the handler on any thread; the count of each
@@ -191,6 +195,32 @@ struct evmux_loop {
 };
 
 void evmux__loop_stats(const evmux_loop *loop, struct evmux_loop_stats *out);
+
+/* Requests (op.h) the loop owes a submit, a cancel or a result. */
+static inline bool evmux__ops_owed(const evmux_loop *loop)
+{
+    const struct evmux__ops *ops = &loop->ops;
+    return ops->cancels_owed > 0 || !evmux__list_empty(&ops->queued) ||
+           !evmux__list_empty(&ops->ending);
+}
+
+/* A completion backend's report of one result of a request in the kernel
+ * (from run_completions): the last one (more false) makes it idle before
+ * its class hears of it. */
+static inline void evmux__op_result(evmux_loop *loop, struct evmux__op *op, int res, char *buf,
+                                    bool more)
+{
+    assert(op->state == EVMUX__OP_KERNEL); /* results come only from the kernel */
+    if (!more) {
+        evmux__list_remove(&op->link);
+        if ((op->flags & (EVMUX__OP_CANCEL | EVMUX__OP_CANCEL_SENT)) == EVMUX__OP_CANCEL) {
+            assert(loop->ops.cancels_owed > 0);
+            loop->ops.cancels_owed--; /* it ended before its cancel could be sent */
+        }
+        op->state = EVMUX__OP_IDLE;
+    }
+    op->cls->done(op, res, buf, more);
+}
 
 /* Handles. The state tests and (de)activation sit on hot paths (every timer
  * start, every watcher change), hence inline. */

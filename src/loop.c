@@ -305,7 +305,8 @@ int evmux_run(evmux_loop *loop, evmux_run_mode mode)
             evmux_update_time(loop);
         if (loop->deferred_owed > 0)
             evmux__kinds_pass(loop, EVMUX__PASS_BEFORE_WAIT);
-        bool ops_owed = loop->backend->completion != NULL && evmux__ops_prepare(loop);
+        bool ops_owed = loop->backend->completion != NULL && evmux__ops_owed(loop) &&
+                        evmux__ops_prepare(loop);
         evmux__io_flush(loop);
         uint64_t timeout_ns = wait_timeout_ns(loop, mode, ops_owed);
         loop->silent_wakes = 0;

@@ -92,23 +92,11 @@ void evmux__ops_release(evmux_loop *loop, struct evmux__op *const ops[], size_t 
     }
 }
 
-void evmux__op_result(evmux_loop *loop, struct evmux__op *op, int res, char *buf, bool more)
-{
-    assert(op->state == EVMUX__OP_KERNEL); /* results come only from the kernel */
-    if (!more) {
-        evmux__list_remove(&op->link);
-        if ((op->flags & (EVMUX__OP_CANCEL | EVMUX__OP_CANCEL_SENT)) == EVMUX__OP_CANCEL) {
-            assert(loop->ops.cancels_owed > 0);
-            loop->ops.cancels_owed--; /* the request ended before its cancel was sent */
-        }
-        op->state = EVMUX__OP_IDLE;
-    }
-    op->cls->done(op, res, buf, more);
-}
-
 bool evmux__ops_prepare(evmux_loop *loop)
 {
     struct evmux__ops *ops = &loop->ops;
+    if (!evmux__ops_owed(loop))
+        return false;
     if (ops->cancels_owed > 0) {
         struct evmux__link *l = ops->kernel.next;
         while (l != &ops->kernel && ops->cancels_owed > 0) {

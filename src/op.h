@@ -107,11 +107,12 @@ void evmux__op_cancel(struct evmux_loop *loop, struct evmux__op *op);
  * reuse after the close), and they are cancelled and orphaned. */
 void evmux__ops_release(struct evmux_loop *loop, struct evmux__op *const ops[], size_t n);
 
-/* The backend's report of one result of a request in the kernel. */
-void evmux__op_result(struct evmux_loop *loop, struct evmux__op *op, int res, char *buf, bool more);
+/* The backend's report of one result of a request in the kernel:
+ * evmux__op_result(), inline in evmux_internal.h (once per result). */
 
 /* The loop's part. Before the wait: submits what is queued and sends owed
- * cancels; true if something is still owed, so the wait must not block. */
+ * cancels; true if something is still owed (evmux__ops_owed), so the wait
+ * must not block. */
 bool evmux__ops_prepare(struct evmux_loop *loop);
 /* After the wait: the backend's results, then the ENDING requests. */
 void evmux__ops_run_completions(struct evmux_loop *loop);

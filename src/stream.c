@@ -29,7 +29,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-static void report_connect(evmux_stream *s, int status);
 static const struct evmux__kind stream_kind;
 
 /* ---- the queue ---- */
@@ -153,7 +152,7 @@ static void run_deferred(evmux_stream *s, enum evmux__pass pass)
 {
     if (s->state & ST_CONNECT_FAILED) {
         s->state &= ~ST_CONNECT_FAILED;
-        report_connect(s, s->error);
+        evmux__st_report_connect(s, s->error);
     }
     report_sent_writes(s);
     /* (A connect refused at once, by a retry from the callback above: its
@@ -236,7 +235,7 @@ void evmux__st_fail_writes(evmux_stream *s, int err)
     evmux__st_update_interest(s);
 }
 
-static void finish_shutdown(evmux_stream *s)
+void evmux__st_finish_shutdown(evmux_stream *s)
 {
     s->state |= ST_SHUT_DONE | ST_SHUT_REPORT;
     if (shutdown(s->fd, SHUT_WR) < 0 && s->error == 0)
@@ -252,7 +251,7 @@ void evmux__st_after_send(evmux_stream *s)
     if (evmux_is_closing(&s->handle))
         return;
     if (s->queued == 0 && (s->state & ST_SHUT_WANTED) && !(s->state & ST_SHUT_DONE)) {
-        finish_shutdown(s);
+        evmux__st_finish_shutdown(s);
         report_shutdown(s, s->error);
         if (evmux_is_closing(&s->handle))
             return;
@@ -405,7 +404,7 @@ int evmux_stream_shutdown(evmux_stream *s, evmux_shutdown_cb cb)
     s->state |= ST_SHUT_WANTED;
     s->shutdown_cb = cb;
     if (s->queued == 0 && (s->state & ST_OPEN)) {
-        finish_shutdown(s);
+        evmux__st_finish_shutdown(s);
         evmux__st_defer(s);
     }
     return 0;
@@ -435,157 +434,6 @@ int evmux_stream_read_stop(evmux_stream *s)
     return evmux__st_update_interest(s);
 }
 
-/* ---- connecting ---- */
-
-static void detach_socket(evmux_stream *s)
-{
-    if (!(s->state & (ST_OPEN | ST_CONNECTING)))
-        return;
-    s->driver->detach(s);
-    close(s->fd);
-    s->fd = -1;
-    s->state &= ~(ST_OPEN | ST_CONNECTING);
-}
-
-static void report_connect(evmux_stream *s, int status)
-{
-    evmux_connect_req *req = s->connect_req;
-    assert(req != NULL); /* one report per connect */
-    s->connect_req = NULL;
-    evmux_timer_stop(&req->timeout);
-    if (status != 0) {
-        detach_socket(s);
-        s->error = 0; /* the stream may try again */
-    }
-    req->cb(req, status); /* may free req, or connect again */
-    if (status == 0 || evmux_is_closing(&s->handle) || (s->state & (ST_CONNECTING | ST_OPEN)))
-        return; /* connecting again: the writes wait for that connection */
-    /* Writes made while connecting cannot go anywhere now. */
-    if (s->req_head != NULL || s->queued > 0 || (s->state & ST_SHUT_WANTED)) {
-        evmux__st_fail_writes(s, status);
-        s->error = 0;
-        s->state &= ~(ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT);
-    }
-}
-
-static void on_connect_timeout(evmux_timer *t)
-{
-    evmux_connect_req *req = t->handle.data;
-    report_connect(req->stream, -ETIMEDOUT);
-}
-
-/* Gives the stream its descriptor and its driver: a connected socket, or
- * (is_socket false) a pipe, terminal or file, which takes the readiness
- * driver. */
-static int attach(evmux_stream *s, int fd, bool is_socket)
-{
-    evmux_loop *loop = s->handle.loop;
-    int rc = evmux__io_check_fd(loop, fd);
-    if (rc < 0)
-        return rc;
-    const struct evmux__stream_driver *driver =
-        is_socket && loop->backend->completion != NULL ? &evmux__stream_native
-                                                       : &evmux__stream_ready;
-    /* The drivers share their memory: the other one's requests must have
-     * ended (they do from the loop, after a close or a failed connect). */
-    if (s->driver != NULL && s->driver != driver && !s->driver->idle(s))
-        return -EBUSY;
-    s->fd = fd;
-    s->state = (s->state & ~(ST_EOF | ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT |
-                             ST_NOT_SOCKET)) |
-               (is_socket ? 0 : ST_NOT_SOCKET);
-    if (driver == &evmux__stream_native) {
-        evmux__st_native_attach(s);
-    } else if ((rc = evmux__st_ready_attach(s)) < 0) {
-        s->fd = -1;
-        return rc;
-    }
-    s->state |= ST_OPEN;
-    s->error = 0;
-    s->read_end = 0;
-    return 0;
-}
-
-int evmux__stream_attach(evmux_stream *s, int fd)
-{
-    return attach(s, fd, true);
-}
-
-void evmux__st_connect_settled(evmux_stream *s)
-{
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-    if (err != 0) {
-        report_connect(s, -err);
-        return;
-    }
-    s->state = (s->state & ~ST_CONNECTING) | ST_OPEN;
-    report_connect(s, 0);
-    if (evmux_is_closing(&s->handle))
-        return;
-    /* Writes and a shutdown asked for while connecting go out now. */
-    if (s->queued > 0) {
-        s->driver->connected(s);
-        return;
-    }
-    if ((s->state & ST_SHUT_WANTED) && !(s->state & ST_SHUT_DONE)) {
-        finish_shutdown(s);
-        evmux__st_defer(s);
-    }
-    evmux__st_update_interest(s);
-}
-
-int evmux_connect(evmux_connect_req *req, evmux_stream *s, const struct sockaddr *addr,
-                  socklen_t addr_len, uint64_t timeout_ms, evmux_connect_cb cb)
-{
-    if (req == NULL || s == NULL || addr == NULL || cb == NULL || evmux_is_closing(&s->handle))
-        return -EINVAL;
-    if (s->state & ST_OPEN)
-        return -EISCONN;
-    if (s->state & ST_CONNECTING)
-        return -EALREADY;
-    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int rc = evmux__stream_attach(s, fd);
-    if (rc < 0) {
-        close(fd);
-        return rc;
-    }
-    s->state = (s->state & ~ST_OPEN) | ST_CONNECTING;
-    req->stream = s;
-    req->cb = cb;
-    s->connect_req = req;
-    evmux_timer_init(s->handle.loop, &req->timeout, on_connect_timeout);
-    evmux__handle_make_internal(&req->timeout.handle);
-    if (!(s->handle.flags & EVMUX_FLAG_REF))
-        evmux_unref(&req->timeout.handle);
-    req->timeout.handle.data = req;
-
-    if (connect(fd, addr, addr_len) < 0 && errno != EINPROGRESS) {
-        /* Refused at once (a Unix socket nobody listens on, say): still
-         * reported through the callback, from the loop. */
-        s->error = -errno;
-        s->state |= ST_CONNECT_FAILED;
-        evmux__st_defer(s);
-        return 0;
-    }
-    rc = evmux__st_update_interest(s);
-    if (rc < 0) {
-        detach_socket(s);
-        s->connect_req = NULL;
-        return rc;
-    }
-    if (timeout_ms > 0 && (rc = evmux_timer_start(&req->timeout, timeout_ms, 0)) < 0) {
-        detach_socket(s); /* no connect without the timeout asked for */
-        s->connect_req = NULL;
-        return rc;
-    }
-    return 0;
-}
-
 /* ---- life cycle ---- */
 
 int evmux_stream_init(evmux_loop *loop, evmux_stream *s)
@@ -608,48 +456,13 @@ int evmux_stream_init(evmux_loop *loop, evmux_stream *s)
     return 0;
 }
 
-int evmux_stream_open(evmux_stream *s, int fd)
-{
-    if (s == NULL || fd < 0 || evmux_is_closing(&s->handle))
-        return -EINVAL;
-    if (s->state & (ST_OPEN | ST_CONNECTING))
-        return -EISCONN;
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    int rc = evmux__io_check_fd(s->handle.loop, fd);
-    if (rc < 0)
-        return rc; /* before the terminal's description is replaced */
-    if (isatty(fd))
-        evmux__st_reopen_terminal(fd);
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0)
-        return -errno;
-    bool made_nonblock = !(flags & O_NONBLOCK);
-    if (made_nonblock && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
-        return -errno;
-    rc = attach(s, fd, S_ISSOCK(st.st_mode));
-    if (rc < 0 && made_nonblock)
-        fcntl(fd, F_SETFL, flags);
-    else if (made_nonblock && !S_ISSOCK(st.st_mode))
-        s->state |= ST_MADE_NONBLOCK;
-    return rc;
-}
-
-int evmux_stream_fd(const evmux_stream *s)
-{
-    if (s == NULL)
-        return -1;
-    return s->fd;
-}
-
 static void stream_close_begin(evmux_handle *h)
 {
     evmux_stream *s = (evmux_stream *)h;
     if (s->connect_req != NULL)
         evmux_timer_stop(&s->connect_req->timeout);
     s->state &= ~ST_READING;
-    detach_socket(s);
+    evmux__st_detach(s);
 }
 
 static void stream_close_finish(evmux_handle *h)
@@ -675,60 +488,6 @@ static void stream_close_finish(evmux_handle *h)
     if (owed && s->shutdown_cb != NULL)
         s->shutdown_cb(s, done ? s->error : -ECANCELED);
     drop_queue(s);
-}
-
-/* ---- socket options ---- */
-
-/* Unix-domain sockets take some TCP options (SO_KEEPALIVE) and ignore
- * them, and refuse others: all are refused alike, up front. */
-static bool is_unix_socket(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    return getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
-}
-
-int evmux_stream_set_nodelay(evmux_stream *s, int on)
-{
-    if (s == NULL)
-        return -EINVAL;
-    if (!(s->state & (ST_OPEN | ST_CONNECTING)))
-        return -ENOTCONN;
-    if ((s->state & ST_NOT_SOCKET) || is_unix_socket(s->fd))
-        return -ENOTSUP;
-    int v = on != 0;
-    return setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) < 0 ? -errno : 0;
-}
-
-int evmux_stream_set_keepalive(evmux_stream *s, int on, unsigned idle_s)
-{
-    if (s == NULL)
-        return -EINVAL;
-    if (!(s->state & (ST_OPEN | ST_CONNECTING)))
-        return -ENOTCONN;
-    if ((s->state & ST_NOT_SOCKET) || is_unix_socket(s->fd))
-        return -ENOTSUP;
-    int v = on != 0;
-    if (setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) < 0)
-        return -errno;
-    if (on && idle_s > 0) {
-#ifdef TCP_KEEPIDLE
-        int idle = idle_s > INT_MAX ? INT_MAX : (int)idle_s;
-        if (setsockopt(s->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) < 0)
-            return -errno;
-#endif
-    }
-    return 0;
-}
-
-int evmux_stream_peer(const evmux_stream *s, struct sockaddr_storage *out, socklen_t *out_len)
-{
-    if (s == NULL || out == NULL || out_len == NULL)
-        return -EINVAL;
-    if (!(s->state & ST_OPEN))
-        return -ENOTCONN;
-    *out_len = sizeof *out;
-    return getpeername(s->fd, (struct sockaddr *)out, out_len) < 0 ? -errno : 0;
 }
 
 /* A stream is kept running by its driver's parts and its connect timeout. */
@@ -763,8 +522,8 @@ static int streams_after_fork(evmux_loop *loop)
     struct stream_loop *sl = loop->kind_data[EVMUX_HANDLE_STREAM];
     for (struct evmux__link *l = sl->deferred.next; l != &sl->deferred; l = l->next) {
         evmux_stream *s = EVMUX__CONTAINER_OF(l, evmux_stream, deferred);
-        if (s->driver == &evmux__stream_native)
-            evmux__st_native_after_fork(s);
+        if (s->driver != NULL && s->driver->after_fork != NULL)
+            s->driver->after_fork(s);
     }
     return 0;
 }

@@ -3,8 +3,10 @@
  * and the functions one file calls in another.
  *
  * stream.c holds the API and what both drivers share: the write queue and
- * its requests, watermarks, shutdown, connecting and closing. The driver
- * is chosen when a descriptor is attached: a socket on a completion
+ * its requests, watermarks, shutdown, reading, the loop's passes and
+ * closing; stream_socket.c the descriptor: attaching, connecting, letting
+ * it go, socket options. The driver is chosen when a descriptor is
+ * attached: a socket on a completion
  * backend (io_uring) takes the completion driver (stream_native.c), which
  * works through requests to the kernel (op.h); anything else takes the
  * readiness driver (stream_ready.c), which works through an io watcher.
@@ -47,6 +49,9 @@ enum stream_state {
 /* What a driver does; the shared part calls these, never tests which
  * driver it has. NULL entries do nothing. */
 struct evmux__stream_driver {
+    /* The stream has its descriptor (s->fd): set the driver's part up and
+     * make s->driver this table. 0 or a negative errno value. */
+    int (*attach)(evmux_stream *s);
     /* The kernel's work follows the stream's state: what is waited for,
      * read and sent. 0 or a negative errno value. */
     int (*sync)(evmux_stream *s);
@@ -71,6 +76,8 @@ struct evmux__stream_driver {
     bool (*is_active)(const evmux_stream *s);
     /* The driver's part of the union may be set up anew (on attach). */
     bool (*idle)(const evmux_stream *s);
+    /* In a forked child, for a stream with reports owed. */
+    void (*after_fork)(evmux_stream *s);
 };
 
 extern const struct evmux__stream_driver evmux__stream_ready, evmux__stream_native;
@@ -93,23 +100,27 @@ static inline struct evmux__chunk_pool *st_chunks(const evmux_stream *s)
 }
 
 /* stream.c: the shared part */
-/* Gives an initialised stream its connected, non-blocking socket (accept). */
-int evmux__stream_attach(evmux_stream *s, int fd);
 void evmux__st_defer(evmux_stream *s);
 void evmux__st_fail_writes(evmux_stream *s, int err);
 void evmux__st_consume_queue(evmux_stream *s, size_t n);
 size_t evmux__st_queue_iov(const evmux_stream *s, struct iovec *iov, size_t max, size_t *total);
 void evmux__st_after_send(evmux_stream *s);
 int evmux__st_update_interest(evmux_stream *s);
-void evmux__st_connect_settled(evmux_stream *s);
 void evmux__st_free_queue_chunks(evmux_stream *s);
+/* The queue is empty: half-close now (the report is owed). */
+void evmux__st_finish_shutdown(evmux_stream *s);
 
-/* stream_native.c */
-void evmux__st_native_attach(evmux_stream *s);
-void evmux__st_native_after_fork(evmux_stream *s);
+/* stream_socket.c: the descriptor */
+/* Gives an initialised stream its connected, non-blocking socket (accept). */
+int evmux__stream_attach(evmux_stream *s, int fd);
+/* The connect's outcome is known (the socket became writable). */
+void evmux__st_connect_settled(evmux_stream *s);
+/* Reports the connect, once; a failure lets the descriptor go. */
+void evmux__st_report_connect(evmux_stream *s, int status);
+/* Lets the descriptor go: the driver first, then close(). */
+void evmux__st_detach(evmux_stream *s);
 
 /* stream_ready.c */
-int evmux__st_ready_attach(evmux_stream *s);
 /* Sends the queue with sendmsg (write for a pipe) until the kernel stops
  * taking it; runs no callback. 0, or the error of the send (the bytes sent
  * before it are consumed). The completion driver's immediate sends too. */

@@ -312,7 +312,7 @@ static const struct evmux__op_class send_class = {.done = send_done, .fill = fil
 
 /* ---- attaching, the loop's passes, closing, fork ---- */
 
-void evmux__st_native_attach(evmux_stream *s)
+static int native_attach(evmux_stream *s)
 {
     /* Requests of an earlier descriptor may still be ending (orphans):
      * they stay, and their ends ask again for this one. */
@@ -323,12 +323,14 @@ void evmux__st_native_attach(evmux_stream *s)
     }
     s->driver = &evmux__stream_native;
     s->state &= ~(ST_SEND_FULL | ST_SEND_WANTED | ST_QUEUE_INHERITED);
+    return 0;
 }
 
 static void native_deferred(evmux_stream *s, enum evmux__pass pass)
 {
-    if ((s->state & ST_READING) && (NATIVE(s)->stash != NULL || s->read_end != 0))
-        deliver_stash(s);
+    if (pass != EVMUX__PASS_RUN_EXIT && (s->state & ST_READING) &&
+        (NATIVE(s)->stash != NULL || s->read_end != 0))
+        deliver_stash(s); /* a callback: never once evmux_run is returning */
     if (!(s->state & ST_SEND_WANTED) || evmux__closing(&s->handle))
         return;
     if (pass == EVMUX__PASS_REPORT)
@@ -368,13 +370,14 @@ static bool native_idle(const evmux_stream *s)
 
 /* In a forked child: the requests are the loop's to submit again (op.c);
  * bytes queued but not yet offered belong to the parent as much. */
-void evmux__st_native_after_fork(evmux_stream *s)
+static void native_after_fork(evmux_stream *s)
 {
     if (s->queued > 0)
         s->state |= ST_QUEUE_INHERITED;
 }
 
 const struct evmux__stream_driver evmux__stream_native = {
+    .attach = native_attach,
     .sync = native_sync,
     .offer = native_offer,
     .connected = native_connected,
@@ -383,4 +386,5 @@ const struct evmux__stream_driver evmux__stream_native = {
     .close_wait = native_close_wait,
     .close_finish = native_close_finish,
     .idle = native_idle,
+    .after_fork = native_after_fork,
 };

@@ -247,7 +247,7 @@ static bool ready_idle(const evmux_stream *s)
     return true; /* its watcher is stopped before the descriptor goes */
 }
 
-int evmux__st_ready_attach(evmux_stream *s)
+static int ready_attach(evmux_stream *s)
 {
     int rc = evmux_io_init(s->handle.loop, IO(s), s->fd, on_stream_io);
     if (rc < 0)
@@ -263,6 +263,7 @@ int evmux__st_ready_attach(evmux_stream *s)
 }
 
 const struct evmux__stream_driver evmux__stream_ready = {
+    .attach = ready_attach,
     .sync = ready_sync,
     .write_now = ready_write_now,
     .connected = flush_queue,

@@ -2,12 +2,15 @@
  * requests in order and never fails them; a cancel is never dropped; a
  * request cancelled before the kernel saw it ends with -ECANCELED from the
  * loop, once; a stream's close waits for its requests even when the ring
- * refuses the cancel; a forked child submits every live request again.
+ * refuses the cancel; a forked child submits every live request again;
+ * an io watcher's poll, armed, changed or removed while the ring refuses,
+ * is retried before the next wait, never failed or dropped.
  *
  * The kernel refuses new entries only while it holds overflowed results,
  * which a test cannot bring about on demand: a wrapper around the real
- * backend refuses instead, for as long as a test says. Everything else
- * is the real ring. */
+ * backend's request calls refuses instead, or (for polls) the backend's
+ * own test hook, for as long as a test says. Everything else is the real
+ * ring. */
 #include "stream_util.h"
 #include "evmux_internal.h"
 
@@ -366,6 +369,77 @@ static void test_fork_submits_again(void)
     unit_loop_finish(loop);
 }
 
+
+/* ---- io watchers' polls, when the ring itself refuses ---- */
+
+static int watcher_calls;
+
+static void count_watcher(evmux_io *io, unsigned events)
+{
+    (void)events;
+    watcher_calls++;
+    unit_drain(io->fd);
+}
+
+/* A watcher started while the ring refuses its poll: the start succeeds
+ * (it once failed with -EBUSY), and the poll goes in before the wait. */
+static void test_watcher_start_when_ring_refuses(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    int sv[2];
+    unit_socketpair(sv);
+    evmux_io io;
+    CHECK_OK(evmux_io_init(loop, &io, sv[0], count_watcher));
+    loop->test_ring_refusals = 3;
+    watcher_calls = 0;
+    CHECK_OK(evmux_io_start(&io, EVMUX_READABLE));
+    CHECK_EQ(loop->test_ring_refusals, 2);
+    unit_write_byte(sv[1]);
+    for (int i = 0; i < 100 && watcher_calls == 0; i++)
+        CHECK_OK(evmux_run(loop, EVMUX_RUN_ONCE));
+    CHECK_EQ(watcher_calls, 1);
+    CHECK_EQ(loop->test_ring_refusals, 0);
+    /* A change of interest the ring refuses is put right too. */
+    loop->test_ring_refusals = 1;
+    CHECK_OK(evmux_io_start(&io, EVMUX_READABLE | EVMUX_WRITABLE));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_ONCE));
+    CHECK(watcher_calls >= 2); /* writable */
+    CHECK_OK(evmux_close(&io.handle, NULL));
+    close(sv[0]);
+    close(sv[1]);
+    unit_loop_finish(loop);
+}
+
+/* A watcher stopped while the ring refuses the poll's removal: the removal
+ * is owed, not dropped, so the descriptor's file is let go and the peer
+ * sees the socket end once it is closed. (A dropped removal left the poll
+ * holding the socket open for good.) */
+static void test_watcher_stop_when_ring_refuses(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    int sv[2];
+    unit_socketpair(sv);
+    evmux_io io;
+    CHECK_OK(evmux_io_init(loop, &io, sv[0], count_watcher));
+    CHECK_OK(evmux_io_start(&io, EVMUX_READABLE));
+    run_iterations(loop, 2); /* the poll is in the kernel */
+    loop->test_ring_refusals = 3;
+    CHECK_OK(evmux_io_stop(&io));
+    run_iterations(loop, 5);
+    CHECK_OK(evmux_close(&io.handle, NULL));
+    close(sv[0]);
+    CHECK_EQ(su_wait_readable(sv[1], 1000), 1);
+    char c;
+    CHECK_EQ(read(sv[1], &c, 1), 0);
+    CHECK_EQ(loop->test_ring_refusals, 0);
+    close(sv[1]);
+    unit_loop_finish(loop);
+}
+
 int main(int argc, char **argv)
 {
     unit_args(argc, argv);
@@ -375,5 +449,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_cancel_never_dropped);
     RUN_TEST(test_stream_close_with_refused_cancel);
     RUN_TEST(test_fork_submits_again);
+    RUN_TEST(test_watcher_start_when_ring_refuses);
+    RUN_TEST(test_watcher_stop_when_ring_refuses);
     return unit_end();
 }

@@ -84,7 +84,7 @@ struct uring_fd {
     uint32_t generation; /* bumped whenever the number gets a new registration */
     unsigned want;       /* interest the core holds */
     unsigned armed;      /* mask of the poll in the kernel, 0 if none */
-    bool listed;         /* on the re-arm list */
+    bool listed;         /* on the re-arm list: armed or updated before the next wait */
     bool failed;         /* the poll failed: not re-armed until the interest changes */
 };
 
@@ -108,8 +108,13 @@ struct uring_state {
     struct uring_fd *fds;
     size_t fds_len;
     size_t live_polls; /* poll requests whose final result has not come in */
-    int *rearm; /* descriptors whose one-shot poll fired */
+    int *rearm; /* descriptors whose poll fired, or the ring refused */
     size_t rearm_count, rearm_capacity;
+    /* Removals of forgotten polls that the ring refused: sent before the
+     * next wait, since a poll holds its file open (a closed socket would
+     * not end for its peer). At most one per live poll, reserved ahead. */
+    uint64_t *owed_removes;
+    size_t owed_count, owed_capacity;
 
     /* Results of requests, collected by wait, reported by run_completions. */
     struct uring_result *results;
@@ -258,16 +263,23 @@ static void uring_destroy(evmux_loop *loop)
     free(st->msgs);
     free(st->results);
     free(st->rearm);
+    free(st->owed_removes);
     free(st->fds);
     free(st);
     loop->backend_state = NULL;
 }
 
 /* A full submission queue is handed to the kernel to make room; this is
- * the only place a request can cost a system call of its own. */
+ * the only place a request can cost a system call of its own. NULL if the
+ * kernel would not take it (while it holds overflowed results): every
+ * caller then retries before the next wait, none fails. */
 static struct io_uring_sqe *get_sqe(evmux_loop *loop)
 {
     struct uring_state *st = loop->backend_state;
+    if (loop->test_ring_refusals > 0) {
+        loop->test_ring_refusals--;
+        return NULL;
+    }
     struct io_uring_sqe *sqe = io_uring_get_sqe(&st->ring);
     if (sqe == NULL) {
         io_uring_submit(&st->ring);
@@ -296,43 +308,87 @@ static unsigned poll_mask(unsigned events)
     return ((events & EVMUX_READABLE) ? POLLIN : 0u) | ((events & EVMUX_WRITABLE) ? POLLOUT : 0u);
 }
 
-static int arm_poll(evmux_loop *loop, int fd)
+/* Each returns false if the ring refused (no entry even after handing the
+ * queue to the kernel): the caller retries before the next wait. */
+static bool arm_poll(evmux_loop *loop, int fd)
 {
     struct uring_state *st = loop->backend_state;
     struct io_uring_sqe *sqe = get_sqe(loop);
     if (sqe == NULL)
-        return -EBUSY;
+        return false;
     io_uring_prep_poll_add(sqe, fd, poll_mask(st->fds[fd].want));
     io_uring_sqe_set_data64(sqe, poll_data(st, fd));
     st->fds[fd].armed = st->fds[fd].want;
     st->live_polls++;
+    return true;
+}
+
+/* Changes the pending poll in place. If it fired meanwhile, the update
+ * fails quietly and the re-arm uses the new interest. */
+static bool update_poll(evmux_loop *loop, int fd)
+{
+    struct uring_state *st = loop->backend_state;
+    struct io_uring_sqe *sqe = get_sqe(loop);
+    if (sqe == NULL)
+        return false;
+    struct uring_fd *slot = &st->fds[fd];
+    io_uring_prep_poll_update(sqe, poll_data(st, fd), 0, poll_mask(slot->want),
+                              IORING_POLL_UPDATE_EVENTS);
+    set_no_answer(st, sqe);
+    slot->armed = slot->want;
+    return true;
+}
+
+static bool remove_poll(evmux_loop *loop, uint64_t user_data)
+{
+    struct uring_state *st = loop->backend_state;
+    struct io_uring_sqe *sqe = get_sqe(loop);
+    if (sqe == NULL)
+        return false;
+    io_uring_prep_poll_remove(sqe, user_data);
+    set_no_answer(st, sqe);
+    loop->stats.kernel_ctl_calls++;
+    return true;
+}
+
+/* The wait that reaps a fired one-shot poll re-arms it, and a refused
+ * change is retried there too; neither can report an allocation failure
+ * to anyone: a watcher (the loop's own wake-up among them) would lose its
+ * poll for good. So the lists are sized here, where an error reaches the
+ * caller of evmux_io_start: one re-arm entry per descriptor number in use
+ * (a number is listed at most once), one owed removal per live poll. */
+static int reserve(void **items, size_t *capacity, size_t wanted, size_t elem_size)
+{
+    if (wanted <= *capacity)
+        return 0;
+    size_t cap = *capacity ? *capacity : 64;
+    while (cap < wanted)
+        cap *= 2;
+    void *grown = realloc(*items, cap * elem_size);
+    if (grown == NULL)
+        return -ENOMEM;
+    *items = grown;
+    *capacity = cap;
     return 0;
 }
 
-/* A one-shot poll that fired must be re-armed, and the wait that reaps it
- * cannot report an allocation failure to anyone: a watcher (the loop's own
- * wake-up among them) would lose its poll for good. So the re-arm list is
- * sized here, where an error reaches the caller of evmux_io_start: one
- * entry per descriptor number in use, as a number is listed at most once. */
-static int reserve_rearm(struct uring_state *st, size_t numbers)
+static void list_rearm(struct uring_state *st, int fd)
 {
-    if (numbers <= st->rearm_capacity)
-        return 0;
-    size_t cap = st->rearm_capacity ? st->rearm_capacity : 64;
-    while (cap < numbers)
-        cap *= 2;
-    int *grown = realloc(st->rearm, cap * sizeof *grown);
-    if (grown == NULL)
-        return -ENOMEM;
-    st->rearm = grown;
-    st->rearm_capacity = cap;
-    return 0;
+    struct uring_fd *slot = &st->fds[fd];
+    if (slot->listed)
+        return;
+    assert(st->rearm_count < st->rearm_capacity); /* reserved by uring_change */
+    slot->listed = true;
+    st->rearm[st->rearm_count++] = fd;
 }
 
 static int uring_change(evmux_loop *loop, int fd, unsigned old_events, unsigned new_events)
 {
     struct uring_state *st = loop->backend_state;
-    int rc = reserve_rearm(st, (size_t)fd + 1);
+    int rc = reserve((void **)&st->rearm, &st->rearm_capacity, (size_t)fd + 1, sizeof(int));
+    if (rc == 0)
+        rc = reserve((void **)&st->owed_removes, &st->owed_capacity, st->live_polls + 1,
+                     sizeof(uint64_t));
     if (rc < 0)
         return rc;
     struct uring_fd *fds = evmux__grow_zeroed(st->fds, &st->fds_len, (size_t)fd, sizeof *fds);
@@ -350,23 +406,12 @@ static int uring_change(evmux_loop *loop, int fd, unsigned old_events, unsigned 
     loop->stats.kernel_ctl_calls++; /* a request, not a system call, but a change */
     slot->want = new_events;
     slot->failed = false;
-    if (slot->armed == new_events)
-        return 0;
-    if (slot->armed != 0) {
-        /* Change the pending poll in place. If it fired meanwhile, the
-         * update fails quietly and the re-arm uses the new interest. */
-        struct io_uring_sqe *sqe = get_sqe(loop);
-        if (sqe == NULL)
-            return -EBUSY;
-        io_uring_prep_poll_update(sqe, poll_data(st, fd), 0, poll_mask(new_events),
-                                  IORING_POLL_UPDATE_EVENTS);
-        set_no_answer(st, sqe);
-        slot->armed = new_events;
-        return 0;
-    }
-    if (slot->listed)
-        return 0; /* re-armed before the next wait */
-    return arm_poll(loop, fd);
+    if (slot->armed == new_events || slot->listed)
+        return 0; /* as wanted, or put right before the next wait */
+    bool sent = slot->armed != 0 ? update_poll(loop, fd) : arm_poll(loop, fd);
+    if (!sent)
+        list_rearm(st, fd); /* the ring refused: before the next wait */
+    return 0;
 }
 
 static void uring_forget(evmux_loop *loop, int fd)
@@ -375,13 +420,9 @@ static void uring_forget(evmux_loop *loop, int fd)
     if ((size_t)fd >= st->fds_len)
         return;
     struct uring_fd *slot = &st->fds[fd];
-    if (slot->armed != 0) {
-        struct io_uring_sqe *sqe = get_sqe(loop);
-        if (sqe != NULL) {
-            io_uring_prep_poll_remove(sqe, poll_data(st, fd));
-            set_no_answer(st, sqe);
-            loop->stats.kernel_ctl_calls++;
-        }
+    if (slot->armed != 0 && !remove_poll(loop, poll_data(st, fd))) {
+        assert(st->owed_count < st->owed_capacity); /* reserved by uring_change */
+        st->owed_removes[st->owed_count++] = poll_data(st, fd);
     }
     /* Whatever the old poll still reports carries the old generation. */
     slot->generation++;
@@ -389,27 +430,34 @@ static void uring_forget(evmux_loop *loop, int fd)
     slot->want = 0;
 }
 
+/* Before each wait: owed removals, then every listed descriptor's poll
+ * made to match its interest. What the ring still refuses stays listed
+ * (kept in place: an entry is only ever moved to a lower index). */
 static void rearm_polls(evmux_loop *loop)
 {
     struct uring_state *st = loop->backend_state;
+    size_t kept = 0;
+    for (size_t i = 0; i < st->owed_count; i++)
+        if (!remove_poll(loop, st->owed_removes[i]))
+            st->owed_removes[kept++] = st->owed_removes[i];
+    st->owed_count = kept;
+    kept = 0;
     for (size_t i = 0; i < st->rearm_count; i++) {
         int fd = st->rearm[i];
         struct uring_fd *slot = &st->fds[fd];
-        slot->listed = false;
-        if (slot->want != 0 && slot->armed == 0 && !slot->failed)
-            arm_poll(loop, fd);
+        bool done = true;
+        if (slot->want == 0 || slot->failed || slot->armed == slot->want)
+            done = true;
+        else if (slot->armed == 0)
+            done = arm_poll(loop, fd);
+        else
+            done = update_poll(loop, fd);
+        if (done)
+            slot->listed = false;
+        else
+            st->rearm[kept++] = fd;
     }
-    st->rearm_count = 0;
-}
-
-static void list_rearm(struct uring_state *st, int fd)
-{
-    struct uring_fd *slot = &st->fds[fd];
-    if (slot->listed)
-        return;
-    assert(st->rearm_count < st->rearm_capacity); /* reserved by uring_change */
-    slot->listed = true;
-    st->rearm[st->rearm_count++] = fd;
+    st->rearm_count = kept;
 }
 
 static void poll_result(evmux_loop *loop, uint64_t user_data, int res)
@@ -489,10 +537,10 @@ static int uring_wait(evmux_loop *loop, uint64_t timeout_ns)
     struct uring_state *st = loop->backend_state;
     rearm_polls(loop);
     int rc;
-    /* Results left by the last reap, or kept back by the kernel, are ready:
-     * no sleeping on them. */
+    /* Results left by the last reap, or kept back by the kernel, are ready,
+     * and polls the ring refused are owed: no sleeping on them. */
     if (timeout_ns == 0 || io_uring_cq_ready(&st->ring) > 0 ||
-        io_uring_cq_has_overflow(&st->ring)) {
+        io_uring_cq_has_overflow(&st->ring) || st->rearm_count > 0 || st->owed_count > 0) {
         rc = io_uring_submit_and_get_events(&st->ring);
     } else {
         struct __kernel_timespec ts, *tsp = NULL;
@@ -527,6 +575,7 @@ static int uring_after_fork(evmux_loop *loop)
         st->fds[fd].listed = false;
     }
     st->rearm_count = 0;
+    st->owed_count = 0; /* the parent's polls */
     st->live_polls = 0;
     st->result_count = 0; /* results of the parent's requests */
     return buffers_register(st); /* the core then submits its requests anew (op.c) */
