@@ -527,7 +527,7 @@ struct evmux__op {
     struct evmux__link link;
     const struct evmux__op_class *cls;
     int fd;
-    unsigned char type, state, flags, batch;
+    unsigned char type, state, flags;
 };
 
 struct evmux_stream {

@@ -18,9 +18,6 @@ void evmux__ops_init(evmux_loop *loop)
 static void to_kernel(evmux_loop *loop, struct evmux__op *op)
 {
     op->state = EVMUX__OP_KERNEL;
-    /* Prepared in the ring now; submitted at the latest by the wait that
-     * ends this batch (evmux__ops_release). */
-    op->batch = (unsigned char)loop->stats.backend_waits;
     evmux__list_push(&loop->ops.kernel, &op->link);
 }
 
@@ -69,27 +66,21 @@ void evmux__op_cancel(evmux_loop *loop, struct evmux__op *op)
     }
 }
 
-/* The batch is the low byte of the wait count when the request was
- * prepared: a request of an earlier batch has been submitted. One prepared
- * 256 waits ago only looks unsubmitted, which costs a needless flush. */
-static bool unsubmitted(const evmux_loop *loop, const struct evmux__op *op)
+bool evmux__op_withdraw(evmux_loop *loop, struct evmux__op *op)
 {
-    return op->state == EVMUX__OP_KERNEL && op->batch == (unsigned char)loop->stats.backend_waits;
+    (void)loop;
+    if (op->state != EVMUX__OP_QUEUED)
+        return false;
+    evmux__list_remove(&op->link);
+    op->state = EVMUX__OP_IDLE;
+    return true;
 }
 
-void evmux__ops_release(evmux_loop *loop, struct evmux__op *const ops[], size_t n)
+void evmux__op_release(evmux_loop *loop, struct evmux__op *op)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (unsubmitted(loop, ops[i])) {
-            loop->backend->completion->flush(loop);
-            break;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        evmux__op_cancel(loop, ops[i]);
-        if (evmux__op_busy(ops[i]))
-            ops[i]->flags |= EVMUX__OP_ORPHAN;
-    }
+    evmux__op_cancel(loop, op);
+    if (evmux__op_busy(op))
+        op->flags |= EVMUX__OP_ORPHAN;
 }
 
 bool evmux__ops_prepare(evmux_loop *loop)
@@ -159,6 +150,7 @@ void evmux__ops_after_fork(evmux_loop *loop)
             evmux__list_push(&ops->ending, l);
         } else {
             op->state = EVMUX__OP_QUEUED;
+            op->flags |= EVMUX__OP_INHERITED;
             evmux__list_push(&again, l);
         }
     }

@@ -9,13 +9,14 @@
  *
  *     IDLE --submit, ring has room--------------> KERNEL --last result--> IDLE
  *     IDLE --submit, ring full--> QUEUED --room--> KERNEL
- *                                 QUEUED --cancel--> ENDING --next run--> IDLE
+ *          (or others queued)     QUEUED --cancel--> ENDING --next run--> IDLE
+ *                                 QUEUED --withdraw--> IDLE (no result)
  *     KERNEL --cancel--> KERNEL (cancel sent, or owed until there is room;
  *                                the kernel's last result follows)
  *
  *  IDLE:   the owner's; no result will come.
- *  QUEUED: the loop's: the submission queue had no room; submitted, in
- *          order, before the next wait.
+ *  QUEUED: the loop's: the submission queue had no room (or others were
+ *          queued already); submitted, in order, before the next wait.
  *  KERNEL: the kernel's (prepared in the ring or taken): results come
  *          from the backend's run of completions, the last with more false.
  *  ENDING: cancelled before the kernel saw it; its result (-ECANCELED)
@@ -25,7 +26,15 @@
  * A cancel is never dropped: without a free slot it is owed, and sent
  * before the next wait. After fork() the child's loop queues every request
  * that was in the kernel again (the parent's ring keeps the old ones),
- * except those being cancelled, which end with -ECANCELED. */
+ * except those being cancelled, which end with -ECANCELED.
+ *
+ * A request names its descriptor by number, and the kernel looks the
+ * number up only when it takes the entry, which may be after the next
+ * wait if the ring refuses. So the owner keeps the descriptor open until
+ * its requests are idle (a stream closes it then), and no new file can
+ * take the number meanwhile. A request has no generation: its owner does
+ * not reuse it before its last result, and results that belong to a
+ * descriptor the owner has let go are marked by the orphan flag. */
 #ifndef EVMUX_OP_H
 #define EVMUX_OP_H
 
@@ -49,9 +58,11 @@ enum evmux__op_flag {
     EVMUX__OP_WHEN_WRITABLE = 1u << 0,
     EVMUX__OP_CANCEL = 1u << 1,      /* asked to end; kept until the next submit */
     EVMUX__OP_CANCEL_SENT = 1u << 2, /* ...and the kernel has the cancel */
-    /* Its descriptor was closed under it (evmux__op_release): what it still
+    /* Its owner let its descriptor go (evmux__op_release): what it still
      * reports belongs to no one. Kept until the next submit. */
     EVMUX__OP_ORPHAN = 1u << 3,
+    /* Queued again by a forked child: the parent's ring runs the original. */
+    EVMUX__OP_INHERITED = 1u << 4,
 };
 
 struct evmux__op_class {
@@ -102,10 +113,11 @@ void evmux__op_submit(struct evmux_loop *loop, struct evmux__op *op, enum evmux_
 /* Asks a busy request to end; its results still come (the last with
  * -ECANCELED if the cancel was in time). Nothing for an idle one. */
 void evmux__op_cancel(struct evmux_loop *loop, struct evmux__op *op);
-/* Their descriptor is about to be closed: the kernel gets the requests now
- * if it has not yet (they name the descriptor by its number, free for
- * reuse after the close), and they are cancelled and orphaned. */
-void evmux__ops_release(struct evmux_loop *loop, struct evmux__op *const ops[], size_t n);
+/* Takes a QUEUED request back, idle, with no result; false otherwise. */
+bool evmux__op_withdraw(struct evmux_loop *loop, struct evmux__op *op);
+/* Its owner lets the descriptor go: the request is cancelled and, while
+ * busy, orphaned. The owner closes the descriptor once it is idle. */
+void evmux__op_release(struct evmux_loop *loop, struct evmux__op *op);
 
 /* The backend's report of one result of a request in the kernel:
  * evmux__op_result(), inline in evmux_internal.h (once per result). */

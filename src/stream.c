@@ -56,10 +56,13 @@ void evmux__st_free_queue_chunks(evmux_stream *s)
 static void drop_queue(evmux_stream *s)
 {
     s->queued = 0;
-    if (s->state & ST_SEND_BUSY)
-        s->state |= ST_SEND_DISCARD;
-    else
+    if (!(s->state & ST_SEND_BUSY)) {
         evmux__st_free_queue_chunks(s);
+        return;
+    }
+    s->state |= ST_SEND_DISCARD;
+    if (s->driver->discard != NULL)
+        s->driver->discard(s);
 }
 
 /* The caller drops the whole queue if this fails. */
@@ -181,11 +184,10 @@ static void streams_pass(evmux_loop *loop, enum evmux__pass pass)
     }
     /* Streams deferred by these callbacks wait for the next pass, so a
      * callback that keeps writing cannot hold the loop here. */
-    struct evmux__link now;
-    evmux__list_init(&now);
-    evmux__list_splice(&now, &sl->deferred);
+    assert(evmux__list_empty(&sl->running)); /* passes do not nest */
+    evmux__list_splice(&sl->running, &sl->deferred);
     struct evmux__link *l;
-    while ((l = evmux__list_pop(&now)) != NULL) {
+    while ((l = evmux__list_pop(&sl->running)) != NULL) {
         loop->deferred_owed--;
         evmux_stream *s = EVMUX__CONTAINER_OF(l, evmux_stream, deferred);
         if (!evmux_is_closing(&s->handle))
@@ -449,6 +451,7 @@ int evmux_stream_init(evmux_loop *loop, evmux_stream *s)
         if (sl == NULL)
             return -ENOMEM;
         evmux__list_init(&sl->deferred);
+        evmux__list_init(&sl->running);
         loop->kind_data[EVMUX_HANDLE_STREAM] = sl;
     }
     evmux__handle_init(loop, &s->handle, &stream_kind);
@@ -515,15 +518,20 @@ static bool stream_close_wait(evmux_handle *h)
     return s->driver != NULL && s->driver->close_wait != NULL && s->driver->close_wait(s);
 }
 
-/* In a forked child: bytes queued but not offered belong to the parent as
- * much (a queued stream with no send in the kernel is on the list). */
+/* In a forked child: bytes queued but not yet in a send request belong to
+ * the parent as much. Such a stream is on the list (or on the running
+ * pass's); one whose send request was queued again learns it from the
+ * request (EVMUX__OP_INHERITED). */
 static int streams_after_fork(evmux_loop *loop)
 {
     struct stream_loop *sl = loop->kind_data[EVMUX_HANDLE_STREAM];
-    for (struct evmux__link *l = sl->deferred.next; l != &sl->deferred; l = l->next) {
-        evmux_stream *s = EVMUX__CONTAINER_OF(l, evmux_stream, deferred);
-        if (s->driver != NULL && s->driver->after_fork != NULL)
-            s->driver->after_fork(s);
+    struct evmux__link *lists[] = {&sl->deferred, &sl->running}; /* a fork from a callback of a pass */
+    for (int i = 0; i < 2; i++) {
+        for (struct evmux__link *l = lists[i]->next; l != lists[i]; l = l->next) {
+            evmux_stream *s = EVMUX__CONTAINER_OF(l, evmux_stream, deferred);
+            if (s->driver != NULL && s->driver->after_fork != NULL)
+                s->driver->after_fork(s);
+        }
     }
     return 0;
 }

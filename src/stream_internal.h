@@ -33,8 +33,9 @@ enum stream_state {
     ST_CONNECT_FAILED = 1u << 8, /* connect failed at once; reported deferred */
     ST_NOT_SOCKET = 1u << 9,     /* a pipe, terminal or file: read() and write() */
     ST_MADE_NONBLOCK = 1u << 10, /* ...that we made non-blocking: undone at close */
-    /* The kernel holds the queue's head chunks (a send request): they are
-     * neither reused nor sent again until it is done. */
+    /* A send request holds the queue's head chunks (in the kernel, or in
+     * the loop's queue for room): they are neither reused nor sent again
+     * until it is done. */
     ST_SEND_BUSY = 1u << 11,
     ST_SEND_DISCARD = 1u << 12, /* ...of chunks already dropped from the queue */
     /* completion driver only */
@@ -67,8 +68,11 @@ struct evmux__stream_driver {
     /* In each of the loop's passes, for a deferred stream (after the
      * shared reports). */
     void (*deferred)(evmux_stream *s, enum evmux__pass pass);
-    /* The descriptor is about to be closed. */
-    void (*detach)(evmux_stream *s);
+    /* The stream lets its descriptor go; true if the driver closes it
+     * itself, later (requests still name it), else the caller closes it. */
+    bool (*detach)(evmux_stream *s);
+    /* Queued bytes were dropped while ST_SEND_BUSY. */
+    void (*discard)(evmux_stream *s);
     /* evmux_close: true while the kernel holds requests of the stream. */
     bool (*close_wait)(evmux_stream *s);
     void (*close_finish)(evmux_stream *s);
@@ -85,6 +89,7 @@ extern const struct evmux__stream_driver evmux__stream_ready, evmux__stream_nati
 /* The streams' part of a loop (loop->kind_data), made by the first stream. */
 struct stream_loop {
     struct evmux__link deferred; /* streams with reports owed, in order */
+    struct evmux__link running;  /* ...taken by the pass that runs now */
     struct evmux__chunk_pool chunks;
     char *read_buf; /* lent to the readiness driver's read callbacks */
 };

@@ -13,22 +13,28 @@
  * A program must not see which backend runs it, so this driver keeps the
  * readiness driver's promises where batching would break them. Queued
  * bytes become a send request only just before the loop waits, so no
- * callback ever sees a send that the kernel has not been offered yet. A
+ * callback ever sees a send that the kernel has not been offered yet (or,
+ * while the ring refuses, one that waits in the loop's queue for room). A
  * write that takes the queue past the high watermark, and a close with
  * bytes queued, first offer the queue to the kernel at once, as a
- * readiness backend's write does: the watermark then counts bytes the
- * kernel was offered and did not take, and an echo followed by a close
- * delivers its reply, on every backend.
+ * readiness backend's write does, taking back a send still waiting for
+ * room: the watermark then counts bytes the kernel was offered and did
+ * not take, and an echo followed by a close delivers its reply, on every
+ * backend.
  *
- * A request whose descriptor was closed under it (a close, a failed
- * connect) is orphaned: what it still reports is dropped, and the stream
- * asks again, for its new descriptor if it has one, once the request is
- * idle. */
+ * Letting the descriptor go (a close, a failed connect) cancels both
+ * requests and orphans those still busy: what they still report is
+ * dropped, and the stream asks again, for its new descriptor if it has
+ * one, once they are idle. The descriptor itself stays open until then,
+ * and the last orphan closes it: a request names it by number, which the
+ * kernel looks up only when it takes the entry (later than the close, if
+ * the ring refuses), and a new file must not get that number meanwhile. */
 #include "stream_internal.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #define NATIVE(s) (&(s)->driver_state.native)
 #define STREAM_OF(op, which)                                                                       \
@@ -37,6 +43,22 @@
 static bool native_busy(const evmux_stream *s)
 {
     return evmux__op_busy(&NATIVE(s)->recv) || evmux__op_busy(&NATIVE(s)->send);
+}
+
+static bool busy_on(const struct evmux__op *op, int fd)
+{
+    return evmux__op_busy(op) && op->fd == fd;
+}
+
+/* An orphan is idle: the descriptor it named is closed once no request
+ * names it any more (see the top of the file). */
+static void close_orphan_fd(evmux_stream *s, const struct evmux__op *op)
+{
+    assert(evmux__op_orphaned(op) && !evmux__op_busy(op));
+    const struct evmux__op *other =
+        op == &NATIVE(s)->recv ? &NATIVE(s)->send : &NATIVE(s)->recv;
+    if (!busy_on(other, op->fd))
+        close(op->fd);
 }
 
 static void set_active(evmux_stream *s, bool active)
@@ -82,8 +104,9 @@ static int native_sync(evmux_stream *s)
 }
 
 /* Hands the head of the queue to the kernel; only just before the loop
- * waits (or returns), so ST_SEND_BUSY always means the kernel has been
- * offered the bytes (see the top of the file). Runs no callback. */
+ * waits (or returns), so ST_SEND_BUSY means the kernel has been offered
+ * the bytes, or the request waits in the loop for room (see the top of
+ * the file). Runs no callback. */
 static void submit_send(evmux_stream *s)
 {
     s->state &= ~(ST_SEND_WANTED | ST_QUEUE_INHERITED);
@@ -107,6 +130,26 @@ static int fill_send(struct evmux__op *op, struct iovec *iov, int max)
     return (int)evmux__st_queue_iov(s, iov, (size_t)max, &total);
 }
 
+/* A send request still waiting for room in the ring is taken back, so its
+ * bytes can be offered at once instead (a close, the high watermark).
+ * False if a send is in the kernel. */
+static bool withdraw_send(evmux_stream *s)
+{
+    struct evmux__op *send = &NATIVE(s)->send;
+    if (!(s->state & ST_SEND_BUSY))
+        return true;
+    if (!evmux__op_withdraw(s->handle.loop, send))
+        return false;
+    s->state &= ~ST_SEND_BUSY;
+    if (send->flags & EVMUX__OP_INHERITED)
+        s->state |= ST_QUEUE_INHERITED; /* the parent's ring sends these */
+    if (s->state & ST_SEND_DISCARD) {
+        evmux__st_free_queue_chunks(s);
+        s->state &= ~ST_SEND_DISCARD;
+    }
+    return true;
+}
+
 /* Offers the queue to the kernel at once, as a readiness backend's write
  * does (see the top of the file); only while no send is in the kernel,
  * which keeps the bytes in order. Runs no callback. */
@@ -119,7 +162,7 @@ static int send_now(evmux_stream *s)
 
 static int native_offer(evmux_stream *s)
 {
-    if (!(s->state & ST_OPEN) || (s->state & ST_SEND_BUSY))
+    if (!(s->state & ST_OPEN) || !withdraw_send(s))
         return 0;
     int rc = send_now(s);
     if (rc < 0)
@@ -213,8 +256,11 @@ static void recv_done(struct evmux__op *op, int res, char *buf, bool more)
 {
     evmux_stream *s = STREAM_OF(op, recv);
     if (evmux__op_orphaned(op) || evmux__closing(&s->handle)) {
-        if (!more)
-            settle(s);
+        if (more)
+            return;
+        if (evmux__op_orphaned(op))
+            close_orphan_fd(s, op);
+        settle(s);
         return;
     }
     if (buf != NULL && res > 0) {
@@ -295,6 +341,8 @@ static void send_done(struct evmux__op *op, int res, char *buf, bool more)
     (void)more;
     assert(!more); /* sends and waits are single-shot */
     evmux_stream *s = STREAM_OF(op, send);
+    if (evmux__op_orphaned(op))
+        close_orphan_fd(s, op);
     if (op->type == EVMUX__OP_SEND) {
         sent(s, res);
         return;
@@ -339,17 +387,26 @@ static void native_deferred(evmux_stream *s, enum evmux__pass pass)
         submit_send(s);
 }
 
-static void native_detach(evmux_stream *s)
+static bool native_detach(evmux_stream *s)
 {
     /* Bytes a readiness backend would have sent inside evmux_stream_write
      * get the same chance here before the socket goes. */
+    withdraw_send(s);
     if ((s->state & (ST_OPEN | ST_SEND_BUSY | ST_QUEUE_INHERITED)) == ST_OPEN && s->queued > 0 &&
         s->error == 0)
         (void)send_now(s); /* an error only means no more goes out */
     s->state &= ~ST_SEND_WANTED;
-    struct evmux__op *ops[] = {&NATIVE(s)->recv, &NATIVE(s)->send};
-    evmux__ops_release(s->handle.loop, ops, 2);
+    evmux__op_release(s->handle.loop, &NATIVE(s)->recv);
+    evmux__op_release(s->handle.loop, &NATIVE(s)->send);
     set_active(s, false);
+    /* Requests still name the descriptor: it stays open until they end. */
+    return busy_on(&NATIVE(s)->recv, s->fd) || busy_on(&NATIVE(s)->send, s->fd);
+}
+
+/* Queued bytes were dropped under a send: it need not finish. */
+static void native_discard(evmux_stream *s)
+{
+    evmux__op_cancel(s->handle.loop, &NATIVE(s)->send);
 }
 
 static bool native_close_wait(evmux_stream *s)
@@ -383,6 +440,7 @@ const struct evmux__stream_driver evmux__stream_native = {
     .connected = native_connected,
     .deferred = native_deferred,
     .detach = native_detach,
+    .discard = native_discard,
     .close_wait = native_close_wait,
     .close_finish = native_close_finish,
     .idle = native_idle,

@@ -218,7 +218,7 @@ static ssize_t ready_write_now(evmux_stream *s, const evmux_buf bufs[], size_t n
     return (ssize_t)done;
 }
 
-static void ready_detach(evmux_stream *s)
+static bool ready_detach(evmux_stream *s)
 {
     evmux__io_stop_now(IO(s)); /* while the descriptor still names the file */
     /* A pipe may be shared with other processes (a shell pipeline): leave
@@ -229,6 +229,7 @@ static void ready_detach(evmux_stream *s)
             fcntl(s->fd, F_SETFL, flags & ~O_NONBLOCK);
         s->state &= ~ST_MADE_NONBLOCK;
     }
+    return false; /* the caller closes it */
 }
 
 static void ready_set_ref(evmux_stream *s, bool ref)
@@ -243,8 +244,9 @@ static bool ready_is_active(const evmux_stream *s)
 
 static bool ready_idle(const evmux_stream *s)
 {
-    (void)s;
-    return true; /* its watcher is stopped before the descriptor goes */
+    /* Stopped when the descriptor went; it may still be on the loop's
+     * pending queue until the current dispatch ends. */
+    return !(IO(s)->handle.flags & EVMUX_FLAG_PENDING);
 }
 
 static int ready_attach(evmux_stream *s)

@@ -18,8 +18,8 @@ void evmux__st_detach(evmux_stream *s)
 {
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return;
-    s->driver->detach(s);
-    close(s->fd);
+    if (!s->driver->detach(s))
+        close(s->fd);
     s->fd = -1;
     s->state &= ~(ST_OPEN | ST_CONNECTING);
 }

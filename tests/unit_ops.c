@@ -15,6 +15,7 @@
 #include "evmux_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -295,6 +296,72 @@ static void test_stream_close_with_refused_cancel(void)
     unit_loop_finish(loop);
 }
 
+/* An echo then a close while the ring refuses: the reply's send request
+ * waits in the loop's queue, and the close takes it back and offers the
+ * bytes at once, as a readiness backend's write would have sent them.
+ * (The close once cancelled the queued request: the peer got no reply.) */
+static void test_close_sends_queued_bytes(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    int sv[2];
+    unit_socketpair(sv);
+    evmux_stream s;
+    CHECK_OK(evmux_stream_init(loop, &s));
+    CHECK_OK(evmux_stream_open(&s, sv[0]));
+    refuse_submits = 1000;
+    evmux_buf b = { "reply", 5 };
+    CHECK_OK(evmux_stream_write(NULL, &s, &b, 1, NULL));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT)); /* the send is made, and queued */
+    CHECK_EQ(s.driver_state.native.send.state, EVMUX__OP_QUEUED);
+    stream_closes = 0;
+    CHECK_OK(evmux_close(&s.handle, stream_closed));
+    refuse_submits = 0;
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
+    CHECK_EQ(stream_closes, 1);
+    char got[16] = {0};
+    CHECK_EQ(su_wait_readable(sv[1], 1000), 1);
+    CHECK_EQ(read(sv[1], got, sizeof got), 5);
+    CHECK(memcmp(got, "reply", 5) == 0);
+    CHECK_EQ(read(sv[1], got, sizeof got), 0);
+    close(sv[1]);
+    unit_loop_finish(loop);
+}
+
+/* While a closed stream's recv may still be in the kernel, its descriptor
+ * stays open, so no new file can take its number (the kernel looks the
+ * number up only when it takes the entry); it is closed when the recv has
+ * ended, before the close callback. */
+static void test_descriptor_kept_until_requests_end(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    int sv[2];
+    unit_socketpair(sv);
+    evmux_stream s;
+    CHECK_OK(evmux_stream_init(loop, &s));
+    CHECK_OK(evmux_stream_open(&s, sv[0]));
+    CHECK_OK(evmux_stream_read_start(&s, ignore_read));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT));
+    refuse_cancels = 1000;
+    stream_closes = 0;
+    CHECK_OK(evmux_close(&s.handle, stream_closed));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT));
+    CHECK_EQ(stream_closes, 0);     /* the recv is still in the kernel */
+    CHECK_EQ(unit_fd_is_open(sv[0]), 1);
+    int probe = dup(sv[1]);
+    CHECK(probe >= 0 && probe != sv[0]); /* the number is not free */
+    close(probe);
+    refuse_cancels = 0;
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
+    CHECK_EQ(stream_closes, 1);
+    CHECK_EQ(unit_fd_is_open(sv[0]), 0);
+    close(sv[1]);
+    unit_loop_finish(loop);
+}
+
 /* fork() with a recv in the kernel, a send queued for room and a recv
  * being cancelled: the child's loop submits the first two again (the
  * parent's ring keeps the old ones) and ends the third with -ECANCELED.
@@ -369,6 +436,191 @@ static void test_fork_submits_again(void)
     unit_loop_finish(loop);
 }
 
+
+/* fork() from the second read callback of one batch, after the first has
+ * given its buffer back: the child registers its buffer ring anew, and
+ * the buffer lent at the fork must go back to the new ring at the right
+ * place. (It went back at the old ring's offset: the ring then claimed one
+ * entry more than it has, and once more than 256 buffers were taken in one
+ * go, two receives shared one, and one stream read another's bytes.) The
+ * child floods 32 streams at once, several times over, and checks every
+ * byte. */
+#define RING_STREAMS 32
+#define RING_FLOODS 4
+
+struct ring_reader {
+    evmux_stream s;
+    int id, peer;
+    uint64_t got, sent; /* bytes of the stream so far */
+    int bad;
+};
+
+static int ring_callbacks, ring_fork_at;
+static pid_t ring_child = -1;
+
+static unsigned char ring_byte(int id, uint64_t offset)
+{
+    return (unsigned char)(id * 37 + (int)(offset >> 9));
+}
+
+static void ring_read(evmux_stream *s, ssize_t n, char *buf)
+{
+    struct ring_reader *r = s->handle.data;
+    if (n <= 0)
+        return;
+    for (ssize_t i = 0; i < n; i++)
+        if ((unsigned char)buf[i] != ring_byte(r->id, r->got + (uint64_t)i))
+            r->bad++;
+    r->got += (uint64_t)n;
+    if (++ring_callbacks == ring_fork_at) {
+        fflush(NULL);
+        ring_child = fork();
+        CHECK(ring_child >= 0);
+        if (ring_child == 0)
+            CHECK_OK(evmux_loop_fork(s->handle.loop)); /* at once: the loop goes on */
+    }
+}
+
+/* Writes the stream's pattern until the socket takes no more (or max). */
+static void ring_fill(struct ring_reader *r, size_t max)
+{
+    unsigned char piece[4096];
+    while (max > 0) {
+        size_t n = max < sizeof piece ? max : sizeof piece;
+        for (size_t i = 0; i < n; i++)
+            piece[i] = ring_byte(r->id, r->sent + i);
+        ssize_t w = write(r->peer, piece, n);
+        if (w <= 0)
+            return;
+        r->sent += (uint64_t)w;
+        max -= (size_t)w;
+    }
+}
+
+static int ring_all_read(struct ring_reader *rd)
+{
+    for (int i = 0; i < RING_STREAMS; i++)
+        if (rd[i].got != rd[i].sent)
+            return 0;
+    return 1;
+}
+
+static void test_fork_in_read_callback_keeps_buffer_ring(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    static struct ring_reader rd[RING_STREAMS];
+    memset(rd, 0, sizeof rd);
+    for (int i = 0; i < RING_STREAMS; i++) {
+        int sv[2];
+        unit_socketpair(sv);
+        CHECK_OK(fcntl(sv[1], F_SETFL, O_NONBLOCK));
+        rd[i].id = i;
+        rd[i].peer = sv[1];
+        CHECK_OK(evmux_stream_init(loop, &rd[i].s));
+        rd[i].s.handle.data = &rd[i];
+        CHECK_OK(evmux_stream_open(&rd[i].s, sv[0]));
+        CHECK_OK(evmux_stream_read_start(&rd[i].s, ring_read));
+    }
+    run_iterations(loop, 2);
+    /* Two small pieces, in the kernel before the loop looks: one batch,
+     * and the fork in its second callback. */
+    ring_callbacks = 0;
+    ring_fork_at = 2;
+    ring_child = -1;
+    ring_fill(&rd[0], 100);
+    ring_fill(&rd[1], 100);
+    unit_sleep_ms(20);
+    for (int i = 0; i < 50 && ring_callbacks < 2; i++)
+        run_iterations(loop, 1);
+    CHECK(ring_child >= 0);
+    if (ring_child == 0) {
+        for (int flood = 0; flood < RING_FLOODS; flood++) {
+            for (int i = 0; i < RING_STREAMS; i++)
+                ring_fill(&rd[i], 1 << 20); /* as much as each socket takes */
+            for (int i = 0; i < 2000 && !ring_all_read(rd); i++)
+                run_iterations(loop, 1);
+            CHECK(ring_all_read(rd));
+        }
+        uint64_t total = 0;
+        for (int i = 0; i < RING_STREAMS; i++) {
+            CHECK_EQ(rd[i].bad, 0);
+            total += rd[i].got;
+        }
+        CHECK(total > (uint64_t)RING_FLOODS * 4 * 1024 * 1024); /* the ring went round */
+        _exit(0);
+    }
+    int status = 0;
+    CHECK_EQ(waitpid(ring_child, &status, 0), ring_child);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    for (int i = 0; i < RING_STREAMS; i++) {
+        CHECK_OK(evmux_close(&rd[i].s.handle, NULL));
+        close(rd[i].peer);
+    }
+    unit_loop_finish(loop);
+}
+
+/* fork() from a callback of the loop's report pass, while another
+ * stream's queued bytes wait in the same pass for their send request: the
+ * child's copy is the parent's to send, so a close in the child does not
+ * offer it, and the peer gets the bytes once. (The child once missed the
+ * streams its pass had already taken, and the peer got them twice.) */
+struct pass_fork {
+    evmux_stream *other;
+    pid_t child;
+};
+
+static void fork_in_write_cb(evmux_write_req *req, int status)
+{
+    struct pass_fork *pf = req->data;
+    CHECK_EQ(status, 0);
+    fflush(NULL);
+    pf->child = fork();
+    CHECK(pf->child >= 0);
+    if (pf->child == 0) {
+        CHECK_OK(evmux_loop_fork(req->stream->handle.loop));
+        CHECK_OK(evmux_close(&pf->other->handle, NULL)); /* closes the socket now */
+        _exit(0);
+    }
+}
+
+static void test_fork_in_pass_keeps_queue_inherited(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    int a[2], b[2];
+    unit_socketpair(a);
+    unit_socketpair(b);
+    evmux_stream sa, sb;
+    CHECK_OK(evmux_stream_init(loop, &sa));
+    CHECK_OK(evmux_stream_init(loop, &sb));
+    CHECK_OK(evmux_stream_open(&sa, a[0]));
+    CHECK_OK(evmux_stream_open(&sb, b[0]));
+    struct pass_fork pf = { .other = &sb, .child = -1 };
+    evmux_write_req req = { .data = &pf };
+    /* An empty write completes at once: reported from the pass, first. */
+    CHECK_OK(evmux_stream_write(&req, &sa, NULL, 0, fork_in_write_cb));
+    evmux_buf hello = { "hello", 5 };
+    CHECK_OK(evmux_stream_write(NULL, &sb, &hello, 1, NULL));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT));
+    CHECK(pf.child > 0);
+    int status = 0;
+    CHECK_EQ(waitpid(pf.child, &status, 0), pf.child);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    run_iterations(loop, 3);
+    char got[16] = {0};
+    CHECK_EQ(su_wait_readable(b[1], 1000), 1);
+    unit_sleep_ms(50);
+    CHECK_EQ(read(b[1], got, sizeof got), 5);
+    CHECK(memcmp(got, "hello", 5) == 0);
+    CHECK_OK(evmux_close(&sa.handle, NULL));
+    CHECK_OK(evmux_close(&sb.handle, NULL));
+    close(a[1]);
+    close(b[1]);
+    unit_loop_finish(loop);
+}
 
 /* ---- io watchers' polls, when the ring itself refuses ---- */
 
@@ -448,7 +700,11 @@ int main(int argc, char **argv)
     RUN_TEST(test_cancel_while_queued);
     RUN_TEST(test_cancel_never_dropped);
     RUN_TEST(test_stream_close_with_refused_cancel);
+    RUN_TEST(test_close_sends_queued_bytes);
+    RUN_TEST(test_descriptor_kept_until_requests_end);
     RUN_TEST(test_fork_submits_again);
+    RUN_TEST(test_fork_in_read_callback_keeps_buffer_ring);
+    RUN_TEST(test_fork_in_pass_keeps_queue_inherited);
     RUN_TEST(test_watcher_start_when_ring_refuses);
     RUN_TEST(test_watcher_stop_when_ring_refuses);
     return unit_end();

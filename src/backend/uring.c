@@ -123,6 +123,7 @@ struct uring_state {
     struct io_uring_buf_ring *buf_ring; /* provided receive buffers, registered at init */
     char *bufs;
     int lent_bid; /* buffer lent to a read callback right now, or -1 */
+    bool bufs_reset; /* a fork in that callback registered the ring anew */
 };
 
 /* ---- ring set-up ---- */
@@ -237,9 +238,17 @@ static int uring_init(evmux_loop *loop)
  * when it tears the ring down, some time after we let go of it, and the
  * port would keep accepting meanwhile. So the removals the core asked for
  * are submitted and their polls seen to end before the ring goes. */
-static void end_polls(struct uring_state *st)
+static bool remove_poll(evmux_loop *loop, uint64_t user_data);
+
+static void end_polls(evmux_loop *loop)
 {
+    struct uring_state *st = loop->backend_state;
     for (int round = 0; round < 100 && st->live_polls > 0; round++) {
+        size_t kept = 0; /* removals the ring refused so far */
+        for (size_t i = 0; i < st->owed_count; i++)
+            if (!remove_poll(loop, st->owed_removes[i]))
+                st->owed_removes[kept++] = st->owed_removes[i];
+        st->owed_count = kept;
         struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
         struct io_uring_cqe *cqe;
         io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, &ts, NULL);
@@ -257,7 +266,7 @@ static void end_polls(struct uring_state *st)
 static void uring_destroy(evmux_loop *loop)
 {
     struct uring_state *st = loop->backend_state;
-    end_polls(st);
+    end_polls(loop);
     io_uring_queue_exit(&st->ring);
     buffers_release(st);
     free(st->msgs);
@@ -578,6 +587,7 @@ static int uring_after_fork(evmux_loop *loop)
     st->owed_count = 0; /* the parent's polls */
     st->live_polls = 0;
     st->result_count = 0; /* results of the parent's requests */
+    st->bufs_reset = st->lent_bid >= 0;
     return buffers_register(st); /* the core then submits its requests anew (op.c) */
 }
 
@@ -660,6 +670,12 @@ static void uring_run_completions(evmux_loop *loop)
         st->lent_bid = (int)bid;
         evmux__op_result(loop, op, r->res, st->bufs + (size_t)bid * BUF_SIZE, more);
         st->lent_bid = -1;
+        if (st->bufs_reset) {
+            /* The new ring holds every other buffer; the ones given back
+             * earlier in this batch were counted on the old one. */
+            st->bufs_reset = false;
+            recycled = 0;
+        }
         buffer_put(st, bid, recycled++);
     }
     st->result_count = 0;
