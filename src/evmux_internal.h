@@ -204,6 +204,24 @@ static inline bool evmux__ops_owed(const evmux_loop *loop)
            !evmux__list_empty(&ops->ending);
 }
 
+/* Starts an idle request (op.h): into the ring, or behind the requests
+ * queued for room, never ahead of them. */
+static inline void evmux__op_submit(evmux_loop *loop, struct evmux__op *op,
+                                    enum evmux__op_type type, int fd, unsigned flags)
+{
+    assert(op->state == EVMUX__OP_IDLE && !evmux__linked(&op->link));
+    assert(fd >= 0 && op->cls != NULL && (type != EVMUX__OP_SEND || op->cls->fill != NULL));
+    op->type = (unsigned char)type;
+    op->fd = fd;
+    op->flags = (unsigned char)(flags & EVMUX__OP_WHEN_WRITABLE);
+    if (evmux__list_empty(&loop->ops.queued) && loop->backend->completion->submit(loop, op) == 0) {
+        op->state = EVMUX__OP_KERNEL;
+        evmux__list_push(&loop->ops.kernel, &op->link);
+        return;
+    }
+    evmux__op_queue(loop, op);
+}
+
 /* A completion backend's report of one result of a request in the kernel
  * (from run_completions): the last one (more false) makes it idle before
  * its class hears of it. */

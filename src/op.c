@@ -21,19 +21,8 @@ static void to_kernel(evmux_loop *loop, struct evmux__op *op)
     evmux__list_push(&loop->ops.kernel, &op->link);
 }
 
-void evmux__op_submit(evmux_loop *loop, struct evmux__op *op, enum evmux__op_type type, int fd,
-                      unsigned flags)
+void evmux__op_queue(evmux_loop *loop, struct evmux__op *op)
 {
-    assert(op->state == EVMUX__OP_IDLE && !evmux__linked(&op->link));
-    assert(fd >= 0 && op->cls != NULL && (type != EVMUX__OP_SEND || op->cls->fill != NULL));
-    op->type = (unsigned char)type;
-    op->fd = fd;
-    op->flags = (unsigned char)(flags & EVMUX__OP_WHEN_WRITABLE);
-    /* Behind queued requests, never ahead of them. */
-    if (evmux__list_empty(&loop->ops.queued) && loop->backend->completion->submit(loop, op) == 0) {
-        to_kernel(loop, op);
-        return;
-    }
     op->state = EVMUX__OP_QUEUED;
     evmux__list_push(&loop->ops.queued, &op->link);
 }

@@ -107,9 +107,10 @@ static inline bool evmux__op_orphaned(const struct evmux__op *op)
 }
 
 void evmux__ops_init(struct evmux_loop *loop);
-/* Starts an idle request; never fails (without room it is queued). */
-void evmux__op_submit(struct evmux_loop *loop, struct evmux__op *op, enum evmux__op_type type,
-                      int fd, unsigned flags);
+/* Starts an idle request; never fails (without room it is queued):
+ * evmux__op_submit(), inline in evmux_internal.h (once per send). */
+/* Its slow path: queues a request the ring has no room for. */
+void evmux__op_queue(struct evmux_loop *loop, struct evmux__op *op);
 /* Asks a busy request to end; its results still come (the last with
  * -ECANCELED if the cancel was in time). Nothing for an idle one. */
 void evmux__op_cancel(struct evmux_loop *loop, struct evmux__op *op);

@@ -133,7 +133,7 @@ static void report_sent_writes(evmux_stream *s)
 {
     evmux_write_req *req;
     while ((req = s->req_head) != NULL && req->end <= s->sent &&
-           !evmux_is_closing(&s->handle)) {
+           !evmux__closing(&s->handle)) {
         s->req_head = req->next;
         if (s->req_head == NULL)
             s->req_tail = NULL;
@@ -161,11 +161,11 @@ static void run_deferred(evmux_stream *s, enum evmux__pass pass)
     /* (A connect refused at once, by a retry from the callback above: its
      * report fails the writes, next pass.) */
     if (s->error != 0 && s->req_head != NULL && !(s->state & ST_CONNECT_FAILED) &&
-        !evmux_is_closing(&s->handle))
+        !evmux__closing(&s->handle))
         evmux__st_fail_writes(s, s->error);
-    if ((s->state & ST_SHUT_REPORT) && !evmux_is_closing(&s->handle) && s->req_head == NULL)
+    if ((s->state & ST_SHUT_REPORT) && !evmux__closing(&s->handle) && s->req_head == NULL)
         report_shutdown(s, s->error);
-    if (s->driver != NULL && s->driver->deferred != NULL && !evmux_is_closing(&s->handle))
+    if (s->driver != NULL && s->driver->deferred != NULL && !evmux__closing(&s->handle))
         s->driver->deferred(s, pass);
 }
 
@@ -177,7 +177,7 @@ static void streams_pass(evmux_loop *loop, enum evmux__pass pass)
          * run, as the streams stay on the list. */
         for (struct evmux__link *l = sl->deferred.next; l != &sl->deferred; l = l->next) {
             evmux_stream *s = EVMUX__CONTAINER_OF(l, evmux_stream, deferred);
-            if ((s->state & ST_SEND_WANTED) && !evmux_is_closing(&s->handle))
+            if ((s->state & ST_SEND_WANTED) && !evmux__closing(&s->handle))
                 s->driver->deferred(s, pass);
         }
         return;
@@ -190,14 +190,14 @@ static void streams_pass(evmux_loop *loop, enum evmux__pass pass)
     while ((l = evmux__list_pop(&sl->running)) != NULL) {
         loop->deferred_owed--;
         evmux_stream *s = EVMUX__CONTAINER_OF(l, evmux_stream, deferred);
-        if (!evmux_is_closing(&s->handle))
+        if (!evmux__closing(&s->handle))
             run_deferred(s, pass);
     }
 }
 
 int evmux__st_update_interest(evmux_stream *s)
 {
-    if (!(s->state & (ST_OPEN | ST_CONNECTING)) || evmux_is_closing(&s->handle))
+    if (!(s->state & (ST_OPEN | ST_CONNECTING)) || evmux__closing(&s->handle))
         return 0;
     if (s->state & ST_CONNECT_FAILED)
         return 0; /* refused at once: nothing to watch, the report is on its way */
@@ -212,7 +212,7 @@ void evmux__st_fail_writes(evmux_stream *s, int err)
         s->error = err;
     drop_queue(s);
     evmux_write_req *req;
-    while ((req = s->req_head) != NULL && !evmux_is_closing(&s->handle)) {
+    while ((req = s->req_head) != NULL && !evmux__closing(&s->handle)) {
         s->req_head = req->next;
         if (s->req_head == NULL)
             s->req_tail = NULL;
@@ -223,13 +223,13 @@ void evmux__st_fail_writes(evmux_stream *s, int err)
     if (s->req_head == NULL)
         s->sent = s->accepted; /* discarded bytes retire their offsets too */
     if ((s->state & ST_SHUT_WANTED) && !(s->state & ST_SHUT_DONE) &&
-        !evmux_is_closing(&s->handle)) {
+        !evmux__closing(&s->handle)) {
         s->state |= ST_SHUT_DONE;
         report_shutdown(s, err);
     }
     /* The queue is empty now, if by discarding: a reader paused on the high
      * watermark must hear of it, or it would wait forever. */
-    if ((s->state & ST_OVER_HIGH) && !evmux_is_closing(&s->handle)) {
+    if ((s->state & ST_OVER_HIGH) && !evmux__closing(&s->handle)) {
         s->state &= ~ST_OVER_HIGH;
         if (s->drain_cb != NULL)
             s->drain_cb(s);
@@ -250,19 +250,19 @@ void evmux__st_after_send(evmux_stream *s)
 {
     assert(s->sent <= s->accepted && s->queued <= s->accepted - s->sent);
     report_sent_writes(s);
-    if (evmux_is_closing(&s->handle))
+    if (evmux__closing(&s->handle))
         return;
     if (s->queued == 0 && (s->state & ST_SHUT_WANTED) && !(s->state & ST_SHUT_DONE)) {
         evmux__st_finish_shutdown(s);
         report_shutdown(s, s->error);
-        if (evmux_is_closing(&s->handle))
+        if (evmux__closing(&s->handle))
             return;
     }
     if ((s->state & ST_OVER_HIGH) && s->queued <= s->low_water) {
         s->state &= ~ST_OVER_HIGH;
         if (s->drain_cb != NULL)
             s->drain_cb(s);
-        if (evmux_is_closing(&s->handle))
+        if (evmux__closing(&s->handle))
             return;
     }
     evmux__st_update_interest(s);
@@ -272,7 +272,7 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
                        evmux_write_cb cb)
 {
     if (s == NULL || (nbufs > 0 && bufs == NULL) || (cb != NULL && req == NULL) ||
-        evmux_is_closing(&s->handle))
+        evmux__closing(&s->handle))
         return -EINVAL;
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
@@ -393,7 +393,7 @@ int evmux_stream_over_high(const evmux_stream *s)
 
 int evmux_stream_shutdown(evmux_stream *s, evmux_shutdown_cb cb)
 {
-    if (s == NULL || evmux_is_closing(&s->handle))
+    if (s == NULL || evmux__closing(&s->handle))
         return -EINVAL;
     if (!(s->state & (ST_OPEN | ST_CONNECTING)))
         return -ENOTCONN;
@@ -414,7 +414,7 @@ int evmux_stream_shutdown(evmux_stream *s, evmux_shutdown_cb cb)
 
 int evmux_stream_read_start(evmux_stream *s, evmux_read_cb cb)
 {
-    if (s == NULL || cb == NULL || evmux_is_closing(&s->handle))
+    if (s == NULL || cb == NULL || evmux__closing(&s->handle))
         return -EINVAL;
     if (!(s->state & ST_OPEN))
         return -ENOTCONN;

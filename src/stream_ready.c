@@ -141,7 +141,7 @@ static void on_stream_io(evmux_io *io, unsigned events)
     }
     if ((events & EVMUX_WRITABLE) && s->queued > 0) {
         flush_queue(s);
-        if (evmux_is_closing(&s->handle))
+        if (evmux__closing(&s->handle))
             return;
     }
     if ((events & EVMUX_READABLE) && (s->state & ST_READING))

@@ -35,7 +35,7 @@ void evmux__st_report_connect(evmux_stream *s, int status)
         s->error = 0; /* the stream may try again */
     }
     req->cb(req, status); /* may free req, or connect again */
-    if (status == 0 || evmux_is_closing(&s->handle) || (s->state & (ST_CONNECTING | ST_OPEN)))
+    if (status == 0 || evmux__closing(&s->handle) || (s->state & (ST_CONNECTING | ST_OPEN)))
         return; /* connecting again: the writes wait for that connection */
     /* Writes made while connecting cannot go anywhere now. */
     if (s->req_head != NULL || s->queued > 0 || (s->state & ST_SHUT_WANTED)) {
@@ -100,7 +100,7 @@ void evmux__st_connect_settled(evmux_stream *s)
     }
     s->state = (s->state & ~ST_CONNECTING) | ST_OPEN;
     evmux__st_report_connect(s, 0);
-    if (evmux_is_closing(&s->handle))
+    if (evmux__closing(&s->handle))
         return;
     /* Writes and a shutdown asked for while connecting go out now. */
     if (s->queued > 0) {
@@ -117,7 +117,7 @@ void evmux__st_connect_settled(evmux_stream *s)
 int evmux_connect(evmux_connect_req *req, evmux_stream *s, const struct sockaddr *addr,
                   socklen_t addr_len, uint64_t timeout_ms, evmux_connect_cb cb)
 {
-    if (req == NULL || s == NULL || addr == NULL || cb == NULL || evmux_is_closing(&s->handle))
+    if (req == NULL || s == NULL || addr == NULL || cb == NULL || evmux__closing(&s->handle))
         return -EINVAL;
     if (s->state & ST_OPEN)
         return -EISCONN;
@@ -167,7 +167,7 @@ int evmux_connect(evmux_connect_req *req, evmux_stream *s, const struct sockaddr
 
 int evmux_stream_open(evmux_stream *s, int fd)
 {
-    if (s == NULL || fd < 0 || evmux_is_closing(&s->handle))
+    if (s == NULL || fd < 0 || evmux__closing(&s->handle))
         return -EINVAL;
     if (s->state & (ST_OPEN | ST_CONNECTING))
         return -EISCONN;
