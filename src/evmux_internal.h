@@ -302,6 +302,8 @@ void evmux__io_free(evmux_loop *loop);
 int evmux__io_reinstall_all(evmux_loop *loop);
 /* Applies deferred removals; called before each wait. */
 void evmux__io_flush(evmux_loop *loop);
+/* Forgets them instead (a forked child, about to rebuild its kernel set). */
+void evmux__io_drop_removals(evmux_loop *loop);
 /* Stops a watcher and removes its descriptor from the backend at once,
  * for owners about to close the descriptor themselves. */
 void evmux__io_stop_now(evmux_io *io);

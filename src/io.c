@@ -246,6 +246,13 @@ void evmux__io_flush(evmux_loop *loop)
     loop->dirty_count = 0;
 }
 
+void evmux__io_drop_removals(evmux_loop *loop)
+{
+    for (size_t i = 0; i < loop->dirty_count; i++)
+        loop->fds[loop->dirty_fds[i]].dirty = false;
+    loop->dirty_count = 0; /* evmux__io_reinstall_all resets what the kernel holds */
+}
+
 bool evmux__io_ready(evmux_loop *loop, int fd, unsigned events)
 {
     if (fd < 0 || (size_t)fd >= loop->fds_len)

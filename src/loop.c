@@ -199,16 +199,22 @@ int evmux_loop_fork(evmux_loop *loop)
 {
     if (loop == NULL)
         return -EINVAL;
-    evmux__io_flush(loop);
     /* User-space interest sets (poll, select) survive fork as they are.
+     * A kernel's (epoll, io_uring) is still the parent's until rebuilt:
+     * the removals owed to it are dropped, not applied, since the child
+     * would take them out of the parent's set (or write into its ring).
      * A backend that cannot rebuild leaves a loop that cannot wait: the
      * kinds then ask nothing of it. */
-    if (loop->backend->after_fork != NULL) {
-        int rc = loop->backend->after_fork(loop);
+    int rc = 0;
+    if (loop->backend->after_fork == NULL) {
+        evmux__io_flush(loop);
+    } else {
+        evmux__io_drop_removals(loop);
+        rc = loop->backend->after_fork(loop);
         if (rc < 0)
             return rc;
+        rc = evmux__io_reinstall_all(loop);
     }
-    int rc = loop->backend->after_fork != NULL ? evmux__io_reinstall_all(loop) : 0;
     if (loop->backend->completion != NULL)
         evmux__ops_after_fork(loop);
     /* The kinds in order: the wake-up before the pool that uses it. */

@@ -190,8 +190,11 @@ static void streams_pass(evmux_loop *loop, enum evmux__pass pass)
     while ((l = evmux__list_pop(&sl->running)) != NULL) {
         loop->deferred_owed--;
         evmux_stream *s = EVMUX__CONTAINER_OF(l, evmux_stream, deferred);
-        if (!evmux__closing(&s->handle))
+        if (!evmux__closing(&s->handle)) {
+            sl->current = s;
             run_deferred(s, pass);
+            sl->current = NULL;
+        }
     }
 }
 
@@ -519,9 +522,9 @@ static bool stream_close_wait(evmux_handle *h)
 }
 
 /* In a forked child: bytes queued but not yet in a send request belong to
- * the parent as much. Such a stream is on the list (or on the running
- * pass's); one whose send request was queued again learns it from the
- * request (EVMUX__OP_INHERITED). */
+ * the parent as much. Such a stream is on the list, on the running pass's,
+ * or the one whose callback forked; one whose send request was queued
+ * again learns it from the request (EVMUX__OP_INHERITED). */
 static int streams_after_fork(evmux_loop *loop)
 {
     struct stream_loop *sl = loop->kind_data[EVMUX_HANDLE_STREAM];
@@ -533,6 +536,9 @@ static int streams_after_fork(evmux_loop *loop)
                 s->driver->after_fork(s);
         }
     }
+    evmux_stream *s = sl->current; /* the fork came from its callback */
+    if (s != NULL && s->driver != NULL && s->driver->after_fork != NULL)
+        s->driver->after_fork(s);
     return 0;
 }
 

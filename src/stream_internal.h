@@ -90,6 +90,9 @@ extern const struct evmux__stream_driver evmux__stream_ready, evmux__stream_nati
 struct stream_loop {
     struct evmux__link deferred; /* streams with reports owed, in order */
     struct evmux__link running;  /* ...taken by the pass that runs now */
+    /* The stream whose callbacks run now, from a pass or a send's result:
+     * on neither list, and a fork may come from its callback. */
+    evmux_stream *current;
     struct evmux__chunk_pool chunks;
     char *read_buf; /* lent to the readiness driver's read callbacks */
 };

@@ -167,6 +167,8 @@ static int native_offer(evmux_stream *s)
     int rc = send_now(s);
     if (rc < 0)
         end_reading_with(s, rc); /* the peer is gone */
+    else
+        evmux__st_update_interest(s); /* no longer active if all went */
     return rc;
 }
 
@@ -343,16 +345,18 @@ static void send_done(struct evmux__op *op, int res, char *buf, bool more)
     evmux_stream *s = STREAM_OF(op, send);
     if (evmux__op_orphaned(op))
         close_orphan_fd(s, op);
-    if (op->type == EVMUX__OP_SEND) {
+    /* Its callbacks (writes done, a connect) run with bytes queued and no
+     * send in the kernel, the stream on no list: a fork from one of them
+     * must still know it (streams_after_fork). A read callback's stream
+     * with bytes queued is always on a list or has a send. */
+    st_loop(s)->current = s;
+    if (op->type == EVMUX__OP_SEND)
         sent(s, res);
-        return;
-    }
-    /* The wait of a connect. */
-    if (evmux__op_orphaned(op) || evmux__closing(&s->handle) || !(s->state & ST_CONNECTING)) {
-        settle(s);
-        return;
-    }
-    evmux__st_connect_settled(s);
+    else if (evmux__op_orphaned(op) || evmux__closing(&s->handle) || !(s->state & ST_CONNECTING))
+        settle(s); /* the wait of a connect that is over */
+    else
+        evmux__st_connect_settled(s);
+    st_loop(s)->current = NULL;
 }
 
 static const struct evmux__op_class recv_class = {.done = recv_done};

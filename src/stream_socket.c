@@ -51,21 +51,28 @@ static void on_connect_timeout(evmux_timer *t)
     evmux__st_report_connect(req->stream, -ETIMEDOUT);
 }
 
-/* Gives the stream its descriptor and its driver: a connected socket, or
- * (is_socket false) a pipe, terminal or file, which takes the readiness
- * driver. */
+/* The driver for a socket, or (is_socket false) a pipe, terminal or file,
+ * which takes the readiness driver; NULL (-EBUSY) while the other driver,
+ * which shares its memory, still has requests of an earlier descriptor
+ * (they end from the loop, after a close or a failed connect). */
+static const struct evmux__stream_driver *driver_for(const evmux_stream *s, bool is_socket)
+{
+    const struct evmux__stream_driver *driver =
+        is_socket && s->handle.loop->backend->completion != NULL ? &evmux__stream_native
+                                                                 : &evmux__stream_ready;
+    if (s->driver != NULL && s->driver != driver && !s->driver->idle(s))
+        return NULL;
+    return driver;
+}
+
+/* Gives the stream its descriptor and its driver. */
 static int attach(evmux_stream *s, int fd, bool is_socket)
 {
-    evmux_loop *loop = s->handle.loop;
-    int rc = evmux__io_check_fd(loop, fd);
+    int rc = evmux__io_check_fd(s->handle.loop, fd);
     if (rc < 0)
         return rc;
-    const struct evmux__stream_driver *driver =
-        is_socket && loop->backend->completion != NULL ? &evmux__stream_native
-                                                       : &evmux__stream_ready;
-    /* The drivers share their memory: the other one's requests must have
-     * ended (they do from the loop, after a close or a failed connect). */
-    if (s->driver != NULL && s->driver != driver && !s->driver->idle(s))
+    const struct evmux__stream_driver *driver = driver_for(s, is_socket);
+    if (driver == NULL)
         return -EBUSY;
     s->fd = fd;
     s->state = (s->state & ~(ST_EOF | ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT |
@@ -177,6 +184,8 @@ int evmux_stream_open(evmux_stream *s, int fd)
     int rc = evmux__io_check_fd(s->handle.loop, fd);
     if (rc < 0)
         return rc; /* before the terminal's description is replaced */
+    if (driver_for(s, S_ISSOCK(st.st_mode)) == NULL)
+        return -EBUSY; /* likewise */
     if (isatty(fd))
         evmux__st_reopen_terminal(fd);
     int flags = fcntl(fd, F_GETFL);
@@ -211,7 +220,8 @@ static bool is_unix_socket(int fd)
     return getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
 }
 
-int evmux_stream_set_nodelay(evmux_stream *s, int on)
+/* 0 if the stream has a TCP socket to set options on. */
+static int tcp_socket_of(const evmux_stream *s)
 {
     if (s == NULL)
         return -EINVAL;
@@ -219,18 +229,23 @@ int evmux_stream_set_nodelay(evmux_stream *s, int on)
         return -ENOTCONN;
     if ((s->state & ST_NOT_SOCKET) || is_unix_socket(s->fd))
         return -ENOTSUP;
+    return 0;
+}
+
+int evmux_stream_set_nodelay(evmux_stream *s, int on)
+{
+    int rc = tcp_socket_of(s);
+    if (rc < 0)
+        return rc;
     int v = on != 0;
     return setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) < 0 ? -errno : 0;
 }
 
 int evmux_stream_set_keepalive(evmux_stream *s, int on, unsigned idle_s)
 {
-    if (s == NULL)
-        return -EINVAL;
-    if (!(s->state & (ST_OPEN | ST_CONNECTING)))
-        return -ENOTCONN;
-    if ((s->state & ST_NOT_SOCKET) || is_unix_socket(s->fd))
-        return -ENOTSUP;
+    int rc = tcp_socket_of(s);
+    if (rc < 0)
+        return rc;
     int v = on != 0;
     if (setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) < 0)
         return -errno;

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/select.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* What the callbacks saw. */
 struct rec {
@@ -555,6 +557,66 @@ static void test_fd_setsize(void)
     check_big_fd(FD_SETSIZE + 5);
 }
 
+/* A child forks while the parent's watcher is stopped, its removal still
+ * owed to the kernel, and the parent starts it again right after: the
+ * child's evmux_loop_fork must leave the parent's registration alone.
+ * (On epoll the child once applied the owed removal to the epoll set the
+ * two processes share, and the parent's restarted watcher, which it
+ * believed registered, never fired again.) */
+struct fork_between {
+    evmux_io *watcher;
+    int child_ok;
+};
+
+static void fork_between_cb(evmux_timer *t)
+{
+    struct fork_between *fb = t->handle.data;
+    CHECK_OK(evmux_io_stop(fb->watcher));
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(evmux_loop_fork(t->handle.loop) == 0 ? 0 : 1);
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    fb->child_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    CHECK_OK(evmux_io_start(fb->watcher, EVMUX_READABLE));
+}
+
+static void test_fork_between_stop_and_start(void)
+{
+    evmux_loop *loop = unit_loop_new();
+    int sv[2];
+    unit_socketpair(sv);
+    struct rec r = { .drain = 1 };
+    evmux_io io;
+    CHECK_OK(evmux_io_init(loop, &io, sv[0], rec_cb));
+    io.handle.data = &r;
+    CHECK_OK(evmux_io_start(&io, EVMUX_READABLE));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT)); /* registered with the kernel */
+    struct fork_between fb = { .watcher = &io };
+    evmux_timer t;
+    CHECK_OK(evmux_timer_init(loop, &t, fork_between_cb));
+    t.handle.data = &fb;
+    CHECK_OK(evmux_timer_start(&t, 1, 0));
+    while (evmux_is_active(&t.handle))
+        CHECK_OK(evmux_run(loop, EVMUX_RUN_ONCE));
+    CHECK_EQ(fb.child_ok, 1);
+    unit_write_byte(sv[1]);
+    struct unit_guard guard;
+    unit_guard_start(loop, &guard, 2000);
+    while (r.calls == 0 && !guard.fired)
+        CHECK_OK(evmux_run(loop, EVMUX_RUN_ONCE));
+    CHECK_EQ(guard.fired, 0);
+    CHECK_EQ(r.calls, 1);
+    unit_guard_close(&guard);
+    CHECK_OK(evmux_close(&io.handle, NULL));
+    CHECK_OK(evmux_close(&t.handle, NULL));
+    close(sv[0]);
+    close(sv[1]);
+    unit_loop_finish(loop);
+}
+
 int main(int argc, char **argv)
 {
     unit_args(argc, argv);
@@ -571,6 +633,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_io_fd);
     RUN_TEST(test_interest_bookkeeping);
     RUN_TEST(test_unwaitable_descriptors);
+    RUN_TEST(test_fork_between_stop_and_start);
     RUN_TEST(test_fd_setsize);
     return unit_end();
 }

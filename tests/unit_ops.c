@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -259,6 +260,14 @@ static void stream_closed(evmux_handle *h)
     stream_closes++;
 }
 
+/* A stream on one end of a new socket pair; sv[1] is the test's end. */
+static void stream_on_pair(evmux_loop *loop, evmux_stream *s, int sv[2])
+{
+    unit_socketpair(sv);
+    CHECK_OK(evmux_stream_init(loop, s));
+    CHECK_OK(evmux_stream_open(s, sv[0]));
+}
+
 static void ignore_read(evmux_stream *s, ssize_t n, char *buf)
 {
     (void)s;
@@ -272,10 +281,8 @@ static void test_stream_close_with_refused_cancel(void)
     if (loop == NULL)
         UNIT_SKIP("no io_uring here");
     int sv[2];
-    unit_socketpair(sv);
     evmux_stream s;
-    CHECK_OK(evmux_stream_init(loop, &s));
-    CHECK_OK(evmux_stream_open(&s, sv[0]));
+    stream_on_pair(loop, &s, sv);
     CHECK_OK(evmux_stream_read_start(&s, ignore_read));
     CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT)); /* the recv goes in */
     CHECK_EQ(s.driver_state.native.recv.state, EVMUX__OP_KERNEL);
@@ -306,10 +313,8 @@ static void test_close_sends_queued_bytes(void)
     if (loop == NULL)
         UNIT_SKIP("no io_uring here");
     int sv[2];
-    unit_socketpair(sv);
     evmux_stream s;
-    CHECK_OK(evmux_stream_init(loop, &s));
-    CHECK_OK(evmux_stream_open(&s, sv[0]));
+    stream_on_pair(loop, &s, sv);
     refuse_submits = 1000;
     evmux_buf b = { "reply", 5 };
     CHECK_OK(evmux_stream_write(NULL, &s, &b, 1, NULL));
@@ -339,10 +344,8 @@ static void test_descriptor_kept_until_requests_end(void)
     if (loop == NULL)
         UNIT_SKIP("no io_uring here");
     int sv[2];
-    unit_socketpair(sv);
     evmux_stream s;
-    CHECK_OK(evmux_stream_init(loop, &s));
-    CHECK_OK(evmux_stream_open(&s, sv[0]));
+    stream_on_pair(loop, &s, sv);
     CHECK_OK(evmux_stream_read_start(&s, ignore_read));
     CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT));
     refuse_cancels = 1000;
@@ -455,8 +458,17 @@ struct ring_reader {
     int bad;
 };
 
-static int ring_callbacks, ring_fork_at;
+static int ring_callbacks, ring_fork_at, ring_fork_at_eof;
 static pid_t ring_child = -1;
+
+static void ring_fork(evmux_loop *loop)
+{
+    fflush(NULL);
+    ring_child = fork();
+    CHECK(ring_child >= 0);
+    if (ring_child == 0)
+        CHECK_OK(evmux_loop_fork(loop)); /* at once: the loop goes on */
+}
 
 static unsigned char ring_byte(int id, uint64_t offset)
 {
@@ -466,19 +478,19 @@ static unsigned char ring_byte(int id, uint64_t offset)
 static void ring_read(evmux_stream *s, ssize_t n, char *buf)
 {
     struct ring_reader *r = s->handle.data;
+    if (n == EVMUX_EOF && ring_fork_at_eof) {
+        ring_fork_at_eof = 0;
+        ring_fork(s->handle.loop); /* a result without a buffer */
+        return;
+    }
     if (n <= 0)
         return;
     for (ssize_t i = 0; i < n; i++)
         if ((unsigned char)buf[i] != ring_byte(r->id, r->got + (uint64_t)i))
             r->bad++;
     r->got += (uint64_t)n;
-    if (++ring_callbacks == ring_fork_at) {
-        fflush(NULL);
-        ring_child = fork();
-        CHECK(ring_child >= 0);
-        if (ring_child == 0)
-            CHECK_OK(evmux_loop_fork(s->handle.loop)); /* at once: the loop goes on */
-    }
+    if (++ring_callbacks == ring_fork_at)
+        ring_fork(s->handle.loop);
 }
 
 /* Writes the stream's pattern until the socket takes no more (or max). */
@@ -505,7 +517,10 @@ static int ring_all_read(struct ring_reader *rd)
     return 1;
 }
 
-static void test_fork_in_read_callback_keeps_buffer_ring(void)
+/* at_eof: the fork comes in the callback of stream 1's end of stream (a
+ * result without a buffer), after stream 0's bytes in the same batch;
+ * else in the callback of the batch's second piece of bytes. */
+static void ring_fork_test(bool at_eof)
 {
     evmux_loop *loop = refusing_loop();
     if (loop == NULL)
@@ -527,18 +542,23 @@ static void test_fork_in_read_callback_keeps_buffer_ring(void)
     /* Two small pieces, in the kernel before the loop looks: one batch,
      * and the fork in its second callback. */
     ring_callbacks = 0;
-    ring_fork_at = 2;
+    ring_fork_at = at_eof ? 0 : 2;
+    ring_fork_at_eof = at_eof;
     ring_child = -1;
     ring_fill(&rd[0], 100);
-    ring_fill(&rd[1], 100);
+    if (at_eof)
+        CHECK_OK(shutdown(rd[1].peer, SHUT_WR));
+    else
+        ring_fill(&rd[1], 100);
     unit_sleep_ms(20);
-    for (int i = 0; i < 50 && ring_callbacks < 2; i++)
+    for (int i = 0; i < 50 && ring_child < 0; i++)
         run_iterations(loop, 1);
     CHECK(ring_child >= 0);
     if (ring_child == 0) {
         for (int flood = 0; flood < RING_FLOODS; flood++) {
             for (int i = 0; i < RING_STREAMS; i++)
-                ring_fill(&rd[i], 1 << 20); /* as much as each socket takes */
+                if (!(at_eof && i == 1))
+                    ring_fill(&rd[i], 1 << 20); /* as much as each socket takes */
             for (int i = 0; i < 2000 && !ring_all_read(rd); i++)
                 run_iterations(loop, 1);
             CHECK(ring_all_read(rd));
@@ -559,6 +579,18 @@ static void test_fork_in_read_callback_keeps_buffer_ring(void)
         close(rd[i].peer);
     }
     unit_loop_finish(loop);
+}
+
+static void test_fork_in_read_callback_keeps_buffer_ring(void)
+{
+    ring_fork_test(false);
+}
+
+/* The same from the callback of a result without a buffer: the ring was
+ * advanced by the buffers given back before the fork (found in review). */
+static void test_fork_after_buffers_given_back(void)
+{
+    ring_fork_test(true);
 }
 
 /* fork() from a callback of the loop's report pass, while another
@@ -591,13 +623,9 @@ static void test_fork_in_pass_keeps_queue_inherited(void)
     if (loop == NULL)
         UNIT_SKIP("no io_uring here");
     int a[2], b[2];
-    unit_socketpair(a);
-    unit_socketpair(b);
     evmux_stream sa, sb;
-    CHECK_OK(evmux_stream_init(loop, &sa));
-    CHECK_OK(evmux_stream_init(loop, &sb));
-    CHECK_OK(evmux_stream_open(&sa, a[0]));
-    CHECK_OK(evmux_stream_open(&sb, b[0]));
+    stream_on_pair(loop, &sa, a);
+    stream_on_pair(loop, &sb, b);
     struct pass_fork pf = { .other = &sb, .child = -1 };
     evmux_write_req req = { .data = &pf };
     /* An empty write completes at once: reported from the pass, first. */
@@ -619,6 +647,92 @@ static void test_fork_in_pass_keeps_queue_inherited(void)
     CHECK_OK(evmux_close(&sb.handle, NULL));
     close(a[1]);
     close(b[1]);
+    unit_loop_finish(loop);
+}
+
+/* fork() from a write callback that runs inside a send's result, with more
+ * bytes queued behind it: that stream is on no list at that moment, and
+ * a close in the child must still leave its queue to the parent. (The
+ * child once sent it too.) The child makes room on the peer's side, closes
+ * the stream, and checks that nothing arrived. */
+struct partial_fork {
+    int peer;
+    pid_t child;
+};
+
+static void fork_after_partial_send(evmux_write_req *req, int status)
+{
+    struct partial_fork *pf = req->data;
+    CHECK_EQ(status, 0);
+    evmux_stream *s = req->stream;
+    CHECK(evmux_stream_queued(s) > 0);
+    fflush(NULL);
+    pf->child = fork();
+    CHECK(pf->child >= 0);
+    if (pf->child != 0)
+        return;
+    CHECK_OK(evmux_loop_fork(s->handle.loop));
+    unit_drain(pf->peer); /* room for what a close would offer */
+    CHECK_OK(evmux_close(&s->handle, NULL));
+    int waiting = -1;
+    CHECK_OK(ioctl(pf->peer, FIONREAD, &waiting));
+    _exit(waiting == 0 ? 0 : 2);
+}
+
+static void test_fork_in_write_callback_keeps_queue_inherited(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    int sv[2];
+    evmux_stream s;
+    stream_on_pair(loop, &s, sv);
+    CHECK_OK(fcntl(sv[1], F_SETFL, O_NONBLOCK));
+    static char first[32 << 10], rest[4 << 20];
+    memset(first, 'a', sizeof first);
+    memset(rest, 'b', sizeof rest);
+    struct partial_fork pf = { .peer = sv[1], .child = -1 };
+    evmux_write_req req = { .data = &pf };
+    evmux_buf b1 = { first, sizeof first }, b2 = { rest, sizeof rest };
+    CHECK_OK(evmux_stream_write(&req, &s, &b1, 1, fork_after_partial_send));
+    CHECK_OK(evmux_stream_write(NULL, &s, &b2, 1, NULL));
+    for (int i = 0; i < 100 && pf.child < 0; i++)
+        run_iterations(loop, 1);
+    CHECK(pf.child > 0);
+    int status = 0;
+    CHECK_EQ(waitpid(pf.child, &status, 0), pf.child);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+    CHECK_OK(evmux_close(&s.handle, NULL));
+    close(sv[1]);
+    unit_loop_finish(loop);
+}
+
+/* A write past the high watermark offers the queue at once; when the
+ * kernel takes all of it, a stream that does not read has nothing left to
+ * do and must not keep the loop running. (It stayed active, and
+ * evmux_run never returned.) */
+static void test_offer_that_empties_the_queue(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    int sv[2];
+    evmux_stream s;
+    stream_on_pair(loop, &s, sv);
+    CHECK_OK(evmux_stream_set_watermarks(&s, 10, 0, NULL));
+    evmux_buf small = { "12345", 5 }, large = { "abcdefghijklmnopqrst", 20 };
+    CHECK_OK(evmux_stream_write(NULL, &s, &small, 1, NULL));
+    CHECK_EQ(evmux_is_active(&s.handle), 1); /* bytes queued */
+    CHECK_OK(evmux_stream_write(NULL, &s, &large, 1, NULL));
+    CHECK_EQ(evmux_stream_queued(&s), 0); /* the offer took them all */
+    CHECK_EQ(evmux_is_active(&s.handle), 0);
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT)); /* returns: nothing to do */
+    char got[32] = {0};
+    CHECK_EQ(read(sv[1], got, sizeof got), 25);
+    CHECK(memcmp(got, "12345abcdefghijklmnopqrst", 25) == 0);
+    CHECK_OK(evmux_close(&s.handle, NULL));
+    close(sv[1]);
     unit_loop_finish(loop);
 }
 
@@ -704,6 +818,9 @@ int main(int argc, char **argv)
     RUN_TEST(test_descriptor_kept_until_requests_end);
     RUN_TEST(test_fork_submits_again);
     RUN_TEST(test_fork_in_read_callback_keeps_buffer_ring);
+    RUN_TEST(test_fork_after_buffers_given_back);
+    RUN_TEST(test_fork_in_write_callback_keeps_queue_inherited);
+    RUN_TEST(test_offer_that_empties_the_queue);
     RUN_TEST(test_fork_in_pass_keeps_queue_inherited);
     RUN_TEST(test_watcher_start_when_ring_refuses);
     RUN_TEST(test_watcher_stop_when_ring_refuses);

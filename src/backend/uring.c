@@ -123,7 +123,9 @@ struct uring_state {
     struct io_uring_buf_ring *buf_ring; /* provided receive buffers, registered at init */
     char *bufs;
     int lent_bid; /* buffer lent to a read callback right now, or -1 */
-    bool bufs_reset; /* a fork in that callback registered the ring anew */
+    /* A fork in one of run_completions' callbacks registered the ring
+     * anew: buffers given back earlier in that batch are on it already. */
+    bool bufs_reset;
 };
 
 /* ---- ring set-up ---- */
@@ -587,7 +589,7 @@ static int uring_after_fork(evmux_loop *loop)
     st->owed_count = 0; /* the parent's polls */
     st->live_polls = 0;
     st->result_count = 0; /* results of the parent's requests */
-    st->bufs_reset = st->lent_bid >= 0;
+    st->bufs_reset = true;
     return buffers_register(st); /* the core then submits its requests anew (op.c) */
 }
 
@@ -658,12 +660,17 @@ static void uring_run_completions(evmux_loop *loop)
 {
     struct uring_state *st = loop->backend_state;
     int recycled = 0;
+    st->bufs_reset = false;
     for (size_t i = 0; i < st->result_count; i++) {
         const struct uring_result *r = &st->results[i];
         struct evmux__op *op = (struct evmux__op *)(uintptr_t)(r->user_data & ~(uint64_t)TAG_MASK);
         bool more = (r->flags & IORING_CQE_F_MORE) != 0;
         if (!(r->flags & IORING_CQE_F_BUFFER)) {
             evmux__op_result(loop, op, r->res, NULL, more);
+            if (st->bufs_reset) {
+                st->bufs_reset = false;
+                recycled = 0;
+            }
             continue;
         }
         unsigned bid = r->flags >> IORING_CQE_BUFFER_SHIFT;
@@ -671,8 +678,8 @@ static void uring_run_completions(evmux_loop *loop)
         evmux__op_result(loop, op, r->res, st->bufs + (size_t)bid * BUF_SIZE, more);
         st->lent_bid = -1;
         if (st->bufs_reset) {
-            /* The new ring holds every other buffer; the ones given back
-             * earlier in this batch were counted on the old one. */
+            /* The new ring holds every buffer but this one; those given
+             * back earlier in this batch were counted on the old one. */
             st->bufs_reset = false;
             recycled = 0;
         }
