@@ -165,9 +165,6 @@ struct evmux_loop {
     atomic_uintptr_t run_owner; /* the running thread's tag while evmux_run runs, else 0 */
     /* Tests only: called between the two steps of taking a wake-up. */
     void (*wake_test_hook)(evmux_loop *loop);
-    /* Tests only: the io_uring ring refuses this many new entries, as the
-     * kernel does while it holds overflowed results. */
-    unsigned test_ring_refusals;
 
     /* Signals (signal.c): the signals this loop's handles watch (bit
      * signum - 1), read by the handler on any thread; the count of each
@@ -195,6 +192,8 @@ struct evmux_loop {
 };
 
 void evmux__loop_stats(const evmux_loop *loop, struct evmux_loop_stats *out);
+/* Tests only: see struct evmux_backend.test_refuse; 0 without a ring. */
+unsigned evmux__test_refuse_ring(evmux_loop *loop, unsigned n);
 
 /* Requests (op.h) the loop owes a submit, a cancel or a result. */
 static inline bool evmux__ops_owed(const evmux_loop *loop)

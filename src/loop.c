@@ -279,6 +279,11 @@ void evmux__loop_stats(const evmux_loop *loop, struct evmux_loop_stats *out)
     *out = loop->stats;
 }
 
+unsigned evmux__test_refuse_ring(evmux_loop *loop, unsigned n)
+{
+    return loop->backend->test_refuse != NULL ? loop->backend->test_refuse(loop, n) : 0;
+}
+
 /* ---- running ---- */
 
 /* ops_owed: requests still wait for room in the ring, or their results

@@ -9,7 +9,7 @@
  * The kernel refuses new entries only while it holds overflowed results,
  * which a test cannot bring about on demand: a wrapper around the real
  * backend's request calls refuses instead, or (for polls) the backend's
- * own test hook, for as long as a test says. Everything else is the real
+ * own test hook (evmux__test_refuse_ring), for as long as a test says. Everything else is the real
  * ring. */
 #include "stream_util.h"
 #include "evmux_internal.h"
@@ -740,6 +740,13 @@ static void test_offer_that_empties_the_queue(void)
 
 static int watcher_calls;
 
+static unsigned refusals_left(evmux_loop *loop)
+{
+    unsigned left = evmux__test_refuse_ring(loop, 0);
+    evmux__test_refuse_ring(loop, left);
+    return left;
+}
+
 static void count_watcher(evmux_io *io, unsigned events)
 {
     (void)events;
@@ -758,17 +765,17 @@ static void test_watcher_start_when_ring_refuses(void)
     unit_socketpair(sv);
     evmux_io io;
     CHECK_OK(evmux_io_init(loop, &io, sv[0], count_watcher));
-    loop->test_ring_refusals = 3;
+    evmux__test_refuse_ring(loop, 3);
     watcher_calls = 0;
     CHECK_OK(evmux_io_start(&io, EVMUX_READABLE));
-    CHECK_EQ(loop->test_ring_refusals, 2);
+    CHECK_EQ(refusals_left(loop), 2);
     unit_write_byte(sv[1]);
     for (int i = 0; i < 100 && watcher_calls == 0; i++)
         CHECK_OK(evmux_run(loop, EVMUX_RUN_ONCE));
     CHECK_EQ(watcher_calls, 1);
-    CHECK_EQ(loop->test_ring_refusals, 0);
+    CHECK_EQ(refusals_left(loop), 0);
     /* A change of interest the ring refuses is put right too. */
-    loop->test_ring_refusals = 1;
+    evmux__test_refuse_ring(loop, 1);
     CHECK_OK(evmux_io_start(&io, EVMUX_READABLE | EVMUX_WRITABLE));
     CHECK_OK(evmux_run(loop, EVMUX_RUN_ONCE));
     CHECK(watcher_calls >= 2); /* writable */
@@ -793,7 +800,7 @@ static void test_watcher_stop_when_ring_refuses(void)
     CHECK_OK(evmux_io_init(loop, &io, sv[0], count_watcher));
     CHECK_OK(evmux_io_start(&io, EVMUX_READABLE));
     run_iterations(loop, 2); /* the poll is in the kernel */
-    loop->test_ring_refusals = 3;
+    evmux__test_refuse_ring(loop, 3);
     CHECK_OK(evmux_io_stop(&io));
     run_iterations(loop, 5);
     CHECK_OK(evmux_close(&io.handle, NULL));
@@ -801,7 +808,7 @@ static void test_watcher_stop_when_ring_refuses(void)
     CHECK_EQ(su_wait_readable(sv[1], 1000), 1);
     char c;
     CHECK_EQ(read(sv[1], &c, 1), 0);
-    CHECK_EQ(loop->test_ring_refusals, 0);
+    CHECK_EQ(refusals_left(loop), 0);
     close(sv[1]);
     unit_loop_finish(loop);
 }

@@ -63,6 +63,10 @@ struct evmux_backend {
     int (*after_fork)(struct evmux_loop *loop);
     /* NULL for a readiness backend: handles use read() and write(). */
     const struct evmux_completion_ops *completion;
+    /* Tests only; NULL where there is no ring: the ring refuses the next n
+     * new entries, as the kernel does while it holds overflowed results.
+     * Returns how many refusals were left. */
+    unsigned (*test_refuse)(struct evmux_loop *loop, unsigned n);
 };
 
 extern const struct evmux_backend evmux__backend_select;

@@ -102,6 +102,7 @@ struct uring_msg {
 
 struct uring_state {
     struct io_uring ring;
+    unsigned test_refusals; /* tests only: new entries the ring refuses */
     struct uring_msg *msgs; /* one per submission-queue slot, for sendmsg */
     bool skip_success; /* IOSQE_CQE_SKIP_SUCCESS works: no results for removals */
 
@@ -287,8 +288,8 @@ static void uring_destroy(evmux_loop *loop)
 static struct io_uring_sqe *get_sqe(evmux_loop *loop)
 {
     struct uring_state *st = loop->backend_state;
-    if (loop->test_ring_refusals > 0) {
-        loop->test_ring_refusals--;
+    if (st->test_refusals > 0) {
+        st->test_refusals--;
         return NULL;
     }
     struct io_uring_sqe *sqe = io_uring_get_sqe(&st->ring);
@@ -448,25 +449,23 @@ static void rearm_polls(evmux_loop *loop)
 {
     struct uring_state *st = loop->backend_state;
     size_t kept = 0;
-    for (size_t i = 0; i < st->owed_count; i++)
-        if (!remove_poll(loop, st->owed_removes[i]))
-            st->owed_removes[kept++] = st->owed_removes[i];
-    st->owed_count = kept;
-    kept = 0;
+    if (st->owed_count > 0) {
+        for (size_t i = 0; i < st->owed_count; i++)
+            if (!remove_poll(loop, st->owed_removes[i]))
+                st->owed_removes[kept++] = st->owed_removes[i];
+        st->owed_count = kept;
+        kept = 0;
+    }
     for (size_t i = 0; i < st->rearm_count; i++) {
         int fd = st->rearm[i];
         struct uring_fd *slot = &st->fds[fd];
-        bool done = true;
+        slot->listed = false;
         if (slot->want == 0 || slot->failed || slot->armed == slot->want)
-            done = true;
-        else if (slot->armed == 0)
-            done = arm_poll(loop, fd);
-        else
-            done = update_poll(loop, fd);
-        if (done)
-            slot->listed = false;
-        else
-            st->rearm[kept++] = fd;
+            continue;
+        if (slot->armed == 0 ? arm_poll(loop, fd) : update_poll(loop, fd))
+            continue;
+        slot->listed = true; /* the ring refused: next time */
+        st->rearm[kept++] = fd;
     }
     st->rearm_count = kept;
 }
@@ -704,6 +703,14 @@ static const struct evmux_completion_ops uring_completion = {
     .flush = uring_flush,
 };
 
+static unsigned uring_test_refuse(evmux_loop *loop, unsigned n)
+{
+    struct uring_state *st = loop->backend_state;
+    unsigned left = st->test_refusals;
+    st->test_refusals = n;
+    return left;
+}
+
 const struct evmux_backend evmux__backend_uring = {
     .name = "uring",
     .highest_fd = (1 << POLL_FD_BITS) - 1,
@@ -714,4 +721,5 @@ const struct evmux_backend evmux__backend_uring = {
     .wait = uring_wait,
     .after_fork = uring_after_fork,
     .completion = &uring_completion,
+    .test_refuse = uring_test_refuse,
 };
