@@ -527,7 +527,7 @@ struct evmux__op {
     struct evmux__link link;
     const struct evmux__op_class *cls;
     int fd;
-    unsigned char type, state, flags;
+    unsigned char type, state, flags, generation;
 };
 
 struct evmux_stream {

@@ -213,6 +213,7 @@ static inline void evmux__op_submit(evmux_loop *loop, struct evmux__op *op,
     op->type = (unsigned char)type;
     op->fd = fd;
     op->flags = (unsigned char)(flags & EVMUX__OP_WHEN_WRITABLE);
+    op->generation++;
     if (evmux__list_empty(&loop->ops.queued) && loop->backend->completion->submit(loop, op) == 0) {
         op->state = EVMUX__OP_KERNEL;
         evmux__list_push(&loop->ops.kernel, &op->link);
@@ -224,10 +225,12 @@ static inline void evmux__op_submit(evmux_loop *loop, struct evmux__op *op,
 /* A completion backend's report of one result of a request in the kernel
  * (from run_completions): the last one (more false) makes it idle before
  * its class hears of it. */
-static inline void evmux__op_result(evmux_loop *loop, struct evmux__op *op, int res, char *buf,
-                                    bool more)
+static inline void evmux__op_result(evmux_loop *loop, struct evmux__op *op, unsigned generation,
+                                    int res, char *buf, bool more)
 {
-    assert(op->state == EVMUX__OP_KERNEL); /* results come only from the kernel */
+    /* Results come only from the kernel, for the submission it has. */
+    assert(op->state == EVMUX__OP_KERNEL && generation == op->generation);
+    (void)generation;
     if (!more) {
         evmux__list_remove(&op->link);
         if ((op->flags & (EVMUX__OP_CANCEL | EVMUX__OP_CANCEL_SENT)) == EVMUX__OP_CANCEL) {

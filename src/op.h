@@ -32,9 +32,12 @@
  * number up only when it takes the entry, which may be after the next
  * wait if the ring refuses. So the owner keeps the descriptor open until
  * its requests are idle (a stream closes it then), and no new file can
- * take the number meanwhile. A request has no generation: its owner does
- * not reuse it before its last result, and results that belong to a
- * descriptor the owner has let go are marked by the orphan flag. */
+ * take the number meanwhile. Results that belong to a descriptor the
+ * owner has let go are marked by the orphan flag. */
+/* Each submit bumps the request's generation, which the backend carries
+ * with the request (io_uring: the top byte of user_data). A cancel so
+ * names one submission, never a later one of the same request, and a
+ * result names the submission it belongs to (asserted). */
 #ifndef EVMUX_OP_H
 #define EVMUX_OP_H
 

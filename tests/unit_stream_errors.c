@@ -1094,7 +1094,8 @@ static void lost_run_completions(evmux_loop *loop)
     int n = lost_cancel_count;
     lost_cancel_count = 0;
     for (int i = 0; i < n; i++)
-        evmux__op_result(loop, lost_cancelled[i], -ECANCELED, NULL, false);
+        evmux__op_result(loop, lost_cancelled[i], lost_cancelled[i]->generation, -ECANCELED, NULL,
+                         false);
 }
 
 static void install_lost_recv(evmux_loop *loop)

@@ -594,9 +594,16 @@ static int uring_after_fork(evmux_loop *loop)
 
 /* ---- the core's requests ---- */
 
+/* A request's address, its tag, and its generation in the top byte: user
+ * addresses stay below 2^56 on every 64-bit Linux (57-bit x86 paging
+ * included), and a 32-bit one leaves the whole upper half free. */
+#define OP_GENERATION_SHIFT 56
+#define OP_ADDRESS_MASK (((uint64_t)1 << OP_GENERATION_SHIFT) - 1 - TAG_MASK)
+
 static uint64_t op_data(const struct evmux__op *op)
 {
-    return (uint64_t)(uintptr_t)op | TAG_OP;
+    assert(((uint64_t)(uintptr_t)op & ~OP_ADDRESS_MASK) == 0);
+    return (uint64_t)(uintptr_t)op | TAG_OP | (uint64_t)op->generation << OP_GENERATION_SHIFT;
 }
 
 static void prep_send(struct uring_state *st, struct io_uring_sqe *sqe, struct evmux__op *op)
@@ -662,10 +669,11 @@ static void uring_run_completions(evmux_loop *loop)
     st->bufs_reset = false;
     for (size_t i = 0; i < st->result_count; i++) {
         const struct uring_result *r = &st->results[i];
-        struct evmux__op *op = (struct evmux__op *)(uintptr_t)(r->user_data & ~(uint64_t)TAG_MASK);
+        struct evmux__op *op = (struct evmux__op *)(uintptr_t)(r->user_data & OP_ADDRESS_MASK);
+        unsigned generation = (unsigned)(r->user_data >> OP_GENERATION_SHIFT);
         bool more = (r->flags & IORING_CQE_F_MORE) != 0;
         if (!(r->flags & IORING_CQE_F_BUFFER)) {
-            evmux__op_result(loop, op, r->res, NULL, more);
+            evmux__op_result(loop, op, generation, r->res, NULL, more);
             if (st->bufs_reset) {
                 st->bufs_reset = false;
                 recycled = 0;
@@ -674,7 +682,7 @@ static void uring_run_completions(evmux_loop *loop)
         }
         unsigned bid = r->flags >> IORING_CQE_BUFFER_SHIFT;
         st->lent_bid = (int)bid;
-        evmux__op_result(loop, op, r->res, st->bufs + (size_t)bid * BUF_SIZE, more);
+        evmux__op_result(loop, op, generation, r->res, st->bufs + (size_t)bid * BUF_SIZE, more);
         st->lent_bid = -1;
         if (st->bufs_reset) {
             /* The new ring holds every buffer but this one; those given
