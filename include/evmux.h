@@ -569,9 +569,13 @@ struct evmux_connect_req {
 struct evmux_listener {
     evmux_handle handle;
     /* private */
-    evmux_io io;
+    union {
+        evmux_io io;             /* readiness backends: the watcher */
+        struct evmux__op accept; /* io_uring: a multishot accept */
+    } wait;
     evmux_timer retry;
     evmux_accept_cb cb;
+    int fd;
     int pending_fd;
     int reserve_fd;
     unsigned state;

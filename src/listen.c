@@ -7,7 +7,16 @@
  * of descriptors, we close the spare, accept the waiting connection, close
  * it at once (the peer sees the connection end instead of hanging), and
  * open the spare again. If even that fails, we stop watching the listener
- * for a short while and try again, so the process never spins. */
+ * for a short while and try again, so the process never spins.
+ *
+ * On a readiness backend the listener's watcher says a connection waits,
+ * and accept4() takes up to ACCEPTS_PER_WAKEUP of them. On io_uring the
+ * kernel accepts by itself: one multishot accept request (op.h) posts a
+ * result per connection, and a busy listener costs no system call. Both
+ * hand each outcome to accepted(). The kernel's accept takes a descriptor
+ * before it looks at the backlog, so without a free one it fails at once
+ * even when nobody waits: where readiness would wait for the next
+ * connection, the request pauses instead of asking again in a loop. */
 #include "stream_internal.h"
 
 #include <errno.h>
@@ -24,9 +33,44 @@ static const struct evmux__kind listener_kind;
 #define ACCEPTS_PER_WAKEUP 64
 #define ACCEPT_RETRY_MS 100
 
+#define IO(l) (&(l)->wait.io)
+#define ACCEPT(l) (&(l)->wait.accept)
+
 enum listener_state {
-    LS_OUT_OF_FDS = 1u << 0 /* reported once per episode */
+    LS_OUT_OF_FDS = 1u << 0, /* reported once per episode */
+    LS_PAUSED = 1u << 1      /* not accepting until the retry timer fires */
 };
+
+/* The kernel accepts (io_uring), rather than telling us to. */
+static bool kernel_accepts(const evmux_listener *l)
+{
+    return l->handle.loop->backend->completion != NULL;
+}
+
+static void start_accepting_request(evmux_listener *l)
+{
+    if (!evmux__op_busy(ACCEPT(l))) /* else its end asks again */
+        evmux__op_submit(l->handle.loop, ACCEPT(l), EVMUX__OP_ACCEPT, l->fd, 0);
+    evmux__handle_activate(&l->handle);
+}
+
+static int start_accepting(evmux_listener *l)
+{
+    if (!kernel_accepts(l))
+        return evmux_io_start(IO(l), EVMUX_READABLE);
+    start_accepting_request(l);
+    return 0;
+}
+
+static void stop_accepting(evmux_listener *l)
+{
+    if (!kernel_accepts(l)) {
+        evmux_io_stop(IO(l));
+        return;
+    }
+    evmux__op_cancel(l->handle.loop, ACCEPT(l));
+    evmux__handle_deactivate(&l->handle);
+}
 
 static int open_reserve(void)
 {
@@ -43,15 +87,17 @@ static void pause_accepting(evmux_listener *l)
         l->cb(l, rc);
         return;
     }
-    evmux_io_stop(&l->io);
+    l->state |= LS_PAUSED;
+    stop_accepting(l);
 }
 
 static void on_retry(evmux_timer *t)
 {
     evmux_listener *l = t->handle.data;
+    l->state &= ~LS_PAUSED;
     if (l->reserve_fd < 0)
         l->reserve_fd = open_reserve();
-    int rc = evmux_io_start(&l->io, EVMUX_READABLE);
+    int rc = start_accepting(l);
     if (rc < 0) { /* no memory, say: tell, and try again after a pause */
         l->cb(l, rc);
         if (!evmux_is_closing(&l->handle) && evmux_timer_start(&l->retry, ACCEPT_RETRY_MS, 0) < 0)
@@ -66,7 +112,7 @@ static int shed_one(evmux_listener *l)
     if (l->reserve_fd < 0)
         return -1;
     close(l->reserve_fd);
-    int fd = accept4(l->io.fd, NULL, NULL, SOCK_CLOEXEC);
+    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
     int accept_errno = errno;
     if (fd >= 0)
         close(fd);
@@ -78,52 +124,12 @@ static int shed_one(evmux_listener *l)
     return 1;
 }
 
-static void on_listener_io(evmux_io *io, unsigned events)
+/* One outcome of accepting: a new descriptor, offered to the callback, or
+ * a negative errno value. Returns false when accepting should stop for
+ * now (it has paused, or the backlog is empty, or the listener closed). */
+static bool accepted(evmux_listener *l, int fd)
 {
-    (void)events;
-    evmux_listener *l = io->handle.data;
-    for (int i = 0; i < ACCEPTS_PER_WAKEUP && !evmux_is_closing(&l->handle); i++) {
-        int fd = accept4(l->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            int err = errno;
-            switch (err) {
-            case EAGAIN:
-#if EWOULDBLOCK != EAGAIN
-            case EWOULDBLOCK:
-#endif
-                return;
-            case EINTR:
-            case ECONNABORTED:
-            case EPROTO:
-                continue;
-            case EMFILE:
-            case ENFILE:
-            case ENOBUFS:
-            case ENOMEM: {
-                /* Linux fails accept4 with EMFILE even on an empty backlog
-                 * when no descriptor is free, so report only once shedding
-                 * shows that a connection was really turned away. */
-                int shed = shed_one(l);
-                if (shed == 0)
-                    return;
-                if (!(l->state & LS_OUT_OF_FDS)) {
-                    l->state |= LS_OUT_OF_FDS;
-                    l->cb(l, -err);
-                    if (evmux_is_closing(&l->handle))
-                        return;
-                }
-                if (shed > 0)
-                    continue;
-                pause_accepting(l);
-                return;
-            }
-            default:
-                l->cb(l, -err);
-                if (!evmux_is_closing(&l->handle))
-                    pause_accepting(l);
-                return;
-            }
-        }
+    if (fd >= 0) {
         l->state &= ~LS_OUT_OF_FDS;
         l->pending_fd = fd;
         l->cb(l, 0);
@@ -131,8 +137,85 @@ static void on_listener_io(evmux_io *io, unsigned events)
             close(l->pending_fd);
             l->pending_fd = -1;
         }
+        return !evmux__closing(&l->handle);
+    }
+    int err = -fd;
+    switch (err) {
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+        return true;
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM: {
+        /* Linux fails accept with EMFILE even on an empty backlog when no
+         * descriptor is free, so report only once shedding shows that a
+         * connection was really turned away. */
+        int shed = shed_one(l);
+        if (shed == 0) {
+            if (kernel_accepts(l))
+                pause_accepting(l); /* it would fail again at once: see the top */
+            return false;
+        }
+        if (!(l->state & LS_OUT_OF_FDS)) {
+            l->state |= LS_OUT_OF_FDS;
+            l->cb(l, -err);
+            if (evmux__closing(&l->handle))
+                return false;
+        }
+        if (shed > 0)
+            return true;
+        pause_accepting(l);
+        return false;
+    }
+    default:
+        l->cb(l, -err);
+        if (!evmux__closing(&l->handle))
+            pause_accepting(l);
+        return false;
     }
 }
+
+static void on_listener_io(evmux_io *io, unsigned events)
+{
+    (void)events;
+    evmux_listener *l = io->handle.data;
+    for (int i = 0; i < ACCEPTS_PER_WAKEUP && !evmux__closing(&l->handle); i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (!accepted(l, fd < 0 ? -errno : fd))
+            return;
+    }
+}
+
+/* A result of the multishot accept: a connection, or why the request
+ * ended; once it has ended, the listener asks again unless it is paused
+ * or closed. A closed listener's request is an orphan: what it still
+ * accepts is closed, and its end closes the listening descriptor (kept
+ * open until then, as the request names it by number). */
+static void accept_done(struct evmux__op *op, int res, char *buf, bool more)
+{
+    (void)buf;
+    evmux_listener *l = EVMUX__CONTAINER_OF(op, evmux_listener, wait.accept);
+    if (evmux__op_orphaned(op)) {
+        if (res >= 0)
+            close(res);
+        if (!more) {
+            close(op->fd);
+            if (l->handle.flags & EVMUX_FLAG_CLOSE_WAITING)
+                evmux__closing_push(&l->handle);
+        }
+        return;
+    }
+    if (res != -ECANCELED)
+        accepted(l, res);
+    if (!more && !evmux__closing(&l->handle) && !(l->state & LS_PAUSED))
+        start_accepting_request(l);
+}
+
+static const struct evmux__op_class accept_class = {.done = accept_done};
 
 int evmux_accept(evmux_listener *l, evmux_stream *client)
 {
@@ -246,17 +329,22 @@ int evmux_listen(evmux_loop *loop, evmux_listener *l, const struct sockaddr *add
     l->handle.data = data;
     evmux__handle_init(loop, &l->handle, &listener_kind);
     l->cb = cb;
+    l->fd = fd;
     l->pending_fd = -1;
     l->unix_path = unix_path;
     l->reserve_fd = open_reserve();
-    evmux_io_init(loop, &l->io, fd, on_listener_io);
-    evmux__handle_make_internal(&l->io.handle);
-    l->io.handle.data = l;
+    if (kernel_accepts(l)) {
+        evmux__op_init(ACCEPT(l), &accept_class);
+    } else {
+        evmux_io_init(loop, IO(l), fd, on_listener_io);
+        evmux__handle_make_internal(&IO(l)->handle);
+        IO(l)->handle.data = l;
+    }
     evmux_timer_init(loop, &l->retry, on_retry);
     evmux__handle_make_internal(&l->retry.handle);
     l->retry.handle.data = l;
 
-    int rc = evmux_io_start(&l->io, EVMUX_READABLE);
+    int rc = start_accepting(l);
     if (rc < 0) {
         listener_close_begin(&l->handle);
         listener_close_finish(&l->handle);
@@ -269,20 +357,27 @@ int evmux_listen(evmux_loop *loop, evmux_listener *l, const struct sockaddr *add
 int evmux_listener_address(const evmux_listener *l, struct sockaddr_storage *out,
                            socklen_t *out_len)
 {
-    if (l == NULL || out == NULL || out_len == NULL || l->io.fd < 0)
+    if (l == NULL || out == NULL || out_len == NULL || l->fd < 0)
         return -EINVAL;
     *out_len = sizeof *out;
-    return getsockname(l->io.fd, (struct sockaddr *)out, out_len) < 0 ? -errno : 0;
+    return getsockname(l->fd, (struct sockaddr *)out, out_len) < 0 ? -errno : 0;
 }
 
 static void listener_close_begin(evmux_handle *h)
 {
     evmux_listener *l = (evmux_listener *)h;
-    evmux__io_stop_now(&l->io);
     evmux_timer_stop(&l->retry);
-    if (l->io.fd >= 0)
-        close(l->io.fd);
-    l->io.fd = -1;
+    bool kept = false; /* by the accept request, which still names it */
+    if (kernel_accepts(l)) {
+        evmux__op_release(l->handle.loop, ACCEPT(l));
+        evmux__handle_deactivate(&l->handle);
+        kept = evmux__op_busy(ACCEPT(l));
+    } else {
+        evmux__io_stop_now(IO(l));
+    }
+    if (l->fd >= 0 && !kept)
+        close(l->fd);
+    l->fd = -1;
     if (l->reserve_fd >= 0)
         close(l->reserve_fd);
     l->reserve_fd = -1;
@@ -297,23 +392,35 @@ static void listener_close_finish(evmux_handle *h)
     l->unix_path = NULL;
 }
 
-/* The listener is kept running by its watcher and its retry timer. */
+/* The listener is kept running by its watcher (or its own flag, for the
+ * accept request) and its retry timer. */
 static void listener_set_ref(evmux_handle *h, bool ref)
 {
     evmux_listener *l = (evmux_listener *)h;
-    evmux__handle_set_ref(&l->io.handle, ref);
+    if (!kernel_accepts(l))
+        evmux__handle_set_ref(&IO(l)->handle, ref);
     evmux__handle_set_ref(&l->retry.handle, ref);
 }
 
 static int listener_is_active(const evmux_handle *h)
 {
     const evmux_listener *l = (const evmux_listener *)h;
-    return evmux_is_active(&l->io.handle) || evmux_is_active(&l->retry.handle);
+    if ((h->flags & EVMUX_FLAG_ACTIVE) || evmux_is_active(&l->retry.handle))
+        return 1;
+    return !kernel_accepts(l) && evmux_is_active(&IO(l)->handle);
+}
+
+/* A closed listener's close callback waits for its accept request. */
+static bool listener_close_wait(evmux_handle *h)
+{
+    evmux_listener *l = (evmux_listener *)h;
+    return kernel_accepts(l) && evmux__op_busy(ACCEPT(l));
 }
 
 static const struct evmux__kind listener_kind = {
     .number = EVMUX_HANDLE_LISTENER,
     .close_begin = listener_close_begin,
+    .close_wait = listener_close_wait,
     .close_finish = listener_close_finish,
     .set_ref = listener_set_ref,
     .is_active = listener_is_active,

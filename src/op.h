@@ -52,6 +52,7 @@ enum evmux__op_type {
     EVMUX__OP_RECV = 1,     /* multishot, into buffers the backend provides */
     EVMUX__OP_SEND = 2,     /* the iovecs the class's fill gives */
     EVMUX__OP_WRITABLE = 3, /* one wait until the descriptor is writable */
+    EVMUX__OP_ACCEPT = 4,   /* multishot: a result per connection (non-blocking) */
 };
 
 enum evmux__op_state { EVMUX__OP_IDLE, EVMUX__OP_QUEUED, EVMUX__OP_KERNEL, EVMUX__OP_ENDING };

@@ -736,6 +736,58 @@ static void test_offer_that_empties_the_queue(void)
     unit_loop_finish(loop);
 }
 
+/* A listener's multishot accept is a request too: closed while the ring
+ * refuses the cancel, the listener's close callback waits until the
+ * request has ended, a connection the kernel accepts meanwhile is closed,
+ * and then the port refuses connections. */
+static int listener_closes;
+
+static void listener_closed(evmux_handle *h)
+{
+    (void)h;
+    listener_closes++;
+}
+
+static void take_nothing(evmux_listener *l, int status)
+{
+    (void)l;
+    (void)status; /* not taken: the listener closes it */
+}
+
+static void test_listener_close_with_refused_cancel(void)
+{
+    evmux_loop *loop = refusing_loop();
+    if (loop == NULL)
+        UNIT_SKIP("no io_uring here");
+    struct sockaddr_storage ss;
+    socklen_t len = su_ip("127.0.0.1", 0, &ss);
+    evmux_listener l;
+    CHECK_OK(evmux_listen(loop, &l, (struct sockaddr *)&ss, len, NULL, take_nothing));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT)); /* the accept goes in */
+    CHECK_EQ(l.wait.accept.state, EVMUX__OP_KERNEL);
+    len = su_listener_addr(&l, &ss);
+    refuse_cancels = 3;
+    listener_closes = 0;
+    CHECK_OK(evmux_close(&l.handle, listener_closed));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT));
+    CHECK_EQ(listener_closes, 0); /* the accept is still in the kernel */
+    int early = su_raw_connect(&ss, len); /* accepted by it, then closed */
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
+    CHECK_EQ(listener_closes, 1);
+    CHECK_EQ(cancels_refused, 3);
+    if (early >= 0) {
+        CHECK_EQ(su_wait_readable(early, 1000), 1);
+        char c;
+        CHECK(read(early, &c, 1) <= 0); /* the end, or a reset */
+        close(early);
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    CHECK(connect(fd, (struct sockaddr *)&ss, len) < 0 && errno == ECONNREFUSED);
+    close(fd);
+    unit_loop_finish(loop);
+}
+
 /* ---- io watchers' polls, when the ring itself refuses ---- */
 
 static int watcher_calls;
@@ -828,6 +880,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_fork_after_buffers_given_back);
     RUN_TEST(test_fork_in_write_callback_keeps_queue_inherited);
     RUN_TEST(test_offer_that_empties_the_queue);
+    RUN_TEST(test_listener_close_with_refused_cancel);
     RUN_TEST(test_fork_in_pass_keeps_queue_inherited);
     RUN_TEST(test_watcher_start_when_ring_refuses);
     RUN_TEST(test_watcher_stop_when_ring_refuses);

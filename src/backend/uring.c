@@ -644,6 +644,9 @@ static int uring_submit(evmux_loop *loop, struct evmux__op *op)
     case EVMUX__OP_WRITABLE:
         io_uring_prep_poll_add(sqe, op->fd, POLLOUT);
         break;
+    case EVMUX__OP_ACCEPT:
+        io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        break;
     default:
         assert(!"unknown request type");
     }
