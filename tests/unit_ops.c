@@ -70,6 +70,20 @@ static evmux_loop *refusing_loop(void)
     return loop;
 }
 
+/* Declares `loop`, an io_uring loop with the refusing ring, or skips. */
+#define USE_REFUSING_LOOP(loop)             \
+    evmux_loop *loop = refusing_loop();     \
+    if (loop == NULL)                       \
+        UNIT_SKIP("no io_uring here")
+
+/* Waits for a forked child; true if it exited with 0. */
+static bool child_succeeded(pid_t pid)
+{
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 /* ---- requests of the test's own ---- */
 
 struct test_op {
@@ -110,6 +124,12 @@ static int test_fill(struct evmux__op *op, struct iovec *iov, int max)
 
 static const struct evmux__op_class test_class = { .done = test_done, .fill = test_fill };
 
+static void test_op_init(struct test_op *t)
+{
+    memset(t, 0, sizeof *t);
+    evmux__op_init(&t->op, &test_class);
+}
+
 /* A referenced timer keeps the loop running while the test's requests,
  * which belong to no handle, are in flight. */
 static void tick(evmux_timer *t)
@@ -136,17 +156,14 @@ static void run_iterations(evmux_loop *loop, int n)
  * the first, never ahead of it). */
 static void test_full_ring_queues_in_order(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     int sv[2];
     unit_socketpair(sv);
     struct test_op ops[8];
     finals_seen = 0;
     refuse_submits = 3; /* the first send, and its first two retries */
     for (int i = 0; i < 8; i++) {
-        memset(&ops[i], 0, sizeof ops[i]);
-        evmux__op_init(&ops[i].op, &test_class);
+        test_op_init(&ops[i]);
         ops[i].byte = (char)('A' + i);
         evmux__op_submit(loop, &ops[i].op, EVMUX__OP_SEND, sv[0], 0);
         CHECK_EQ(ops[i].op.state, EVMUX__OP_QUEUED);
@@ -174,14 +191,11 @@ static void test_full_ring_queues_in_order(void)
  * it ends with -ECANCELED, once, from the loop, not inside the cancel. */
 static void test_cancel_while_queued(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     int sv[2];
     unit_socketpair(sv);
     struct test_op t;
-    memset(&t, 0, sizeof t);
-    evmux__op_init(&t.op, &test_class);
+    test_op_init(&t);
     t.byte = 'x';
     refuse_submits = 1;
     evmux__op_submit(loop, &t.op, EVMUX__OP_SEND, sv[0], 0);
@@ -210,14 +224,11 @@ static void test_cancel_while_queued(void)
  * on it, sends it once there is room, and the recv ends with -ECANCELED. */
 static void test_cancel_never_dropped(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     int sv[2];
     unit_socketpair(sv);
     struct test_op t;
-    memset(&t, 0, sizeof t);
-    evmux__op_init(&t.op, &test_class);
+    test_op_init(&t);
     evmux__op_submit(loop, &t.op, EVMUX__OP_RECV, sv[0], 0);
     run_iterations(loop, 2);
     CHECK_EQ(t.op.state, EVMUX__OP_KERNEL);
@@ -277,9 +288,7 @@ static void ignore_read(evmux_stream *s, ssize_t n, char *buf)
 
 static void test_stream_close_with_refused_cancel(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     int sv[2];
     evmux_stream s;
     stream_on_pair(loop, &s, sv);
@@ -309,9 +318,7 @@ static void test_stream_close_with_refused_cancel(void)
  * (The close once cancelled the queued request: the peer got no reply.) */
 static void test_close_sends_queued_bytes(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     int sv[2];
     evmux_stream s;
     stream_on_pair(loop, &s, sv);
@@ -340,9 +347,7 @@ static void test_close_sends_queued_bytes(void)
  * ended, before the close callback. */
 static void test_descriptor_kept_until_requests_end(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     int sv[2];
     evmux_stream s;
     stream_on_pair(loop, &s, sv);
@@ -371,20 +376,15 @@ static void test_descriptor_kept_until_requests_end(void)
  * The child reports through its exit status. */
 static void test_fork_submits_again(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     int in[2], out[2], gone[2];
     unit_socketpair(in);
     unit_socketpair(out);
     unit_socketpair(gone);
     struct test_op recv, send, cancelled;
-    memset(&recv, 0, sizeof recv);
-    memset(&send, 0, sizeof send);
-    memset(&cancelled, 0, sizeof cancelled);
-    evmux__op_init(&recv.op, &test_class);
-    evmux__op_init(&send.op, &test_class);
-    evmux__op_init(&cancelled.op, &test_class);
+    test_op_init(&recv);
+    test_op_init(&send);
+    test_op_init(&cancelled);
     send.byte = 'F';
     evmux__op_submit(loop, &recv.op, EVMUX__OP_RECV, in[0], 0);
     evmux__op_submit(loop, &cancelled.op, EVMUX__OP_RECV, gone[0], 0);
@@ -416,9 +416,7 @@ static void test_fork_submits_again(void)
         CHECK_EQ(c, 'F');
         _exit(0);
     }
-    int status = 0;
-    CHECK_EQ(waitpid(pid, &status, 0), pid);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(child_succeeded(pid));
     /* The parent's requests go on: its recv gets what is sent now. */
     unit_write_byte(in[1]);
     for (int i = 0; i < 50 && recv.got_len == 0; i++)
@@ -522,9 +520,7 @@ static int ring_all_read(struct ring_reader *rd)
  * else in the callback of the batch's second piece of bytes. */
 static void ring_fork_test(bool at_eof)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     static struct ring_reader rd[RING_STREAMS];
     memset(rd, 0, sizeof rd);
     for (int i = 0; i < RING_STREAMS; i++) {
@@ -571,9 +567,7 @@ static void ring_fork_test(bool at_eof)
         CHECK(total > (uint64_t)RING_FLOODS * 4 * 1024 * 1024); /* the ring went round */
         _exit(0);
     }
-    int status = 0;
-    CHECK_EQ(waitpid(ring_child, &status, 0), ring_child);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(child_succeeded(ring_child));
     for (int i = 0; i < RING_STREAMS; i++) {
         CHECK_OK(evmux_close(&rd[i].s.handle, NULL));
         close(rd[i].peer);
@@ -619,9 +613,7 @@ static void fork_in_write_cb(evmux_write_req *req, int status)
 
 static void test_fork_in_pass_keeps_queue_inherited(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     int a[2], b[2];
     evmux_stream sa, sb;
     stream_on_pair(loop, &sa, a);
@@ -634,9 +626,7 @@ static void test_fork_in_pass_keeps_queue_inherited(void)
     CHECK_OK(evmux_stream_write(NULL, &sb, &hello, 1, NULL));
     CHECK_OK(evmux_run(loop, EVMUX_RUN_NOWAIT));
     CHECK(pf.child > 0);
-    int status = 0;
-    CHECK_EQ(waitpid(pf.child, &status, 0), pf.child);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(child_succeeded(pf.child));
     run_iterations(loop, 3);
     char got[16] = {0};
     CHECK_EQ(su_wait_readable(b[1], 1000), 1);
@@ -681,9 +671,7 @@ static void fork_after_partial_send(evmux_write_req *req, int status)
 
 static void test_fork_in_write_callback_keeps_queue_inherited(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     int sv[2];
     evmux_stream s;
     stream_on_pair(loop, &s, sv);
@@ -699,10 +687,7 @@ static void test_fork_in_write_callback_keeps_queue_inherited(void)
     for (int i = 0; i < 100 && pf.child < 0; i++)
         run_iterations(loop, 1);
     CHECK(pf.child > 0);
-    int status = 0;
-    CHECK_EQ(waitpid(pf.child, &status, 0), pf.child);
-    CHECK(WIFEXITED(status));
-    CHECK_EQ(WEXITSTATUS(status), 0);
+    CHECK(child_succeeded(pf.child));
     CHECK_OK(evmux_close(&s.handle, NULL));
     close(sv[1]);
     unit_loop_finish(loop);
@@ -714,9 +699,7 @@ static void test_fork_in_write_callback_keeps_queue_inherited(void)
  * evmux_run never returned.) */
 static void test_offer_that_empties_the_queue(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     int sv[2];
     evmux_stream s;
     stream_on_pair(loop, &s, sv);
@@ -756,9 +739,7 @@ static void take_nothing(evmux_listener *l, int status)
 
 static void test_listener_close_with_refused_cancel(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     struct sockaddr_storage ss;
     socklen_t len = su_ip("127.0.0.1", 0, &ss);
     evmux_listener l;
@@ -810,9 +791,7 @@ static void count_watcher(evmux_io *io, unsigned events)
  * (it once failed with -EBUSY), and the poll goes in before the wait. */
 static void test_watcher_start_when_ring_refuses(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     int sv[2];
     unit_socketpair(sv);
     evmux_io io;
@@ -843,9 +822,7 @@ static void test_watcher_start_when_ring_refuses(void)
  * holding the socket open for good.) */
 static void test_watcher_stop_when_ring_refuses(void)
 {
-    evmux_loop *loop = refusing_loop();
-    if (loop == NULL)
-        UNIT_SKIP("no io_uring here");
+    USE_REFUSING_LOOP(loop);
     int sv[2];
     unit_socketpair(sv);
     evmux_io io;
