@@ -47,8 +47,8 @@ struct evmux__kind {
     /* evmux_close: stop the handle at once. */
     void (*close_begin)(evmux_handle *h);
     /* true while the kernel still holds requests of the closed handle: its
-     * close callback waits, and the kind queues it again
-     * (evmux__closing_push) when the last one has ended. */
+     * close callback waits, and the kind calls evmux__close_resume when
+     * the last one has ended. */
     bool (*close_wait)(evmux_handle *h);
     /* Right before the close callback: pending requests complete. */
     void (*close_finish)(evmux_handle *h);
@@ -203,6 +203,13 @@ static inline bool evmux__ops_owed(const evmux_loop *loop)
            !evmux__list_empty(&ops->ending);
 }
 
+/* A request the ring has taken (or will take with the next submit). */
+static inline void evmux__op_to_kernel(evmux_loop *loop, struct evmux__op *op)
+{
+    op->state = EVMUX__OP_KERNEL;
+    evmux__list_push(&loop->ops.kernel, &op->link);
+}
+
 /* Starts an idle request (op.h): into the ring, or behind the requests
  * queued for room, never ahead of them. */
 static inline void evmux__op_submit(evmux_loop *loop, struct evmux__op *op,
@@ -215,8 +222,7 @@ static inline void evmux__op_submit(evmux_loop *loop, struct evmux__op *op,
     op->flags = (unsigned char)(flags & EVMUX__OP_WHEN_WRITABLE);
     op->generation++;
     if (evmux__list_empty(&loop->ops.queued) && loop->backend->completion->submit(loop, op) == 0) {
-        op->state = EVMUX__OP_KERNEL;
-        evmux__list_push(&loop->ops.kernel, &op->link);
+        evmux__op_to_kernel(loop, op);
         return;
     }
     evmux__op_queue(loop, op);
@@ -331,8 +337,8 @@ void evmux__async_close(evmux_async *async);
 /* Signals (signal.c) */
 void evmux__signals_dispatch(evmux_loop *loop);
 
-/* Closing (handle.c): queues a closing handle for its close callback (one
- * whose close waited: its kernel requests have ended). */
-void evmux__closing_push(evmux_handle *h);
+/* Closing (handle.c): the closed handle's last kernel request has ended;
+ * if its close callback was waiting for that (close_wait), it runs now. */
+void evmux__close_resume(evmux_handle *h);
 
 #endif

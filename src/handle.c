@@ -9,7 +9,7 @@
  * kind has one) says the kernel holds nothing of the handle any more, and
  * right after close_finish has completed the handle's pending requests. A
  * handle whose close waits is queued again by its kind when its last
- * request ends (evmux__closing_push). */
+ * request ends (evmux__close_resume). */
 #include "evmux_internal.h"
 
 #include <assert.h>
@@ -101,6 +101,18 @@ int evmux_is_active(const evmux_handle *h)
     return (h->flags & EVMUX_FLAG_ACTIVE) != 0;
 }
 
+static void closing_push(evmux_handle *h)
+{
+    evmux_loop *loop = h->loop;
+    assert((h->flags & EVMUX_FLAG_CLOSING) && !(h->flags & EVMUX_FLAG_CLOSE_WAITING));
+    h->next_closing = NULL;
+    if (loop->closing_tail != NULL)
+        loop->closing_tail->next_closing = h;
+    else
+        loop->closing_head = h;
+    loop->closing_tail = h;
+}
+
 int evmux_close(evmux_handle *h, evmux_close_cb close_cb)
 {
     if (h == NULL || h->loop == NULL || (h->flags & EVMUX_FLAG_INTERNAL))
@@ -113,24 +125,17 @@ int evmux_close(evmux_handle *h, evmux_close_cb close_cb)
     kind->close_begin(h);
     h->flags |= EVMUX_FLAG_CLOSING;
     h->close_cb = close_cb;
-    evmux__closing_push(h);
+    closing_push(h);
     return 0;
 }
 
-void evmux__closing_push(evmux_handle *h)
+void evmux__close_resume(evmux_handle *h)
 {
-    evmux_loop *loop = h->loop;
-    assert(h->flags & EVMUX_FLAG_CLOSING);
-    if (h->flags & EVMUX_FLAG_CLOSE_WAITING) {
-        h->flags &= ~EVMUX_FLAG_CLOSE_WAITING;
-        loop->closes_waiting--;
-    }
-    h->next_closing = NULL;
-    if (loop->closing_tail != NULL)
-        loop->closing_tail->next_closing = h;
-    else
-        loop->closing_head = h;
-    loop->closing_tail = h;
+    if (!(h->flags & EVMUX_FLAG_CLOSE_WAITING))
+        return; /* it has not been asked yet: close_wait will say no */
+    h->flags &= ~EVMUX_FLAG_CLOSE_WAITING;
+    h->loop->closes_waiting--;
+    closing_push(h);
 }
 
 /* Close callbacks queued by other close callbacks run in the same pass. */

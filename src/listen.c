@@ -204,8 +204,7 @@ static void accept_done(struct evmux__op *op, int res, char *buf, bool more)
             close(res);
         if (!more) {
             close(op->fd);
-            if (l->handle.flags & EVMUX_FLAG_CLOSE_WAITING)
-                evmux__closing_push(&l->handle);
+            evmux__close_resume(&l->handle);
         }
         return;
     }

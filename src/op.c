@@ -15,12 +15,6 @@ void evmux__ops_init(evmux_loop *loop)
     loop->ops.cancels_owed = 0;
 }
 
-static void to_kernel(evmux_loop *loop, struct evmux__op *op)
-{
-    op->state = EVMUX__OP_KERNEL;
-    evmux__list_push(&loop->ops.kernel, &op->link);
-}
-
 void evmux__op_queue(evmux_loop *loop, struct evmux__op *op)
 {
     op->state = EVMUX__OP_QUEUED;
@@ -55,9 +49,8 @@ void evmux__op_cancel(evmux_loop *loop, struct evmux__op *op)
     }
 }
 
-bool evmux__op_withdraw(evmux_loop *loop, struct evmux__op *op)
+bool evmux__op_withdraw(struct evmux__op *op)
 {
-    (void)loop;
     if (op->state != EVMUX__OP_QUEUED)
         return false;
     evmux__list_remove(&op->link);
@@ -95,7 +88,7 @@ bool evmux__ops_prepare(evmux_loop *loop)
         if (loop->backend->completion->submit(loop, op) < 0)
             break;
         evmux__list_remove(&op->link);
-        to_kernel(loop, op);
+        evmux__op_to_kernel(loop, op);
     }
     return ops->cancels_owed > 0 || !evmux__list_empty(&ops->queued) ||
            !evmux__list_empty(&ops->ending);

@@ -119,7 +119,7 @@ void evmux__op_queue(struct evmux_loop *loop, struct evmux__op *op);
  * -ECANCELED if the cancel was in time). Nothing for an idle one. */
 void evmux__op_cancel(struct evmux_loop *loop, struct evmux__op *op);
 /* Takes a QUEUED request back, idle, with no result; false otherwise. */
-bool evmux__op_withdraw(struct evmux_loop *loop, struct evmux__op *op);
+bool evmux__op_withdraw(struct evmux__op *op);
 /* Its owner lets the descriptor go: the request is cancelled and, while
  * busy, orphaned. The owner closes the descriptor once it is idle. */
 void evmux__op_release(struct evmux_loop *loop, struct evmux__op *op);

@@ -138,15 +138,13 @@ static bool withdraw_send(evmux_stream *s)
     struct evmux__op *send = &NATIVE(s)->send;
     if (!(s->state & ST_SEND_BUSY))
         return true;
-    if (!evmux__op_withdraw(s->handle.loop, send))
+    if (!evmux__op_withdraw(send))
         return false;
+    /* Dropped bytes cancel their send (native_discard): never queued. */
+    assert(!(s->state & ST_SEND_DISCARD));
     s->state &= ~ST_SEND_BUSY;
     if (send->flags & EVMUX__OP_INHERITED)
         s->state |= ST_QUEUE_INHERITED; /* the parent's ring sends these */
-    if (s->state & ST_SEND_DISCARD) {
-        evmux__st_free_queue_chunks(s);
-        s->state &= ~ST_SEND_DISCARD;
-    }
     return true;
 }
 
@@ -224,13 +222,11 @@ static void deliver_stash(evmux_stream *s)
 static void settle(evmux_stream *s)
 {
     if (evmux__closing(&s->handle)) {
-        if ((s->handle.flags & EVMUX_FLAG_CLOSE_WAITING) && !native_busy(s))
-            evmux__closing_push(&s->handle);
+        if (!native_busy(s))
+            evmux__close_resume(&s->handle);
         return;
     }
-    int rc = evmux__st_update_interest(s);
-    if (rc < 0 && (s->state & ST_READING) && !evmux__op_busy(&NATIVE(s)->recv))
-        report_read_end(s, rc); /* no way to ask: say so rather than stall */
+    evmux__st_update_interest(s); /* never fails: a full ring queues */
 }
 
 static void recv_ended(evmux_stream *s, int status)

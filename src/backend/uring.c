@@ -363,27 +363,6 @@ static bool remove_poll(evmux_loop *loop, uint64_t user_data)
     return true;
 }
 
-/* The wait that reaps a fired one-shot poll re-arms it, and a refused
- * change is retried there too; neither can report an allocation failure
- * to anyone: a watcher (the loop's own wake-up among them) would lose its
- * poll for good. So the lists are sized here, where an error reaches the
- * caller of evmux_io_start: one re-arm entry per descriptor number in use
- * (a number is listed at most once), one owed removal per live poll. */
-static int reserve(void **items, size_t *capacity, size_t wanted, size_t elem_size)
-{
-    if (wanted <= *capacity)
-        return 0;
-    size_t cap = *capacity ? *capacity : 64;
-    while (cap < wanted)
-        cap *= 2;
-    void *grown = realloc(*items, cap * elem_size);
-    if (grown == NULL)
-        return -ENOMEM;
-    *items = grown;
-    *capacity = cap;
-    return 0;
-}
-
 static void list_rearm(struct uring_state *st, int fd)
 {
     struct uring_fd *slot = &st->fds[fd];
@@ -394,13 +373,30 @@ static void list_rearm(struct uring_state *st, int fd)
     st->rearm[st->rearm_count++] = fd;
 }
 
+/* The wait that reaps a fired one-shot poll re-arms it, and a refused
+ * change is retried there too; neither can report an allocation failure
+ * to anyone: a watcher (the loop's own wake-up among them) would lose its
+ * poll for good. So the lists are sized here, where an error reaches the
+ * caller of evmux_io_start: one re-arm entry per descriptor number in use
+ * (a number is listed at most once), one owed removal per live poll. */
+static int reserve_lists(struct uring_state *st, int fd)
+{
+    int *rearm = evmux__grow_zeroed(st->rearm, &st->rearm_capacity, (size_t)fd, sizeof *rearm);
+    if (rearm == NULL)
+        return -ENOMEM;
+    st->rearm = rearm;
+    uint64_t *owed = evmux__grow_zeroed(st->owed_removes, &st->owed_capacity, st->live_polls,
+                                        sizeof *owed);
+    if (owed == NULL)
+        return -ENOMEM;
+    st->owed_removes = owed;
+    return 0;
+}
+
 static int uring_change(evmux_loop *loop, int fd, unsigned old_events, unsigned new_events)
 {
     struct uring_state *st = loop->backend_state;
-    int rc = reserve((void **)&st->rearm, &st->rearm_capacity, (size_t)fd + 1, sizeof(int));
-    if (rc == 0)
-        rc = reserve((void **)&st->owed_removes, &st->owed_capacity, st->live_polls + 1,
-                     sizeof(uint64_t));
+    int rc = reserve_lists(st, fd);
     if (rc < 0)
         return rc;
     struct uring_fd *fds = evmux__grow_zeroed(st->fds, &st->fds_len, (size_t)fd, sizeof *fds);
