@@ -14,8 +14,8 @@
  *    neutral value (0; -1 for a descriptor; "" for a name) and a void
  *    function does nothing.
  *  - The loop is opaque. Handles (evmux_io, evmux_timer, evmux_async,
- *    evmux_signal, evmux_stream, evmux_listener) and requests (evmux_write_req,
- *    evmux_connect_req, evmux_work) are
+ *    evmux_signal, evmux_stream, evmux_listener, evmux_udp) and requests
+ *    (evmux_write_req, evmux_connect_req, evmux_udp_send_req, evmux_work) are
  *    structs that the caller allocates, may embed in its own structs, and
  *    must keep alive and unmoved: a handle from *_init until its close
  *    callback has run, a request until its callback has run.
@@ -727,6 +727,205 @@ EVMUX_API int evmux_listener_address(const evmux_listener *listener, struct sock
  * -EISCONN (client has a socket), -ERANGE (select backend: descriptor >=
  * FD_SETSIZE). */
 EVMUX_API int evmux_accept(evmux_listener *listener, evmux_stream *client);
+
+/* ------------------------------------------------------------------ */
+/* Datagrams: UDP (and Unix-domain datagram sockets)                   */
+/* ------------------------------------------------------------------ */
+
+typedef struct evmux_udp evmux_udp;
+typedef struct evmux_udp_send_req evmux_udp_send_req;
+
+enum {
+    EVMUX_UDP_REUSEPORT = 1u << 0, /* SO_REUSEPORT: several sockets share a port */
+    EVMUX_UDP_IPV6_ONLY = 1u << 1, /* an IPv6 socket that does not take IPv4 */
+    EVMUX_UDP_REUSEADDR = 1u << 2  /* SO_REUSEADDR: e.g. several multicast receivers */
+};
+
+/* flags of a receive callback */
+enum {
+    /* The datagram was longer than the receive size (evmux_udp_set_recv_size)
+     * and nread bytes of it are given; the rest is gone. */
+    EVMUX_UDP_TRUNCATED = 1u << 0
+};
+
+/* nread >= 0: one whole datagram of nread bytes (0 is a datagram too) in
+ * buf, from `from` (from_len bytes; from_len is 0 for a sender without an
+ * address, e.g. an unnamed Unix socket). buf and from belong to the loop
+ * and are lent for the duration of the callback, as a stream's read buffer
+ * is: modify freely, copy what you keep (evmux_udp_send copies, so
+ * replying from buf is safe).
+ * nread < 0: a negative errno value the socket reported (on a connected
+ * socket, -ECONNREFUSED after a datagram met a closed port); buf and from
+ * are NULL, and receiving goes on. */
+typedef void (*evmux_udp_recv_cb)(evmux_udp *udp, ssize_t nread, char *buf,
+                                  const struct sockaddr *from, socklen_t from_len, unsigned flags);
+
+/* Called exactly once per accepted send: 0 once the kernel took the
+ * datagram, or a negative errno value (-EMSGSIZE: too large for the
+ * socket; -ECONNREFUSED: a connected socket's peer port was found closed;
+ * -ENETUNREACH, -EACCES: broadcast without evmux_udp_set_broadcast, ...;
+ * -ECANCELED: the handle was closed first). */
+typedef void (*evmux_udp_send_cb)(evmux_udp_send_req *req, int status);
+
+struct evmux_udp_send_req {
+    void *data;
+    /* private */
+    evmux_udp *udp;
+    evmux_udp_send_cb cb;
+    struct evmux__link link; /* on its handle's list of callbacks owed */
+    int status;
+};
+
+struct evmux__udp_driver;
+
+struct evmux_udp {
+    evmux_handle handle;
+    /* private */
+    int fd;
+    unsigned state;
+    const struct evmux__udp_driver *driver; /* chosen when the socket is made */
+    evmux_udp_recv_cb recv_cb;
+    size_t recv_size;            /* the longest datagram given whole */
+    struct evmux__link queue;    /* datagrams not yet taken by the kernel, in order */
+    struct evmux__link stash;    /* datagrams received while not receiving */
+    struct evmux__link reports;  /* sends done, callbacks owed, in order */
+    struct evmux__link deferred; /* on the loop's list of handles with work owed */
+    struct evmux__link inflight; /* io_uring: datagrams whose send the kernel has */
+    size_t queued_bytes, queued_count;
+    union {
+        evmux_io io;           /* readiness backends: the watcher */
+        struct evmux__op recv; /* io_uring: a multishot recvmsg */
+    } driver_state;
+};
+
+/* Prepares a handle without a socket; evmux_udp_bind, evmux_udp_open,
+ * evmux_udp_connect or the first evmux_udp_send makes one. Errors:
+ * -EINVAL (NULL), -ENOMEM. */
+EVMUX_API int evmux_udp_init(evmux_loop *loop, evmux_udp *udp);
+
+/* Makes a socket for addr's family and binds it to addr (port 0: the
+ * kernel picks one; evmux_udp_address tells). flags: EVMUX_UDP_*.
+ * Errors: -EINVAL (NULL, closing handle, bad addr_len, IPV6_ONLY on IPv4),
+ * -EAFNOSUPPORT (not IPv4 or IPv6), -EISCONN (the handle has a socket),
+ * -ENOTSUP (no SO_REUSEPORT here), -ERANGE (select backend: descriptor >=
+ * FD_SETSIZE), or the error of socket or bind (-EADDRINUSE, -EACCES,
+ * -EADDRNOTAVAIL, -EMFILE, ...). */
+EVMUX_API int evmux_udp_bind(evmux_udp *udp, const struct sockaddr *addr, socklen_t addr_len,
+                             unsigned flags);
+
+/* Adopts a datagram socket (UDP, or a Unix-domain SOCK_DGRAM socket, e.g.
+ * one end of a socketpair), bound or connected or neither, made
+ * non-blocking. The handle owns fd from now on and closes it in
+ * evmux_close; on an error it stays the caller's. Errors: -EINVAL (NULL,
+ * fd < 0, closing handle), -EISCONN (the handle has a socket), -EBADF,
+ * -ENOTSOCK, -EPROTOTYPE (not a datagram socket), -ERANGE (select backend:
+ * fd >= FD_SETSIZE). */
+EVMUX_API int evmux_udp_open(evmux_udp *udp, int fd);
+
+/* Connected mode: datagrams go to addr without naming it (send with a
+ * NULL address), only addr's datagrams arrive, and an ICMP error about
+ * them is reported (-ECONNREFUSED). Without a socket one is made for
+ * addr's family (bound by the kernel to a free port). Connecting again
+ * changes the peer. Errors: -EINVAL (NULL, closing handle, bad addr_len),
+ * -EAFNOSUPPORT, or the error of socket or connect. */
+EVMUX_API int evmux_udp_connect(evmux_udp *udp, const struct sockaddr *addr, socklen_t addr_len);
+
+/* Leaves connected mode. Errors: -EINVAL (NULL), -ENOTCONN (not
+ * connected), or the error of connect(AF_UNSPEC). */
+EVMUX_API int evmux_udp_disconnect(evmux_udp *udp);
+
+/* The socket's own address, and a connected socket's peer. Errors:
+ * -EINVAL (NULL), -EBADF (no socket), -ENOTCONN (peer: not connected), or
+ * the error of getsockname / getpeername. */
+EVMUX_API int evmux_udp_address(const evmux_udp *udp, struct sockaddr_storage *out,
+                                socklen_t *out_len);
+EVMUX_API int evmux_udp_peer(const evmux_udp *udp, struct sockaddr_storage *out,
+                             socklen_t *out_len);
+
+/* Sends the nbufs buffers as one datagram to addr (NULL, addr_len 0, on a
+ * connected handle). The bytes are copied when the kernel does not take
+ * them at once, so the caller may reuse its buffers as soon as this
+ * returns. On a readiness backend the kernel is tried at once unless
+ * datagrams are queued already (their order is kept); on io_uring every
+ * datagram is queued and the loop's next submission, before it waits,
+ * carries all of them in one system call. Without a socket, one is made
+ * for addr's family. req may be NULL when cb is NULL. On 0, cb runs
+ * exactly once, later, from the loop; on a negative return it never runs
+ * and nothing was sent: -EINVAL (NULL udp, NULL bufs with nbufs > 0, NULL
+ * req with a cb, closing handle, lengths that overflow), -EDESTADDRREQ
+ * (no address and not connected), -EISCONN (an address on a connected
+ * handle), -EAFNOSUPPORT, -ENOMEM, or the error of making the socket.
+ * Errors of the datagram itself (-EMSGSIZE, ...) go to cb. */
+EVMUX_API int evmux_udp_send(evmux_udp_send_req *req, evmux_udp *udp, const evmux_buf bufs[],
+                             size_t nbufs, const struct sockaddr *addr, socklen_t addr_len,
+                             evmux_udp_send_cb cb);
+
+/* Sends one datagram now or not at all: the bytes sent, or -EAGAIN when
+ * the kernel has no room or datagrams are queued (to keep their order),
+ * or the error of sending (-EMSGSIZE, -ECONNREFUSED, ...), or the
+ * argument errors of evmux_udp_send. No callback. */
+EVMUX_API ssize_t evmux_udp_try_send(evmux_udp *udp, const evmux_buf bufs[], size_t nbufs,
+                                     const struct sockaddr *addr, socklen_t addr_len);
+
+/* Starts calling cb for every datagram that arrives. Datagrams that
+ * arrived after a stop, which the kernel had already handed over, come
+ * first, in order. Starting again changes the callback. Errors: -EINVAL
+ * (NULL, closing handle), -EBADF (no socket: bind, open, connect or send
+ * first), or an error of watching the socket (as evmux_io_start) or
+ * -ENOMEM. */
+EVMUX_API int evmux_udp_recv_start(evmux_udp *udp, evmux_udp_recv_cb cb);
+
+/* Stops receiving (also when not receiving); the callback is not called
+ * again until a start. Errors: -EINVAL (NULL). */
+EVMUX_API int evmux_udp_recv_stop(evmux_udp *udp);
+
+/* The longest datagram a receive callback gets whole, from 1 to 65536
+ * (the default: any UDP datagram); longer ones are cut to it and flagged
+ * EVMUX_UDP_TRUNCATED. Errors: -EINVAL (NULL, 0, over 65536). */
+EVMUX_API int evmux_udp_set_recv_size(evmux_udp *udp, size_t size);
+
+/* Bytes, and datagrams, accepted by evmux_udp_send and not yet taken by
+ * the kernel (on io_uring, also those waiting for the loop's next
+ * submission); 0 for NULL. */
+EVMUX_API size_t evmux_udp_queued(const evmux_udp *udp);
+EVMUX_API size_t evmux_udp_queued_count(const evmux_udp *udp);
+
+/* The socket, or -1 without one, after close, and for NULL. */
+EVMUX_API int evmux_udp_fd(const evmux_udp *udp);
+
+/* Socket options. Each needs a socket (-EBADF without one) and returns 0,
+ * -EINVAL (NULL, a value out of range, a multicast address that is not
+ * one), -ENOTSUP (not available for the socket's family, e.g. on a Unix
+ * socket), -ENODEV (no interface of that name), or the error of
+ * setsockopt. TTLs are 1 to 255. Multicast interfaces are named as the
+ * system names them ("lo", "eth0"); NULL lets the kernel choose. Groups
+ * and sources are IPv4 or IPv6 literals of the socket's family. */
+EVMUX_API int evmux_udp_set_broadcast(evmux_udp *udp, int on);
+EVMUX_API int evmux_udp_set_ttl(evmux_udp *udp, int ttl);
+EVMUX_API int evmux_udp_set_multicast_ttl(evmux_udp *udp, int ttl);
+EVMUX_API int evmux_udp_set_multicast_loop(evmux_udp *udp, int on);
+EVMUX_API int evmux_udp_set_multicast_interface(evmux_udp *udp, const char *interface_name);
+/* Joins (join != 0) or leaves an any-source group. */
+EVMUX_API int evmux_udp_set_membership(evmux_udp *udp, const char *group,
+                                       const char *interface_name, int join);
+/* Joins or leaves a source-specific group: only `source`'s datagrams. */
+EVMUX_API int evmux_udp_set_source_membership(evmux_udp *udp, const char *group,
+                                              const char *interface_name, const char *source,
+                                              int join);
+
+/* Segmentation offload (Linux UDP_SEGMENT): a send of more than
+ * segment_size bytes leaves as datagrams of segment_size bytes (the last
+ * may be shorter), split by the kernel (or the network card) after one
+ * pass through the stack. 0 turns it off. It pays for many equal
+ * datagrams to one peer, e.g. a QUIC sender. Errors as above, -ENOTSUP
+ * where the kernel lacks it. */
+EVMUX_API int evmux_udp_set_gso(evmux_udp *udp, unsigned segment_size);
+/* Receive offload (Linux UDP_GRO): the kernel may hand over several
+ * datagrams of one sender in one piece; evmux splits them again, so the
+ * callback still gets one datagram per call. It pays for bursts of
+ * equal datagrams from one peer. Errors as above, -ENOTSUP where the
+ * kernel lacks it. */
+EVMUX_API int evmux_udp_set_gro(evmux_udp *udp, int on);
 
 #ifdef __cplusplus
 }

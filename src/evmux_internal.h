@@ -23,7 +23,8 @@ enum evmux_handle_type {
     EVMUX_HANDLE_ASYNC = 5,
     EVMUX_HANDLE_SIGNAL = 6,
     EVMUX_KIND_WORK = 7, /* requests, not handles: only the loop hooks */
-    EVMUX__KIND_LIMIT = 8
+    EVMUX_HANDLE_UDP = 8,
+    EVMUX__KIND_LIMIT = 9
 };
 
 /* The loop's passes over the kinds that keep reports owed (loop_pass). */
@@ -232,7 +233,7 @@ static inline void evmux__op_submit(evmux_loop *loop, struct evmux__op *op,
  * (from run_completions): the last one (more false) makes it idle before
  * its class hears of it. */
 static inline void evmux__op_result(evmux_loop *loop, struct evmux__op *op, unsigned generation,
-                                    int res, char *buf, bool more)
+                                    int res, void *buf, bool more)
 {
     /* Results come only from the kernel, for the submission it has. */
     assert(op->state == EVMUX__OP_KERNEL && generation == op->generation);

@@ -195,7 +195,7 @@ static void on_listener_io(evmux_io *io, unsigned events)
  * or closed. A closed listener's request is an orphan: what it still
  * accepts is closed, and its end closes the listening descriptor (kept
  * open until then, as the request names it by number). */
-static void accept_done(struct evmux__op *op, int res, char *buf, bool more)
+static void accept_done(struct evmux__op *op, int res, void *buf, bool more)
 {
     (void)buf;
     evmux_listener *l = EVMUX__CONTAINER_OF(op, evmux_listener, wait.accept);

@@ -44,6 +44,7 @@
 #include "list.h"
 
 #include <stdbool.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 struct evmux_loop;
@@ -53,6 +54,22 @@ enum evmux__op_type {
     EVMUX__OP_SEND = 2,     /* the iovecs the class's fill gives */
     EVMUX__OP_WRITABLE = 3, /* one wait until the descriptor is writable */
     EVMUX__OP_ACCEPT = 4,   /* multishot: a result per connection (non-blocking) */
+    EVMUX__OP_RECVMSG = 5,  /* multishot: a datagram per result, in a provided buffer */
+    EVMUX__OP_SENDMSG = 6,  /* one datagram: the message the class's message gives */
+};
+
+/* The largest datagram a receive buffer holds whole: any UDP datagram
+ * (65,507 bytes over IPv4, 65,527 over IPv6), and a UDP_GRO train. */
+#define EVMUX__DATAGRAM_MAX 65536
+
+/* What a recvmsg result's buf points to: one datagram, lent for the call. */
+struct evmux__datagram {
+    char *data;
+    size_t len;                 /* bytes in data */
+    const struct sockaddr *from;
+    socklen_t from_len;         /* 0: the sender has no address */
+    bool truncated;             /* longer than the buffer: the rest is gone */
+    unsigned segment_size;      /* UDP_GRO: data holds datagrams of this size */
 };
 
 enum evmux__op_state { EVMUX__OP_IDLE, EVMUX__OP_QUEUED, EVMUX__OP_KERNEL, EVMUX__OP_ENDING };
@@ -74,12 +91,17 @@ struct evmux__op_class {
      * bytes (recv), lent for the call. more: further results follow.
      * Otherwise the request is idle again when this runs, and its owner
      * may submit it again or let it go. */
-    void (*done)(struct evmux__op *op, int res, char *buf, bool more);
+    void (*done)(struct evmux__op *op, int res, void *buf, bool more);
+    /* recvmsg: buf is a struct evmux__datagram (res: its len), or NULL
+     * with an error. */
     /* send: describes the bytes to send in iov[0..max), returns how many
      * entries (at least 1). Asked when the request is prepared, which can
      * be later than the submit (a full ring); the bytes stay put until the
      * last result. */
     int (*fill)(struct evmux__op *op, struct iovec *iov, int max);
+    /* sendmsg: sets msg's name and iovecs, which stay put until the last
+     * result; the rest of msg is zero. */
+    void (*message)(struct evmux__op *op, struct msghdr *msg);
 };
 
 /* The loop's part (struct evmux_loop.ops). */

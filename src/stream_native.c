@@ -250,7 +250,7 @@ static void recv_ended(evmux_stream *s, int status)
         evmux__st_defer(s);
 }
 
-static void recv_done(struct evmux__op *op, int res, char *buf, bool more)
+static void recv_done(struct evmux__op *op, int res, void *buf, bool more)
 {
     evmux_stream *s = STREAM_OF(op, recv);
     if (evmux__op_orphaned(op) || evmux__closing(&s->handle)) {
@@ -333,7 +333,7 @@ static void sent(evmux_stream *s, int res)
     evmux__st_after_send(s);
 }
 
-static void send_done(struct evmux__op *op, int res, char *buf, bool more)
+static void send_done(struct evmux__op *op, int res, void *buf, bool more)
 {
     (void)buf;
     (void)more;

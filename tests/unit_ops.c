@@ -97,7 +97,7 @@ struct test_op {
 
 static int finals_seen;
 
-static void test_done(struct evmux__op *op, int res, char *buf, bool more)
+static void test_done(struct evmux__op *op, int res, void *buf, bool more)
 {
     struct test_op *t = EVMUX__CONTAINER_OF(op, struct test_op, op);
     t->results++;

@@ -39,6 +39,9 @@ struct evmux_completion_ops {
     void (*run_completions)(struct evmux_loop *loop);
     /* Hands the kernel what is prepared, now, without waiting. */
     void (*flush)(struct evmux_loop *loop);
+    /* Sets up the buffers of recvmsg requests, once, before the first:
+     * 0 or a negative errno value (-ENOMEM). */
+    int (*datagram_buffers)(struct evmux_loop *loop);
 };
 
 struct evmux_backend {

@@ -26,8 +26,11 @@
  *  - One wait could collect thousands of results (one busy connection
  *    alone fills all 256 receive buffers), and their callbacks would keep the
  *    timers waiting for hundreds of milliseconds. A wait takes at most
- *    RESULTS_PER_WAIT of them and leaves the rest, in order, in the ring;
- *    the next wait then does not block.
+ *    READS_PER_WAIT of those that bring data (and polls), and leaves the
+ *    rest, in order, in the ring; the next wait then does not block. The
+ *    results of sends carry no data and cost little: they are taken up to
+ *    the ring's size, or a sender that queues faster than 128 datagrams an
+ *    iteration would hold its records until memory runs out.
  *  - Multishot requests end on their own: a recv whose buffer ring ran dry
  *    ends with -ENOBUFS, and any multishot result without IORING_CQE_F_MORE
  *    was the last. The owner asks again if it still wants to read; buffers
@@ -46,7 +49,9 @@
  *
  * Besides polls for io watchers, the ring runs the core's requests (op.h):
  * a multishot recv with buffers the loop provides (an idle connection
- * holds no buffer), sends, and waits for writability. The backend knows
+ * holds no buffer), sends, waits for writability, multishot accepts, and
+ * for datagram sockets a multishot recvmsg (a datagram per buffer, with
+ * its source address) and a sendmsg per datagram. The backend knows
  * nothing of who made them: a request is its own user_data, and each
  * result goes back to it. A busy connection then costs no system call of
  * its own at all. */
@@ -56,6 +61,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,10 +76,23 @@
  * 2 MiB), so that timers keep their turn under load. 64 cost 4-14% more
  * CPU per 16 KiB echo at 100 connections (smaller batches, smaller sends);
  * 128 cost nothing measurable. */
-#define RESULTS_PER_WAIT 128
-#define BUF_GROUP 0
+#define READS_PER_WAIT 128
+#define RESULTS_PER_WAIT CQ_ENTRIES /* reads and the rest */
+/* Two groups of provided buffers. Bytes of streams: 4 MiB in all,
+ * resident once the ring has cycled. Datagrams: one whole datagram each
+ * (recvmsg never splits one), behind the header, source address and
+ * control message the kernel puts first; 4 MiB of address space, of which
+ * a small datagram touches a page. The datagram group is set up for the
+ * first datagram socket. */
+enum { GROUP_BYTES = 0, GROUP_DATAGRAMS = 1, GROUPS = 2 };
 #define BUF_COUNT EVMUX__IO_BUFFERS /* a power of two */
-#define BUF_SIZE (16 * 1024)   /* 4 MiB in all, resident once the ring has cycled */
+#define BUF_SIZE (16 * 1024)
+#define DGRAM_BUF_COUNT 64
+#define DGRAM_NAME_BYTES ((unsigned)sizeof(struct sockaddr_storage))
+#define DGRAM_CONTROL_BYTES ((unsigned)CMSG_SPACE(sizeof(int))) /* UDP_GRO's segment size */
+#define DGRAM_BUF_SIZE                                                                             \
+    (sizeof(struct io_uring_recvmsg_out) + DGRAM_NAME_BYTES + DGRAM_CONTROL_BYTES +               \
+     EVMUX__DATAGRAM_MAX)
 
 /* user_data: what a result is for, in the low three bits. Requests are
  * pointers (aligned to 8); polls carry the descriptor and its generation. */
@@ -94,6 +114,15 @@ struct uring_result {
     uint32_t flags;
 };
 
+
+struct buf_group {
+    struct io_uring_buf_ring *ring; /* NULL until set up */
+    char *bufs;
+    unsigned count; /* a power of two */
+    size_t size;
+    int lent_bid; /* lent to a callback right now, or -1 */
+    int recycled; /* given back in this run of completions, not yet published */
+};
 
 struct uring_msg {
     struct msghdr hdr;
@@ -121,12 +150,12 @@ struct uring_state {
     struct uring_result *results;
     size_t result_count;
 
-    struct io_uring_buf_ring *buf_ring; /* provided receive buffers, registered at init */
-    char *bufs;
-    int lent_bid; /* buffer lent to a read callback right now, or -1 */
-    /* A fork in one of run_completions' callbacks registered the ring
-     * anew: buffers given back earlier in that batch are on it already. */
-    bool bufs_reset;
+    /* Provided receive buffers. A fork in one of run_completions'
+     * callbacks registers the rings anew, with every buffer but the one
+     * lent, and what that batch had given back is forgotten. */
+    struct buf_group groups[GROUPS];
+    /* The layout of a datagram buffer, for multishot recvmsg. */
+    struct msghdr dgram_layout;
 };
 
 /* ---- ring set-up ---- */
@@ -157,56 +186,73 @@ static int ring_open(struct uring_state *st)
     return 0;
 }
 
-static void buffers_release(struct uring_state *st)
+static void group_release(struct buf_group *g)
 {
-    if (st->buf_ring != NULL)
-        munmap(st->buf_ring, BUF_COUNT * sizeof(struct io_uring_buf));
-    if (st->bufs != NULL)
-        munmap(st->bufs, (size_t)BUF_COUNT * BUF_SIZE);
-    st->buf_ring = NULL;
-    st->bufs = NULL;
+    if (g->ring != NULL)
+        munmap(g->ring, g->count * sizeof(struct io_uring_buf));
+    if (g->bufs != NULL)
+        munmap(g->bufs, g->count * g->size);
+    g->ring = NULL;
+    g->bufs = NULL;
 }
 
-static void buffer_put(struct uring_state *st, unsigned bid, int offset)
+static char *group_buffer(const struct buf_group *g, unsigned bid)
 {
-    io_uring_buf_ring_add(st->buf_ring, st->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE,
-                          (unsigned short)bid, io_uring_buf_ring_mask(BUF_COUNT), offset);
+    return g->bufs + (size_t)bid * g->size;
 }
 
-/* Registers the buffer ring and fills it with every buffer but the one a
+/* Published to the kernel by the next io_uring_buf_ring_advance. */
+static void buffer_put(struct buf_group *g, unsigned bid)
+{
+    io_uring_buf_ring_add(g->ring, group_buffer(g, bid), (unsigned)g->size, (unsigned short)bid,
+                          io_uring_buf_ring_mask(g->count), g->recycled++);
+}
+
+static void group_publish(struct buf_group *g)
+{
+    if (g->recycled > 0)
+        io_uring_buf_ring_advance(g->ring, g->recycled);
+    g->recycled = 0;
+}
+
+/* Registers a group's ring and fills it with every buffer but the one a
  * callback may hold right now (a fork from inside a read callback). */
-static int buffers_register(struct uring_state *st)
+static int group_register(struct uring_state *st, unsigned bgid)
 {
+    struct buf_group *g = &st->groups[bgid];
     struct io_uring_buf_reg reg = {
-        .ring_addr = (unsigned long)(uintptr_t)st->buf_ring,
-        .ring_entries = BUF_COUNT,
-        .bgid = BUF_GROUP,
+        .ring_addr = (unsigned long)(uintptr_t)g->ring,
+        .ring_entries = g->count,
+        .bgid = (unsigned short)bgid,
     };
     int rc = io_uring_register_buf_ring(&st->ring, &reg, 0);
     if (rc < 0)
         return rc;
-    io_uring_buf_ring_init(st->buf_ring);
-    int added = 0;
-    for (unsigned bid = 0; bid < BUF_COUNT; bid++)
-        if ((int)bid != st->lent_bid)
-            buffer_put(st, bid, added++);
-    io_uring_buf_ring_advance(st->buf_ring, added);
+    io_uring_buf_ring_init(g->ring);
+    g->recycled = 0;
+    for (unsigned bid = 0; bid < g->count; bid++)
+        if ((int)bid != g->lent_bid)
+            buffer_put(g, bid);
+    group_publish(g);
     return 0;
 }
 
-/* Maps and registers the receive buffers; they cost address space only
- * until touched. */
-static int buffers_setup(struct uring_state *st)
+/* Maps and registers a group; its buffers cost address space only until
+ * touched. */
+static int group_setup(struct uring_state *st, unsigned bgid, unsigned count, size_t size)
 {
-    void *ring = mmap(NULL, BUF_COUNT * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
+    struct buf_group *g = &st->groups[bgid];
+    g->count = count;
+    g->size = size;
+    void *ring = mmap(NULL, count * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
                       MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    void *bufs = mmap(NULL, (size_t)BUF_COUNT * BUF_SIZE, PROT_READ | PROT_WRITE,
-                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    st->buf_ring = ring == MAP_FAILED ? NULL : ring;
-    st->bufs = bufs == MAP_FAILED ? NULL : bufs;
-    int rc = st->buf_ring == NULL || st->bufs == NULL ? -ENOMEM : buffers_register(st);
+    void *bufs = mmap(NULL, count * size, PROT_READ | PROT_WRITE,
+                      MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
+    g->ring = ring == MAP_FAILED ? NULL : ring;
+    g->bufs = bufs == MAP_FAILED ? NULL : bufs;
+    int rc = g->ring == NULL || g->bufs == NULL ? -ENOMEM : group_register(st, bgid);
     if (rc < 0)
-        buffers_release(st);
+        group_release(g);
     return rc;
 }
 
@@ -215,7 +261,10 @@ static int uring_init(evmux_loop *loop)
     struct uring_state *st = calloc(1, sizeof *st);
     if (st == NULL)
         return -ENOMEM;
-    st->lent_bid = -1;
+    for (unsigned bgid = 0; bgid < GROUPS; bgid++)
+        st->groups[bgid].lent_bid = -1;
+    st->dgram_layout.msg_namelen = DGRAM_NAME_BYTES;
+    st->dgram_layout.msg_controllen = DGRAM_CONTROL_BYTES;
     st->results = malloc(sizeof *st->results * RESULTS_PER_WAIT);
     st->msgs = malloc(sizeof *st->msgs * SQ_ENTRIES);
     int rc = st->results == NULL || st->msgs == NULL ? -ENOMEM : ring_open(st);
@@ -223,7 +272,7 @@ static int uring_init(evmux_loop *loop)
         /* Registered now rather than at the first read: a kernel without
          * provided-buffer rings (before 5.19) then fails here, where "auto"
          * can still fall back to epoll, not in some later request. */
-        rc = buffers_setup(st);
+        rc = group_setup(st, GROUP_BYTES, BUF_COUNT, BUF_SIZE);
         if (rc < 0)
             io_uring_queue_exit(&st->ring);
     }
@@ -271,7 +320,8 @@ static void uring_destroy(evmux_loop *loop)
     struct uring_state *st = loop->backend_state;
     end_polls(loop);
     io_uring_queue_exit(&st->ring);
-    buffers_release(st);
+    for (unsigned bgid = 0; bgid < GROUPS; bgid++)
+        group_release(&st->groups[bgid]);
     free(st->msgs);
     free(st->results);
     free(st->rearm);
@@ -502,25 +552,26 @@ static void poll_result(evmux_loop *loop, uint64_t user_data, int res)
 
 /* ---- waiting ---- */
 
-/* Takes up to RESULTS_PER_WAIT results from the completion queue: polls
- * mark their watchers pending, requests' results are copied for
- * run_completions. The rest waits in the ring, in order, for the next
- * wait. Results without an answer (TAG_IGNORE) cost nothing and are not
- * counted. */
+/* Takes results from the completion queue, up to READS_PER_WAIT that
+ * bring data or poll results and RESULTS_PER_WAIT in all: polls mark their
+ * watchers pending, requests' results are copied for run_completions. The
+ * rest waits in the ring, in order, for the next wait. Results without an
+ * answer (TAG_IGNORE) cost nothing and are not counted. */
 static int reap(evmux_loop *loop)
 {
     struct uring_state *st = loop->backend_state;
-    int collected = 0;
+    int collected = 0, reads = 0;
     for (;;) {
         unsigned head, seen = 0;
         struct io_uring_cqe *cqe;
         io_uring_for_each_cqe(&st->ring, head, cqe)
         {
-            if (collected == RESULTS_PER_WAIT)
+            if (collected == RESULTS_PER_WAIT || reads == READS_PER_WAIT)
                 break;
             uint64_t user_data = io_uring_cqe_get_data64(cqe);
             unsigned tag = (unsigned)(user_data & TAG_MASK);
             collected += tag != TAG_IGNORE;
+            reads += tag == TAG_POLL || (cqe->flags & IORING_CQE_F_BUFFER);
             if (tag == TAG_POLL)
                 poll_result(loop, user_data, cqe->res);
             else if (tag != TAG_IGNORE)
@@ -531,7 +582,8 @@ static int reap(evmux_loop *loop)
         io_uring_cq_advance(&st->ring, seen);
         /* Results the kernel kept back for lack of room are fetched now if
          * this batch has room; else the next wait's entry fetches them. */
-        if (collected == RESULTS_PER_WAIT || !io_uring_cq_has_overflow(&st->ring))
+        if (collected == RESULTS_PER_WAIT || reads == READS_PER_WAIT ||
+            !io_uring_cq_has_overflow(&st->ring))
             return collected;
         if (io_uring_get_events(&st->ring) < 0)
             return collected;
@@ -584,8 +636,14 @@ static int uring_after_fork(evmux_loop *loop)
     st->owed_count = 0; /* the parent's polls */
     st->live_polls = 0;
     st->result_count = 0; /* results of the parent's requests */
-    st->bufs_reset = true;
-    return buffers_register(st); /* the core then submits its requests anew (op.c) */
+    for (unsigned bgid = 0; bgid < GROUPS; bgid++) {
+        if (st->groups[bgid].ring == NULL)
+            continue;
+        rc = group_register(st, bgid);
+        if (rc < 0)
+            return rc;
+    }
+    return 0; /* the core then submits its requests anew (op.c) */
 }
 
 /* ---- the core's requests ---- */
@@ -622,6 +680,16 @@ static void prep_send(struct uring_state *st, struct io_uring_sqe *sqe, struct e
         sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 }
 
+static void prep_sendmsg(struct uring_state *st, struct io_uring_sqe *sqe, struct evmux__op *op)
+{
+    struct uring_msg *m = &st->msgs[sqe - st->ring.sq.sqes];
+    memset(&m->hdr, 0, sizeof m->hdr);
+    op->cls->message(op, &m->hdr);
+    io_uring_prep_sendmsg(sqe, op->fd, &m->hdr, MSG_NOSIGNAL);
+    if (op->flags & EVMUX__OP_WHEN_WRITABLE)
+        sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+}
+
 static int uring_submit(evmux_loop *loop, struct evmux__op *op)
 {
     struct uring_state *st = loop->backend_state;
@@ -632,7 +700,16 @@ static int uring_submit(evmux_loop *loop, struct evmux__op *op)
     case EVMUX__OP_RECV:
         io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
         sqe->flags |= IOSQE_BUFFER_SELECT;
-        sqe->buf_group = BUF_GROUP;
+        sqe->buf_group = GROUP_BYTES;
+        break;
+    case EVMUX__OP_RECVMSG:
+        assert(st->groups[GROUP_DATAGRAMS].ring != NULL);
+        io_uring_prep_recvmsg_multishot(sqe, op->fd, &st->dgram_layout, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = GROUP_DATAGRAMS;
+        break;
+    case EVMUX__OP_SENDMSG:
+        prep_sendmsg(st, sqe, op);
         break;
     case EVMUX__OP_SEND:
         prep_send(st, sqe, op);
@@ -661,11 +738,36 @@ static int uring_cancel(evmux_loop *loop, struct evmux__op *op)
     return 0;
 }
 
+/* A recvmsg result: the kernel's header, the source address, the control
+ * messages and the datagram, in that order, in one buffer. */
+static void datagram_result(evmux_loop *loop, struct evmux__op *op, unsigned generation, int res,
+                            char *buf, bool more)
+{
+    struct uring_state *st = loop->backend_state;
+    struct msghdr *layout = &st->dgram_layout;
+    struct io_uring_recvmsg_out *out = io_uring_recvmsg_validate(buf, res, layout);
+    assert(out != NULL); /* the buffers fit the layout */
+    struct evmux__datagram d = {
+        .data = io_uring_recvmsg_payload(out, layout),
+        .len = io_uring_recvmsg_payload_length(out, res, layout),
+        .from = io_uring_recvmsg_name(out),
+        .from_len = out->namelen < DGRAM_NAME_BYTES ? out->namelen : DGRAM_NAME_BYTES,
+        .truncated = (out->flags & MSG_TRUNC) != 0,
+    };
+    for (struct cmsghdr *c = io_uring_recvmsg_cmsg_firsthdr(out, layout); c != NULL;
+         c = io_uring_recvmsg_cmsg_nexthdr(out, layout, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int size;
+            memcpy(&size, CMSG_DATA(c), sizeof size);
+            d.segment_size = size > 0 ? (unsigned)size : 0;
+        }
+    }
+    evmux__op_result(loop, op, generation, (int)d.len, &d, more);
+}
+
 static void uring_run_completions(evmux_loop *loop)
 {
     struct uring_state *st = loop->backend_state;
-    int recycled = 0;
-    st->bufs_reset = false;
     for (size_t i = 0; i < st->result_count; i++) {
         const struct uring_result *r = &st->results[i];
         struct evmux__op *op = (struct evmux__op *)(uintptr_t)(r->user_data & OP_ADDRESS_MASK);
@@ -673,27 +775,23 @@ static void uring_run_completions(evmux_loop *loop)
         bool more = (r->flags & IORING_CQE_F_MORE) != 0;
         if (!(r->flags & IORING_CQE_F_BUFFER)) {
             evmux__op_result(loop, op, generation, r->res, NULL, more);
-            if (st->bufs_reset) {
-                st->bufs_reset = false;
-                recycled = 0;
-            }
             continue;
         }
+        bool datagram = op->type == EVMUX__OP_RECVMSG;
+        struct buf_group *g = &st->groups[datagram ? GROUP_DATAGRAMS : GROUP_BYTES];
         unsigned bid = r->flags >> IORING_CQE_BUFFER_SHIFT;
-        st->lent_bid = (int)bid;
-        evmux__op_result(loop, op, generation, r->res, st->bufs + (size_t)bid * BUF_SIZE, more);
-        st->lent_bid = -1;
-        if (st->bufs_reset) {
-            /* The new ring holds every buffer but this one; those given
-             * back earlier in this batch were counted on the old one. */
-            st->bufs_reset = false;
-            recycled = 0;
-        }
-        buffer_put(st, bid, recycled++);
+        g->lent_bid = (int)bid;
+        if (datagram)
+            datagram_result(loop, op, generation, r->res, group_buffer(g, bid), more);
+        else
+            evmux__op_result(loop, op, generation, r->res, group_buffer(g, bid), more);
+        g->lent_bid = -1;
+        buffer_put(g, bid);
     }
     st->result_count = 0;
-    if (recycled > 0)
-        io_uring_buf_ring_advance(st->buf_ring, recycled);
+    for (unsigned bgid = 0; bgid < GROUPS; bgid++)
+        if (st->groups[bgid].ring != NULL)
+            group_publish(&st->groups[bgid]);
 }
 
 static void uring_flush(evmux_loop *loop)
@@ -703,11 +801,20 @@ static void uring_flush(evmux_loop *loop)
         io_uring_submit(&st->ring);
 }
 
+static int uring_datagram_buffers(evmux_loop *loop)
+{
+    struct uring_state *st = loop->backend_state;
+    if (st->groups[GROUP_DATAGRAMS].ring != NULL)
+        return 0;
+    return group_setup(st, GROUP_DATAGRAMS, DGRAM_BUF_COUNT, DGRAM_BUF_SIZE);
+}
+
 static const struct evmux_completion_ops uring_completion = {
     .submit = uring_submit,
     .cancel = uring_cancel,
     .run_completions = uring_run_completions,
     .flush = uring_flush,
+    .datagram_buffers = uring_datagram_buffers,
 };
 
 static unsigned uring_test_refuse(evmux_loop *loop, unsigned n)

@@ -1,0 +1,225 @@
+/* The completion driver of datagram handles (io_uring): the handle's I/O
+ * is requests to the kernel (op.h). `recv`, embedded in the handle, is a
+ * multishot recvmsg while the handle receives: one result per datagram,
+ * each in a buffer of the backend's datagram group, with its source
+ * address, so an idle socket holds no buffer and a busy one costs no
+ * system call. A send is one sendmsg request per datagram, embedded in the
+ * datagram's record (dgram.h): datagrams queue until the loop's pass just
+ * before it waits, which moves the whole queue into the ring, so the wait
+ * submits every handle's datagrams in one system call.
+ *
+ * What the kernel refuses for lack of room (-EAGAIN: the socket is
+ * non-blocking) goes back into the queue, in its place, and the next
+ * sends wait for room first (IORING_RECVSEND_POLL_FIRST).
+ *
+ * A close sends at once what is queued and not yet in the ring, as a
+ * readiness backend would have inside evmux_udp_send, then cancels the
+ * requests and orphans them; their datagrams report what the kernel made
+ * of them (sent: 0; cancelled in time: -ECANCELED). The descriptor stays
+ * open until the last request has ended (requests name it by number), and
+ * the close callback waits for that. */
+#include "udp_internal.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+#define RECV(u) (&(u)->driver_state.recv)
+#define UDP_OF_RECV(op) EVMUX__CONTAINER_OF(op, evmux_udp, driver_state.recv)
+#define DGRAM_OF(op) EVMUX__CONTAINER_OF(op, struct evmux__dgram, op)
+
+/* Kept open after close while requests name it: recv's fd is its number. */
+#define UDP_FD_KEPT (1u << 16)
+
+static const struct evmux__op_class recv_class, send_class;
+
+static bool native_busy(const evmux_udp *u)
+{
+    return evmux__op_busy(&u->driver_state.recv) || !evmux__list_empty(&u->inflight);
+}
+
+/* Active while it wants the kernel's work: receiving, or sending. */
+static void update_active(evmux_udp *u)
+{
+    bool wanted = !evmux__closing(&u->handle) &&
+                  ((u->state & UDP_RECEIVING) || !evmux__list_empty(&u->queue) ||
+                   !evmux__list_empty(&u->inflight));
+    if (wanted)
+        evmux__handle_activate(&u->handle);
+    else
+        evmux__handle_deactivate(&u->handle);
+}
+
+/* A closed handle whose last request has ended: the descriptor goes, and
+ * the close callback may run. */
+static void close_if_done(evmux_udp *u)
+{
+    if (!evmux__closing(&u->handle) || native_busy(u))
+        return;
+    if (u->state & UDP_FD_KEPT) {
+        u->state &= ~UDP_FD_KEPT;
+        close(RECV(u)->fd);
+    }
+    evmux__close_resume(&u->handle);
+}
+
+static int native_sync(evmux_udp *u)
+{
+    evmux_loop *loop = u->handle.loop;
+    struct evmux__op *recv = RECV(u);
+    if (evmux__closing(&u->handle))
+        return 0;
+    if ((u->state & UDP_RECEIVING) && !evmux__op_busy(recv))
+        evmux__op_submit(loop, recv, EVMUX__OP_RECVMSG, u->fd, 0);
+    else if (!(u->state & UDP_RECEIVING) && evmux__op_busy(recv))
+        evmux__op_cancel(loop, recv); /* its end asks again if started meanwhile */
+    if (!evmux__list_empty(&u->queue) && !(u->state & UDP_SUBMIT_WANTED)) {
+        u->state |= UDP_SUBMIT_WANTED;
+        evmux__udp_defer(u);
+    }
+    update_active(u);
+    return 0;
+}
+
+/* ---- receiving ---- */
+
+static void recv_done(struct evmux__op *op, int res, void *buf, bool more)
+{
+    evmux_udp *u = UDP_OF_RECV(op);
+    if (evmux__op_orphaned(op) || evmux__closing(&u->handle)) {
+        if (!more)
+            close_if_done(u);
+        return;
+    }
+    if (buf != NULL)
+        evmux__udp_deliver(u, buf);
+    if (more)
+        return;
+    if (evmux__closing(&u->handle)) {
+        close_if_done(u);
+        return;
+    }
+    /* The last result. Out of buffers, cancelled by a stop, or ended by the
+     * kernel after a datagram: ask again if still receiving. An error is
+     * the socket's (an ICMP report): the callback hears it, and the
+     * socket goes on. */
+    if (buf == NULL && res < 0 && res != -ENOBUFS && res != -ECANCELED && res != -EAGAIN)
+        evmux__udp_recv_error(u, res);
+    (void)native_sync(u);
+}
+
+/* ---- sending ---- */
+
+/* Back into the queue in the order of the sends (records are carved in
+ * that order only within a block, so the handle's sequence decides). */
+static void requeue(evmux_udp *u, struct evmux__dgram *d)
+{
+    evmux__list_remove(&d->link);
+    struct evmux__link *l = u->queue.next;
+    while (l != &u->queue && EVMUX__CONTAINER_OF(l, struct evmux__dgram, link)->seq < d->seq)
+        l = l->next;
+    /* insert d before l */
+    d->link.next = l;
+    d->link.prev = l->prev;
+    l->prev->next = &d->link;
+    l->prev = &d->link;
+}
+
+static void send_done(struct evmux__op *op, int res, void *buf, bool more)
+{
+    (void)buf;
+    (void)more;
+    assert(!more); /* one result per sendmsg */
+    struct evmux__dgram *d = DGRAM_OF(op);
+    evmux_udp *u = d->udp;
+    if (!evmux__op_orphaned(op) && !evmux__closing(&u->handle) &&
+        (res == -EAGAIN || res == -EWOULDBLOCK)) {
+        requeue(u, d);
+        u->state |= UDP_SEND_FULL;
+        (void)native_sync(u);
+        return;
+    }
+    evmux__udp_finish(u, d, res >= 0 ? 0 : res);
+    if (evmux__closing(&u->handle))
+        close_if_done(u);
+    else
+        update_active(u);
+}
+
+static void send_message(struct evmux__op *op, struct msghdr *msg)
+{
+    evmux__udp_message(DGRAM_OF(op), msg);
+}
+
+/* The pass just before the wait: the queue goes into the ring. */
+static void submit_sends(evmux_udp *u)
+{
+    evmux_loop *loop = u->handle.loop;
+    unsigned flags = (u->state & UDP_SEND_FULL) ? EVMUX__OP_WHEN_WRITABLE : 0;
+    u->state &= ~(UDP_SUBMIT_WANTED | UDP_SEND_FULL);
+    struct evmux__link *l;
+    while ((l = evmux__list_pop(&u->queue)) != NULL) {
+        struct evmux__dgram *d = EVMUX__CONTAINER_OF(l, struct evmux__dgram, link);
+        evmux__list_push(&u->inflight, &d->link);
+        evmux__op_init(&d->op, &send_class);
+        evmux__op_submit(loop, &d->op, EVMUX__OP_SENDMSG, u->fd, flags);
+    }
+}
+
+static void native_deferred(evmux_udp *u, enum evmux__pass pass)
+{
+    if (!(u->state & UDP_SUBMIT_WANTED) || evmux__closing(&u->handle))
+        return;
+    if (pass == EVMUX__PASS_REPORT)
+        evmux__udp_defer(u); /* sent from the pass just before the wait */
+    else
+        submit_sends(u);
+}
+
+/* ---- attaching, closing ---- */
+
+static int native_attach(evmux_udp *u)
+{
+    int rc = u->handle.loop->backend->completion->datagram_buffers(u->handle.loop);
+    if (rc < 0)
+        return rc;
+    evmux__op_init(RECV(u), &recv_class);
+    RECV(u)->fd = u->fd;
+    u->driver = &evmux__udp_native;
+    return 0;
+}
+
+static bool native_detach(evmux_udp *u)
+{
+    evmux_loop *loop = u->handle.loop;
+    /* Datagrams a readiness backend would have sent inside evmux_udp_send
+     * get the same chance before the socket goes; not past those the
+     * kernel holds, which would change their order. */
+    if (evmux__list_empty(&u->inflight) && !(u->state & UDP_SEND_FULL))
+        evmux__udp_send_queue_now(u);
+    u->state &= ~UDP_SUBMIT_WANTED;
+    evmux__op_release(loop, RECV(u));
+    for (struct evmux__link *l = u->inflight.next; l != &u->inflight; l = l->next)
+        evmux__op_release(loop, &EVMUX__CONTAINER_OF(l, struct evmux__dgram, link)->op);
+    evmux__handle_deactivate(&u->handle); /* (close sets its flag after this) */
+    if (!native_busy(u))
+        return false;
+    u->state |= UDP_FD_KEPT;
+    RECV(u)->fd = u->fd;
+    return true;
+}
+
+static bool native_close_wait(evmux_udp *u)
+{
+    return native_busy(u);
+}
+
+static const struct evmux__op_class recv_class = {.done = recv_done};
+static const struct evmux__op_class send_class = {.done = send_done, .message = send_message};
+
+const struct evmux__udp_driver evmux__udp_native = {
+    .attach = native_attach,
+    .sync = native_sync,
+    .deferred = native_deferred,
+    .detach = native_detach,
+    .close_wait = native_close_wait,
+};
