@@ -9,6 +9,11 @@
  * can be piped through with bounded memory. stdin may be a terminal, a pipe
  * or a file (`< file`): the stream takes each alike. The prompt `msg>: ` is
  * shown only on a terminal.
+ *
+ * With --udp each line goes as one datagram (with its newline) and each
+ * reply datagram is printed. Datagrams can be lost: once stdin has ended,
+ * replies still missing after UDP_REPLY_WAIT_MS make it exit 1, saying how
+ * many.
  */
 #include <evmux.h>
 
@@ -29,6 +34,7 @@
 #define PROMPT "msg>: "
 #define UNSENT_HIGH (1024 * 1024)  /* stop reading stdin above this much unsent */
 #define UNSENT_LOW (256 * 1024)    /* and go on once it is down to this */
+#define UDP_REPLY_WAIT_MS 2000     /* --udp: after stdin's end, for the last replies */
 
 struct target {
     struct sockaddr_storage addr;
@@ -59,6 +65,13 @@ struct client {
 
     unsigned long long sent, received;
     bool finishing;
+
+    bool udp;               /* --udp: datagrams instead of a connection */
+    evmux_udp dgram;
+    evmux_timer reply_wait; /* --udp: bounds the wait for the last replies */
+    char *line;             /* --udp: the line being stripped, until its newline */
+    size_t line_len, line_cap;
+    unsigned long long lines_sent, replies;
     int exit_code;
 };
 
@@ -101,6 +114,10 @@ static void finish(struct client *c, int code)
     c->in_reading = false;
     evmux_close(&c->in.handle, NULL);
     evmux_close(&c->stream.handle, NULL); /* drops what is unsent */
+    if (c->udp) {
+        evmux_close(&c->dgram.handle, NULL);
+        evmux_close(&c->reply_wait.handle, NULL);
+    }
 }
 
 static void leave_prompt(struct client *c)
@@ -173,8 +190,51 @@ static void on_drained(evmux_stream *s)
     update_stdin(s->handle.data);
 }
 
+static void grow(char **p, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return;
+    size_t len = *cap ? *cap : 256;
+    while (len < need)
+        len *= 2;
+    if ((*p = realloc(*p, len)) == NULL) {
+        fputs(PROG ": out of memory\n", stderr);
+        exit(1);
+    }
+    *cap = len;
+}
+
+/* --udp: the stripped bytes gather into lines; each whole line leaves as
+ * one datagram. */
+static void send_lines(struct client *c, const evmux_buf *bufs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *p = bufs[i].base;
+        for (size_t k = 0; k < bufs[i].len; k++) {
+            grow(&c->line, &c->line_cap, c->line_len + 1);
+            c->line[c->line_len++] = p[k];
+            if (p[k] != '\n')
+                continue;
+            evmux_buf datagram = {c->line, c->line_len};
+            int rc = evmux_udp_send(NULL, &c->dgram, &datagram, 1, NULL, 0, NULL);
+            c->line_len = 0;
+            if (rc < 0) {
+                fail(c, "cannot send to %s: %s", c->where, evmux_strerror(rc));
+                return;
+            }
+            c->sent += datagram.len;
+            c->lines_sent++;
+        }
+    }
+}
+
 static void send_bufs(struct client *c, const evmux_buf *bufs, size_t n)
 {
+    if (c->udp) {
+        if (!c->finishing)
+            send_lines(c, bufs, n);
+        return;
+    }
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += bufs[i].len;
@@ -189,16 +249,7 @@ static void send_bufs(struct client *c, const evmux_buf *bufs, size_t n)
 
 static void hold(struct client *c, const char *p, size_t n)
 {
-    if (c->held_len + n > c->held_cap) {
-        size_t cap = c->held_cap ? c->held_cap : 256;
-        while (cap < c->held_len + n)
-            cap *= 2;
-        if ((c->held = realloc(c->held, cap)) == NULL) {
-            fputs(PROG ": out of memory\n", stderr);
-            exit(1);
-        }
-        c->held_cap = cap;
-    }
+    grow(&c->held, &c->held_cap, c->held_len + n);
     memcpy(c->held + c->held_len, p, n);
     c->held_len += n;
 }
@@ -257,6 +308,8 @@ static void on_stdin_read(evmux_stream *in, ssize_t nread, char *buf)
         c->in_eof = true;
         c->in_reading = false; /* the stream stopped reading by itself */
         leave_prompt(c); /* Ctrl-D echoes nothing */
+        if (c->udp && !all_answered(c))
+            evmux_timer_start(&c->reply_wait, UDP_REPLY_WAIT_MS, 0);
     } else {
         c->in_reading = false;
         fail(c, "cannot read stdin: %s", evmux_strerror((int)nread));
@@ -292,6 +345,56 @@ static void on_read(evmux_stream *s, ssize_t nread, char *buf)
     else if (all_answered(c) && c->in_eof)
         finish(c, 0);
     else if (all_answered(c) && c->tty)
+        prompt(c);
+}
+
+/* ---- --udp: one datagram a line, one a reply ---- */
+
+static void on_reply(evmux_udp *u, ssize_t nread, char *buf, const struct sockaddr *from,
+                     socklen_t from_len, unsigned flags)
+{
+    struct client *c = u->handle.data;
+    (void)from, (void)from_len, (void)flags; /* connected: only the server's arrive */
+    if (nread < 0) {
+        fail(c, "no server at %s: %s", c->where, evmux_strerror((int)nread));
+        return;
+    }
+    c->received += (size_t)nread;
+    c->replies++;
+    c->at_prompt = false;
+    if (write_out(buf, (size_t)nread) < 0)
+        stdout_failed(c);
+    else if (all_answered(c) && c->in_eof)
+        finish(c, 0);
+    else if (all_answered(c) && c->tty)
+        prompt(c);
+}
+
+static void on_reply_wait_over(evmux_timer *t)
+{
+    struct client *c = t->handle.data;
+    fail(c, "%llu of %llu replies did not come (UDP may lose datagrams)",
+         c->lines_sent - c->replies, c->lines_sent);
+}
+
+/* Connected to the first address: a datagram socket has no handshake to
+ * try the others with. */
+static void start_udp(struct client *c)
+{
+    evmux_timer_init(c->loop, &c->reply_wait, on_reply_wait_over);
+    c->reply_wait.handle.data = c;
+    int rc = evmux_udp_init(c->loop, &c->dgram);
+    c->dgram.handle.data = c;
+    if (rc == 0)
+        rc = evmux_udp_connect(&c->dgram, (struct sockaddr *)&c->addrs[0].addr, c->addrs[0].len);
+    if (rc == 0)
+        rc = evmux_udp_recv_start(&c->dgram, on_reply);
+    if (rc < 0) {
+        fail(c, "cannot send to %s: %s", c->where, evmux_strerror(rc));
+        return;
+    }
+    start_stdin(c);
+    if (!c->finishing && c->tty)
         prompt(c);
 }
 
@@ -336,12 +439,13 @@ static void connect_next(struct client *c)
 
 static void usage(FILE *f)
 {
-    fputs("usage: " PROG " [--host HOST] [--port PORT] [--unix PATH]\n"
+    fputs("usage: " PROG " [--host HOST] [--port PORT] [--unix PATH] [--udp]\n"
           "Sends each line of stdin, stripped, to an uppercase echo server and\n"
           "prints the replies. Shows the prompt `" PROMPT "` when stdin is a terminal.\n"
           "  --host HOST  server address or name (default 127.0.0.1)\n"
           "  --port PORT  server port, 1-65535 (default 8081)\n"
           "  --unix PATH  connect to a Unix-domain socket instead of TCP\n"
+          "  --udp        send each line as a UDP datagram; print each reply\n"
           "  --help       show this help and exit\n",
           f);
 }
@@ -375,6 +479,10 @@ static int parse_args(struct client *c, int argc, char **argv)
             usage(stdout);
             return 0;
         }
+        if (strcmp(arg, "--udp") == 0) {
+            c->udp = true;
+            continue;
+        }
         const char *eq = strchr(arg, '=');
         size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
         bool is_host = name_len == 6 && strncmp(arg, "--host", 6) == 0;
@@ -400,6 +508,8 @@ static int parse_args(struct client *c, int argc, char **argv)
         else if (!parse_port(val, &c->port))
             return bad_usage("port must be a number in 1..65535, not", val);
     }
+    if (c->udp && c->unix_path)
+        return bad_usage("--udp sends IP datagrams: it does not go with", "--unix");
     if (c->unix_path)
         snprintf(c->where, sizeof c->where, "%s", c->unix_path);
     else /* IPv6 literals in brackets, so the port stands apart */
@@ -429,7 +539,7 @@ static int resolve(struct client *c)
             c->addrs[c->naddrs++] = t;
         return c->addrs != NULL ? -1 : 1;
     }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+    struct addrinfo hints = {.ai_socktype = c->udp ? SOCK_DGRAM : SOCK_STREAM}, *res;
     char port[8];
     snprintf(port, sizeof port, "%u", c->port);
     if ((rc = getaddrinfo(c->host, port, &hints, &res)) != 0) {
@@ -473,7 +583,10 @@ int main(int argc, char **argv)
     evmux_stream_init(c.loop, &c.in);
     c.stream.handle.data = c.in.handle.data = c.connect.data = &c;
 
-    connect_next(&c);
+    if (c.udp)
+        start_udp(&c);
+    else
+        connect_next(&c);
     rc = evmux_run(c.loop, EVMUX_RUN_DEFAULT);
     if (!c.finishing) { /* the loop failed, or ran out of work unexpectedly */
         fail(&c, "event loop stopped: %s", evmux_strerror(rc));
@@ -482,6 +595,7 @@ int main(int argc, char **argv)
 
     free(c.addrs);
     free(c.held);
+    free(c.line);
     rc = evmux_loop_free(c.loop);
     if (rc < 0) {
         fprintf(stderr, PROG ": cannot free the event loop: %s\n", evmux_strerror(rc));

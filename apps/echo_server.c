@@ -13,6 +13,11 @@
  * default that work runs on the loop's thread; with --workers N it runs on
  * evmux's worker pool, while the connection stops reading (so replies stay
  * in order) and every other client goes on being served.
+ *
+ * With --udp it serves datagrams instead: each one comes back to its
+ * sender, uppercased, as one datagram. Replies the socket has not taken
+ * are bounded (UDP_OWED_MAX); beyond that a reply is dropped and counted,
+ * as a full socket buffer would drop it.
  */
 #include <evmux.h>
 
@@ -40,6 +45,9 @@
 struct server {
     evmux_loop *loop;
     evmux_listener listener;
+    evmux_udp udp;  /* --udp: the socket instead of the listener */
+    bool udp_mode;
+    unsigned long long dropped; /* --udp: replies dropped, the socket being full */
     struct conn *conns;
     size_t conn_count;
     size_t max_conns; /* 0: no limit */
@@ -75,6 +83,7 @@ struct conn {
 };
 
 /* ---- one connection: read, uppercase, write back ---- */
+#define UDP_OWED_MAX (4 * 1024 * 1024) /* --udp: reply bytes waiting for the socket */
 
 
 /* Where burn_cpu's result goes, so the compiler must compute it. */
@@ -294,6 +303,44 @@ static void on_accept(evmux_listener *l, int status)
 
 /* ---- stopping on SIGINT/SIGTERM ---- */
 
+/* ---- datagrams (--udp): each answered, uppercased, to its sender ---- */
+
+static void on_datagram(evmux_udp *u, ssize_t nread, char *buf, const struct sockaddr *from,
+                        socklen_t from_len, unsigned flags)
+{
+    struct server *srv = u->handle.data;
+    (void)flags; /* the default receive size takes any datagram whole */
+    if (nread < 0 || from == NULL)
+        return; /* an ICMP report about an earlier reply; nobody to answer */
+    if (srv->work_us > 0)
+        burn_cpu(count_marks(buf, (size_t)nread) * srv->work_us, &srv->give_up_work);
+    echo_uppercase(buf, (size_t)nread);
+    evmux_buf reply = {buf, (size_t)nread};
+    if (evmux_udp_queued(u) > UDP_OWED_MAX ||
+        evmux_udp_send(NULL, u, &reply, 1, from, from_len, NULL) < 0) {
+        srv->dropped++;
+        return;
+    }
+    srv->served++;
+}
+
+static int start_udp(struct server *srv, const struct sockaddr *addr, socklen_t len)
+{
+    srv->udp.handle.data = srv;
+    int rc = evmux_udp_init(srv->loop, &srv->udp);
+    if (rc < 0)
+        return rc;
+    rc = evmux_udp_bind(&srv->udp, addr, len, 0);
+    if (rc == 0)
+        rc = evmux_udp_recv_start(&srv->udp, on_datagram);
+    if (rc < 0) {
+        evmux_close(&srv->udp.handle, NULL);
+        return rc;
+    }
+    srv->udp_mode = true;
+    return 0;
+}
+
 static void server_maybe_finish(struct server *srv)
 {
     if (!srv->stopping || srv->conns != NULL)
@@ -323,6 +370,12 @@ static void on_grace_over(evmux_timer *t)
 static void begin_shutdown(struct server *srv)
 {
     srv->stopping = true;
+    if (srv->udp_mode) {
+        /* Replies queued go out as far as the socket takes them. */
+        evmux_close(&srv->udp.handle, NULL);
+        server_maybe_finish(srv);
+        return;
+    }
     evmux_close(&srv->listener.handle, NULL);
     int rc = evmux_timer_start(&srv->grace, SHUTDOWN_GRACE_MS, 0);
     if (rc < 0) { /* nothing would bound the wait for slow peers */
@@ -390,17 +443,18 @@ struct options {
     size_t max_conns;
     unsigned long long work_us;
     unsigned workers;
+    bool udp;
 };
 
 static void usage(FILE *out)
 {
     fputs("usage: evmux-echo-server [--host ADDR] [--port N] [--unix PATH] [--backend NAME]\n"
-          "                         [--max-conns N] [--work-us U] [--workers N]\n"
+          "                         [--max-conns N] [--work-us U] [--workers N] [--udp]\n"
           "\n"
           "Echoes every byte each client sends, with a-z uppercased.\n"
           "\n"
           "  --host ADDR      IPv4 or IPv6 address to listen on (default 127.0.0.1)\n"
-          "  --port N         TCP port, 0 picks a free one (default 8081)\n"
+          "  --port N         TCP (or UDP) port, 0 picks a free one (default 8081)\n"
           "  --unix PATH      listen on a Unix-domain socket instead of TCP\n"
           "  --backend NAME   auto, select, poll, epoll, uring (default auto: EVMUX_BACKEND,\n"
           "                   else the best available)\n"
@@ -409,6 +463,7 @@ static void usage(FILE *out)
           "                   reply (a heavy handler; default 0)\n"
           "  --workers N      run that work on a pool of N threads instead of the loop's\n"
           "                   thread (default 0: on the loop's thread)\n"
+          "  --udp            serve UDP datagrams: each comes back, uppercased, to its sender\n"
           "  --help           show this help\n"
           "\n"
           "On start it prints 'listening on ADDRESS (backend NAME)'. SIGINT or SIGTERM\n"
@@ -451,6 +506,10 @@ static int parse_args(int argc, char **argv, struct options *opt)
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             usage(stdout);
             return 0;
+        }
+        if (strcmp(arg, "--udp") == 0) {
+            opt->udp = true;
+            continue;
         }
         const char *value = NULL;
         int which = UNKNOWN;
@@ -507,6 +566,10 @@ static int parse_args(int argc, char **argv, struct options *opt)
             return bad_usage("unknown argument '%s'", arg);
         }
     }
+    if (opt->udp && opt->unix_path != NULL)
+        return bad_usage("%s", "--udp serves IP datagrams: it does not go with --unix");
+    if (opt->udp && (opt->workers > 0 || opt->max_conns > 0))
+        return bad_usage("%s", "--workers and --max-conns are for TCP connections, not --udp");
     return -1;
 }
 
@@ -543,14 +606,20 @@ static int start_listening(struct server *srv, const struct options *opt)
         return 2;
     }
     srv->listener.handle.data = srv;
-    rc = evmux_listen(srv->loop, &srv->listener, (struct sockaddr *)&addr, len, NULL, on_accept);
+    if (opt->udp)
+        rc = start_udp(srv, (struct sockaddr *)&addr, len);
+    else
+        rc = evmux_listen(srv->loop, &srv->listener, (struct sockaddr *)&addr, len, NULL,
+                          on_accept);
     if (rc < 0) {
         fprintf(stderr, "evmux-echo-server: cannot listen on %s: %s\n",
                 opt->unix_path ? opt->unix_path : opt->host, evmux_strerror(rc));
         return 1;
     }
     char where[256];
-    if (evmux_listener_address(&srv->listener, &addr, &len) < 0 ||
+    rc = opt->udp ? evmux_udp_address(&srv->udp, &addr, &len)
+                  : evmux_listener_address(&srv->listener, &addr, &len);
+    if (rc < 0 ||
         evmux_addr_format((struct sockaddr *)&addr, len, where, sizeof where) < 0)
         snprintf(where, sizeof where, "%s", opt->unix_path ? opt->unix_path : opt->host);
     printf("listening on %s (backend %s)\n", where, evmux_loop_backend(srv->loop));
@@ -603,7 +672,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "evmux-echo-server: event loop failed: %s\n", evmux_strerror(rc));
         return 1;
     }
-    if (status == 0)
+    if (status == 0 && srv.udp_mode)
+        fprintf(stderr, "evmux-echo-server: answered %llu datagrams, dropped %llu\n", srv.served,
+                srv.dropped);
+    else if (status == 0)
         fprintf(stderr, "evmux-echo-server: served %llu connections, refused %llu\n",
                 srv.served, srv.refused);
     if (evmux_loop_free(srv.loop) < 0)
