@@ -12,6 +12,8 @@
 #include <sys/types.h>
 
 #define PROG "evmux-bench"
+#define MARK_BYTE 0x7F       /* DEL: the servers' "heavy request" marker; uppercase keeps it */
+#define PATTERN_PERIOD 65521 /* prime, so the pattern never lines up with a message */
 
 enum bench_format {
     FORMAT_TEXT = 0,
@@ -31,6 +33,7 @@ struct bench_options {
     double warmup_s;
     pid_t server_pid;    /* 0: not given */
     bool mark;           /* every message starts with the marker byte 0x7F */
+    bool udp;            /* datagrams: --conns sockets, one datagram a message */
     enum bench_format format;
 };
 
@@ -47,6 +50,8 @@ struct bench_results {
     uint64_t errors;            /* resets, EOF, write errors, missing replies */
     uint64_t mismatches;        /* connections whose replies were wrong */
     uint64_t messages;          /* completed inside the measured window */
+    uint64_t sent;              /* --udp: datagrams sent inside the window */
+    uint64_t lost;              /* --udp: of those, never answered (or too late) */
     uint64_t bytes_checked;     /* every reply byte compared, whole run */
     double connect_s;
     double duration_s;          /* measured window as it really lasted */
@@ -54,6 +59,20 @@ struct bench_results {
     double client_cpu_s;
     bench_hist hist;            /* latencies of the counted messages */
 };
+
+/* bench_common.c */
+uint64_t now_ns(void);
+double self_cpu_s(void);
+/* utime + stime of a process from /proc/PID/stat, or -1. */
+double process_cpu_s(pid_t pid);
+/* The payload pattern (n bytes) and the same uppercased. */
+void make_pattern(uint8_t *payload, uint8_t *expected, size_t n);
+
+/* bench_udp.c: the --udp load, to the resolved address. Returns the exit
+ * status, having reported. */
+struct sockaddr;
+int bench_udp_run(const struct bench_options *opt, struct bench_results *res,
+                  const struct sockaddr *addr, unsigned addr_len);
 
 /* Prints the results on stdout in the chosen format. */
 void bench_report(const struct bench_options *opt, const struct bench_results *r);

@@ -21,7 +21,7 @@ static void usage(FILE *out)
 {
     fputs("usage: evmux-bench [--host ADDR] [--port N] [--conns N] [--idle M] [--size BYTES]\n"
           "                   [--depth D] [--duration S] [--warmup S] [--server-pid PID]\n"
-          "                   [--backend NAME] [--mark] [--csv | --json]\n"
+          "                   [--backend NAME] [--mark] [--udp] [--csv | --json]\n"
           "\n"
           "Load generator for the uppercase echo server (evmux-echo-server). Each of N\n"
           "connections keeps D messages of BYTES bytes in flight and sends the next one\n"
@@ -44,6 +44,9 @@ static void usage(FILE *out)
           "  --mark            start every message with the byte 0x7F (DEL), which the\n"
           "                    payload never holds otherwise: servers started with\n"
           "                    --work-us U spend U microseconds of CPU on each one\n"
+          "  --udp             datagrams to a UDP echo server (evmux-echo-server --udp):\n"
+          "                    N sockets keep D datagrams of BYTES (9 to 65507) in flight;\n"
+          "                    one unanswered for 200 ms is counted lost and replaced\n"
           "  --csv             print a header line and one line of values\n"
           "  --json            print one JSON object\n"
           "  --help            show this help\n"
@@ -99,12 +102,12 @@ static bool parse_seconds(const char *s, double *out)
 enum flag {
     F_HOST, F_PORT, F_CONNS, F_IDLE, F_SIZE, F_DEPTH, F_DURATION, F_WARMUP, F_SERVER_PID,
     F_BACKEND, F_VALUE_FLAGS, /* those above take a value */
-    F_CSV = F_VALUE_FLAGS, F_JSON, F_MARK, F_HELP, F_COUNT
+    F_CSV = F_VALUE_FLAGS, F_JSON, F_MARK, F_UDP, F_HELP, F_COUNT
 };
 
 static const char *const flag_names[F_COUNT] = {
     "--host", "--port", "--conns", "--idle", "--size", "--depth", "--duration", "--warmup",
-    "--server-pid", "--backend", "--csv", "--json", "--mark", "--help",
+    "--server-pid", "--backend", "--csv", "--json", "--mark", "--udp", "--help",
 };
 
 /* Which flag `arg` is, and where its value starts (after '=') if given
@@ -212,6 +215,7 @@ int bench_parse_args(int argc, char **argv, struct bench_options *opt)
             csv |= f == F_CSV;
             json |= f == F_JSON;
             opt->mark |= f == F_MARK;
+            opt->udp |= f == F_UDP;
             continue;
         }
         if (value == NULL) {
@@ -225,6 +229,11 @@ int bench_parse_args(int argc, char **argv, struct bench_options *opt)
     }
     if (csv && json)
         return bad_usage("choose one of --csv and --json");
+    size_t header = 8 + (opt->mark ? 1 : 0); /* bench_udp.c: the sequence number, the marker */
+    if (opt->udp && (opt->size < header || opt->size > 65507))
+        return bad_usage("--udp: --size must be from %zu to 65507 bytes", header);
+    if (opt->udp && opt->idle > 0)
+        return bad_usage("--udp has no idle connections: drop --idle");
     opt->format = csv ? FORMAT_CSV : json ? FORMAT_JSON : FORMAT_TEXT;
     return -1;
 }

@@ -58,6 +58,10 @@ static void print_text(const struct bench_options *opt, const struct bench_resul
                f->p50_us, f->p99_us, f->p999_us, f->max_us, f->min_us, f->mean_us);
     else
         printf("  latency us  n/a (no message completed in the window)\n");
+    if (opt->udp)
+        printf("  datagrams   %llu sent in the window, %llu lost (%.2f%%)\n",
+               (unsigned long long)r->sent, (unsigned long long)r->lost,
+               r->sent > 0 ? 100.0 * (double)r->lost / (double)r->sent : 0.0);
     printf("  checked     %llu reply bytes, %llu mismatches, %llu errors\n",
            (unsigned long long)r->bytes_checked, (unsigned long long)r->mismatches,
            (unsigned long long)r->errors);
@@ -85,7 +89,8 @@ static void opt_number(bool have, double v, int decimals, const char *missing)
 static const char csv_header[] =
     "conns,idle,size,depth,duration_s,messages,msgs_per_s,mb_per_s,p50_us,p99_us,p999_us,"
     "max_us,connect_failures,errors,mismatches,server_cpu_s,server_ns_per_msg,client_cpu_s,"
-    "client_ns_per_msg,min_us,mean_us,bytes_checked,connect_s,warmup_s,backend,mark\n";
+    "client_ns_per_msg,min_us,mean_us,bytes_checked,connect_s,warmup_s,backend,mark,udp,sent,"
+    "lost\n";
 
 static void print_csv(const struct bench_options *opt, const struct bench_results *r,
                       const struct figures *f)
@@ -111,8 +116,9 @@ static void print_csv(const struct bench_options *opt, const struct bench_result
     opt_number(f->have_latency, f->min_us, 1, "");
     putchar(',');
     opt_number(f->have_latency, f->mean_us, 1, "");
-    printf(",%llu,%.3f,%.3f,%s,%d\n", (unsigned long long)r->bytes_checked, r->connect_s,
-           opt->warmup_s, r->backend, opt->mark ? 1 : 0);
+    printf(",%llu,%.3f,%.3f,%s,%d,%d,%llu,%llu\n", (unsigned long long)r->bytes_checked,
+           r->connect_s, opt->warmup_s, r->backend, opt->mark ? 1 : 0, opt->udp ? 1 : 0,
+           (unsigned long long)r->sent, (unsigned long long)r->lost);
 }
 
 static void json_field(const char *name, bool have, double v, int decimals)
@@ -147,7 +153,9 @@ static void print_json(const struct bench_options *opt, const struct bench_resul
     json_field("connect_s", true, r->connect_s, 3);
     json_field("warmup_s", true, opt->warmup_s, 3);
     /* The backend name is one of a few fixed words: no escaping needed. */
-    printf(",\"backend\":\"%s\",\"mark\":%s}\n", r->backend, opt->mark ? "true" : "false");
+    printf(",\"backend\":\"%s\",\"mark\":%s,\"udp\":%s,\"sent\":%llu,\"lost\":%llu}\n",
+           r->backend, opt->mark ? "true" : "false", opt->udp ? "true" : "false",
+           (unsigned long long)r->sent, (unsigned long long)r->lost);
 }
 
 void bench_report(const struct bench_options *opt, const struct bench_results *r)

@@ -45,11 +45,9 @@
 #define CONNECTS_IN_FLIGHT 256  /* well below a default listen backlog */
 #define CONNECT_TIMEOUT_MS 10000
 #define DRAIN_TIMEOUT_MS 5000   /* for the replies owed when sending stops */
-#define PATTERN_PERIOD 65521    /* prime, so the pattern never lines up with a message */
 #define CONN_STRIDE 4099        /* how far apart connections start in the pattern */
 #define WRITE_SEGMENTS 16       /* pattern pieces per evmux_stream_write */
 #define MAX_NOTES 5             /* problems described on stderr; the rest are counted */
-#define MARK_BYTE 0x7F          /* DEL: the servers' "heavy request" marker; uppercase keeps it */
 
 enum phase {
     PHASE_CONNECT, /* opening every connection */
@@ -101,41 +99,6 @@ struct bench {
 
 /* ---- clocks and CPU time ---- */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-/* utime + stime of a process from /proc/PID/stat, or -1. */
-static double process_cpu_s(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* The command name may hold spaces and ')': count fields from the last ')'. */
-    const char *p = strrchr(buf, ')');
-    unsigned long long utime, stime;
-    if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-                            &utime, &stime) != 2)
-        return -1;
-    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
-}
-
 /* ---- problems worth a line on stderr ---- */
 
 static void note(struct bench *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -156,33 +119,6 @@ static void note(struct bench *b, const char *fmt, ...)
 }
 
 /* ---- the payload ---- */
-
-static uint8_t upper(uint8_t c)
-{
-    return (c >= 'a' && c <= 'z') ? (uint8_t)(c - 'a' + 'A') : c;
-}
-
-/* A fixed pattern, the same on every run: a quarter lowercase letters (the
- * bytes the server must change), a quarter bytes >= 0x80 (which it must
- * not touch, whatever the sign of char), the rest anything but MARK_BYTE,
- * so that only --mark puts markers on the wire. */
-static void make_pattern(uint8_t *payload, uint8_t *expected, size_t n)
-{
-    uint64_t x = 0x9e3779b97f4a7c15ull;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x >> 12; /* xorshift64* */
-        x ^= x << 25;
-        x ^= x >> 27;
-        uint64_t r = (x * 0x2545f4914f6cdd1dull) >> 32;
-        uint8_t v = (uint8_t)(r >> 8);
-        switch (r & 3) {
-        case 0: payload[i] = (uint8_t)('a' + v % 26); break;
-        case 1: payload[i] = (uint8_t)(0x80 | v); break;
-        default: payload[i] = v != MARK_BYTE ? v : (uint8_t)(MARK_BYTE - 1); break;
-        }
-        expected[i] = upper(payload[i]);
-    }
-}
 
 static const uint8_t mark_byte = MARK_BYTE; /* upper(MARK_BYTE) == MARK_BYTE: sent and expected */
 
@@ -655,6 +591,8 @@ static int run(const struct bench_options *opt, struct bench_results *res)
         return 2;
     }
     evmux_addr_format((struct sockaddr *)&b.addr, b.addr_len, res->target, sizeof res->target);
+    if (opt->udp)
+        return bench_udp_run(opt, res, (struct sockaddr *)&b.addr, b.addr_len);
     raise_fd_limit(opt->conns + opt->idle + 16);
 
     evmux_loop_options lopt = {.backend = opt->backend};

@@ -11,10 +11,14 @@
  *    that drops a connection whose 0x7F bytes are not exactly at the
  *    message starts (with --mark) or not absent (without): exit 0, so the
  *    markers are on the wire where they belong and nowhere else.
+ *  - --udp against the real server (--udp): exit 0, datagrams answered,
+ *    loss counted; against a UDP server of ours that echoes without
+ *    uppercasing: exit 1 with mismatches.
  *  - Nobody listening: exit 1 with a message. Bad flags: exit 2, one line
  *    plus the usage on stderr, nothing on stdout; --help: exit 0. */
 #include "echo_harness.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -451,6 +455,79 @@ static void expect_usage_error(const char *const *args)
     echo_output_free(&o);
 }
 
+/* ---- --udp ---- */
+
+static void test_udp_real_server(void)
+{
+    const char *udp_args[] = {"--udp", NULL};
+    echo_server_opts so = {.args = udp_args};
+    echo_server u;
+    echo_server_start(&u, &so);
+    char port[16], pid[16];
+    snprintf(port, sizeof port, "%d", u.port);
+    snprintf(pid, sizeof pid, "%d", (int)u.proc.pid);
+    const char *args[] = {"--udp", "--port", port, "--conns", "4", "--depth", "4", "--size",
+                          "1200", "--duration", "1", "--warmup", "0.2", "--csv",
+                          "--server-pid", pid, NULL};
+    echo_output o;
+    run_bench(&o, args);
+    expect_exit("--udp, real server", &o, 0);
+    struct csv c;
+    parse_csv("--udp, real server", &o, &c);
+    double messages = csv_num(&c, "messages"), sent = csv_num(&c, "sent");
+    double lost = csv_num(&c, "lost");
+    CHECK_EQ(csv_num(&c, "udp"), 1);
+    CHECK_EQ(csv_num(&c, "mismatches"), 0);
+    CHECK_EQ(csv_num(&c, "errors"), 0);
+    if (!(messages > 0 && messages <= sent && lost <= sent))
+        echo_fail("--udp: %g answered, %g sent, %g lost", messages, sent, lost);
+    if (csv_num(&c, "bytes_checked") < messages * 1200)
+        echo_fail("--udp: bytes_checked %s < messages x size", csv_get(&c, "bytes_checked"));
+    csv_num(&c, "server_ns_per_msg");
+    echo_note("--udp: %.0f datagrams answered of %.0f sent, %.0f lost", messages, sent, lost);
+    echo_output_free(&o);
+    echo_server_stop_ok(&u);
+}
+
+/* A UDP echo server that does not uppercase, in a child. */
+static void test_udp_wrong_server(void)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    socklen_t len = sizeof a;
+    CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        static char buf[65536];
+        for (;;) {
+            struct sockaddr_storage from;
+            socklen_t from_len = sizeof from;
+            ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &from_len);
+            if (n >= 0)
+                sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&from, from_len);
+        }
+    }
+    close(fd);
+    char port[16];
+    snprintf(port, sizeof port, "%d", ntohs(a.sin_port));
+    const char *args[] = {"--udp", "--port", port, "--duration", "0.3", "--warmup", "0",
+                          "--csv", NULL};
+    echo_output o;
+    run_bench(&o, args);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    expect_exit("--udp, a server that does not uppercase", &o, 1);
+    struct csv c;
+    parse_csv("--udp, a server that does not uppercase", &o, &c);
+    if (csv_num(&c, "mismatches") <= 0)
+        echo_fail("--udp: no mismatch counted against a server that does not uppercase");
+    echo_output_free(&o);
+}
+
 static void test_flags(void)
 {
     static const char *const bad[][4] = {
@@ -459,7 +536,8 @@ static void test_flags(void)
         {"--duration", "0"},       {"--warmup=x"},          {"--backend", "kqueue"},
         {"--csv=yes"},             {"--port", "70000"},     {"--server-pid", "0"},
         {"--idle", "1e3"},         {"--duration", "nan"},   {"stray"},
-        {"--mark=1"},
+        {"--mark=1"},              {"--udp", "--size=4"},   {"--udp", "--idle=1"},
+        {"--udp", "--size=65508"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         expect_usage_error(bad[i]);
@@ -491,6 +569,8 @@ int main(int argc, char **argv)
     RUN_TEST(test_wrong_servers);
     RUN_TEST(test_mark_on_the_wire);
     RUN_TEST(test_no_server);
+    RUN_TEST(test_udp_real_server);
+    RUN_TEST(test_udp_wrong_server);
     echo_note("ok");
     return 0;
 }

@@ -1,0 +1,349 @@
+/*
+ * evmux-bench --udp: load for a UDP uppercase echo server, on evmux.
+ *
+ * --conns sockets, each connected to the server, keep --depth datagrams in
+ * flight: a reply frees its slot and the slot sends the next datagram. UDP
+ * loses datagrams, so a slot whose datagram has had no reply for
+ * LOSS_TIMEOUT_MS counts it lost and sends the next one; a reply that
+ * comes later still is counted late and otherwise ignored. Loss is
+ * reported, not a failure: the figures say how much of the offered load
+ * the server answered.
+ *
+ * Each datagram starts with its sequence number in 8 bytes of 7 bits each,
+ * every byte >= 0x80 so that uppercasing leaves it alone (after the marker
+ * byte with --mark); the sequence number names the slot (seq % depth) and
+ * where in the pattern the rest of the datagram comes from. A reply must be
+ * the datagram, uppercased, exactly: its length, its header, and every
+ * pattern byte.
+ */
+#include "bench.h"
+
+#include <evmux.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOSS_TIMEOUT_MS 200 /* a datagram unanswered this long is lost */
+#define SWEEP_MS 20         /* how often slots are checked for that */
+#define SEQ_BYTES 8
+#define SEQ_STRIDE 7919 /* pattern offset between consecutive datagrams (prime) */
+#define CLIENT_STRIDE 4099
+
+enum udp_phase { UDP_WARMUP, UDP_MEASURE, UDP_DRAIN, UDP_DONE };
+
+struct udp_bench;
+
+struct client {
+    evmux_udp udp;
+    struct udp_bench *b;
+    uint64_t *seq;     /* per slot: the datagram in flight */
+    uint64_t *sent_at; /* per slot: when it left, in ns; 0 when the slot is free */
+    size_t index;
+    bool open;
+};
+
+struct udp_bench {
+    const struct bench_options *opt;
+    struct bench_results *res;
+    evmux_loop *loop;
+    struct client *clients;
+    uint64_t *slots; /* every client's seq and sent_at, in one block */
+    uint8_t *payload, *expected;
+    uint8_t *datagram; /* one datagram being built */
+    size_t header;     /* bytes before the pattern: marker and sequence */
+    enum udp_phase phase;
+    evmux_timer phase_timer, sweep;
+    uint64_t window_start_ns, window_end_ns;
+    double server_cpu_start, client_cpu_start;
+    size_t in_flight;
+    uint64_t late;
+    int send_error;
+};
+
+static size_t pattern_at(const struct client *c, uint64_t seq)
+{
+    return (size_t)((seq * SEQ_STRIDE + c->index * CLIENT_STRIDE) % PATTERN_PERIOD);
+}
+
+/* Copies n bytes of the pattern from position pos, wrapping. */
+static void copy_pattern(uint8_t *dst, const uint8_t *pattern, size_t pos, size_t n)
+{
+    while (n > 0) {
+        size_t k = PATTERN_PERIOD - pos < n ? PATTERN_PERIOD - pos : n;
+        memcpy(dst, pattern + pos, k);
+        dst += k;
+        n -= k;
+        pos = 0;
+    }
+}
+
+static void put_seq(uint8_t *p, uint64_t seq)
+{
+    for (int i = 0; i < SEQ_BYTES; i++)
+        p[i] = (uint8_t)(0x80 | ((seq >> (7 * i)) & 0x7f));
+}
+
+static bool get_seq(const uint8_t *p, uint64_t *seq)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < SEQ_BYTES; i++) {
+        if (!(p[i] & 0x80))
+            return false;
+        v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+    }
+    *seq = v;
+    return true;
+}
+
+static void send_slot(struct client *c, size_t slot, uint64_t seq)
+{
+    struct udp_bench *b = c->b;
+    size_t size = b->opt->size;
+    uint8_t *d = b->datagram;
+    if (b->opt->mark)
+        d[0] = MARK_BYTE;
+    put_seq(d + (b->opt->mark ? 1 : 0), seq);
+    copy_pattern(d + b->header, b->payload, pattern_at(c, seq), size - b->header);
+    evmux_buf buf = {d, size};
+    int rc = evmux_udp_send(NULL, &c->udp, &buf, 1, NULL, 0, NULL);
+    if (rc < 0 && b->send_error == 0) {
+        b->send_error = rc;
+        fprintf(stderr, PROG ": cannot send a datagram: %s\n", evmux_strerror(rc));
+    }
+    c->seq[slot] = seq;
+    c->sent_at[slot] = now_ns();
+    b->in_flight++;
+    if (b->phase == UDP_MEASURE)
+        b->res->sent++;
+}
+
+/* The slot is free: it sends again while the load runs. */
+static void slot_freed(struct client *c, size_t slot)
+{
+    struct udp_bench *b = c->b;
+    c->sent_at[slot] = 0;
+    b->in_flight--;
+    if (b->phase == UDP_WARMUP || b->phase == UDP_MEASURE)
+        send_slot(c, slot, c->seq[slot] + b->opt->depth);
+}
+
+static bool in_window(const struct udp_bench *b, uint64_t sent_at)
+{
+    return sent_at >= b->window_start_ns && (b->window_end_ns == 0 || sent_at < b->window_end_ns);
+}
+
+static void finish(struct udp_bench *b);
+
+static void on_reply(evmux_udp *u, ssize_t nread, char *buf, const struct sockaddr *from,
+                     socklen_t from_len, unsigned flags)
+{
+    struct client *c = u->handle.data;
+    struct udp_bench *b = c->b;
+    (void)from, (void)from_len; /* connected: only the server's arrive */
+    if (nread < 0) {
+        b->res->errors++;
+        fprintf(stderr, PROG ": socket %zu: %s\n", c->index, evmux_strerror((int)nread));
+        finish(b);
+        return;
+    }
+    const uint8_t *p = (const uint8_t *)buf;
+    size_t size = b->opt->size;
+    uint64_t seq;
+    if ((size_t)nread != size || (flags & EVMUX_UDP_TRUNCATED) ||
+        (b->opt->mark && p[0] != MARK_BYTE) || !get_seq(p + (b->opt->mark ? 1 : 0), &seq)) {
+        b->res->mismatches++;
+        return;
+    }
+    size_t slot = (size_t)(seq % b->opt->depth);
+    if (c->sent_at[slot] == 0 || c->seq[slot] != seq) {
+        b->late++; /* counted lost already */
+        return;
+    }
+    size_t pos = pattern_at(c, seq), n = size - b->header;
+    const uint8_t *body = p + b->header;
+    while (n > 0) {
+        size_t k = PATTERN_PERIOD - pos < n ? PATTERN_PERIOD - pos : n;
+        if (memcmp(body, b->expected + pos, k) != 0) {
+            b->res->mismatches++;
+            break;
+        }
+        body += k;
+        n -= k;
+        pos = 0;
+    }
+    b->res->bytes_checked += size;
+    if (b->phase == UDP_MEASURE && in_window(b, c->sent_at[slot])) {
+        b->res->messages++;
+        hist_record(&b->res->hist, now_ns() - c->sent_at[slot]);
+    }
+    slot_freed(c, slot);
+    if (b->phase == UDP_DRAIN && b->in_flight == 0)
+        finish(b);
+}
+
+/* Slots waiting longer than LOSS_TIMEOUT_MS lost their datagram. */
+static void on_sweep(evmux_timer *t)
+{
+    struct udp_bench *b = t->handle.data;
+    uint64_t now = now_ns(), limit = (uint64_t)LOSS_TIMEOUT_MS * 1000000u;
+    for (size_t i = 0; i < b->opt->conns; i++) {
+        struct client *c = &b->clients[i];
+        for (size_t slot = 0; slot < b->opt->depth; slot++) {
+            if (c->sent_at[slot] == 0 || now - c->sent_at[slot] < limit)
+                continue;
+            if (in_window(b, c->sent_at[slot]))
+                b->res->lost++;
+            slot_freed(c, slot);
+        }
+    }
+    if (b->phase == UDP_DRAIN && b->in_flight == 0)
+        finish(b);
+}
+
+static void start_window(struct udp_bench *b)
+{
+    b->phase = UDP_MEASURE;
+    hist_reset(&b->res->hist);
+    if (b->opt->server_pid > 0)
+        b->server_cpu_start = process_cpu_s(b->opt->server_pid);
+    b->client_cpu_start = self_cpu_s();
+    b->window_start_ns = now_ns();
+    evmux_update_time(b->loop);
+    evmux_timer_start(&b->phase_timer, (uint64_t)(b->opt->duration_s * 1000.0 + 0.5), 0);
+}
+
+static void close_window(struct udp_bench *b)
+{
+    struct bench_results *r = b->res;
+    b->window_end_ns = now_ns();
+    r->duration_s = (double)(b->window_end_ns - b->window_start_ns) / 1e9;
+    r->client_cpu_s = self_cpu_s() - b->client_cpu_start;
+    if (b->opt->server_pid > 0 && b->server_cpu_start >= 0) {
+        double end = process_cpu_s(b->opt->server_pid);
+        r->server_cpu_s = end >= 0 ? end - b->server_cpu_start : -1;
+    }
+}
+
+static void on_phase_timer(evmux_timer *t)
+{
+    struct udp_bench *b = t->handle.data;
+    if (b->phase == UDP_WARMUP) {
+        start_window(b);
+        return;
+    }
+    if (b->phase == UDP_MEASURE) {
+        close_window(b);
+        b->phase = UDP_DRAIN; /* replies or losses free the slots; none sends again */
+        if (b->in_flight == 0)
+            finish(b);
+    }
+}
+
+static void finish(struct udp_bench *b)
+{
+    if (b->phase == UDP_DONE)
+        return;
+    if (b->phase == UDP_MEASURE)
+        close_window(b);
+    b->phase = UDP_DONE;
+    evmux_close(&b->phase_timer.handle, NULL);
+    evmux_close(&b->sweep.handle, NULL);
+    for (size_t i = 0; i < b->opt->conns; i++)
+        if (b->clients[i].open)
+            evmux_close(&b->clients[i].udp.handle, NULL);
+}
+
+static int setup(struct udp_bench *b, const struct sockaddr *addr, socklen_t addr_len)
+{
+    const struct bench_options *opt = b->opt;
+    size_t slots = opt->conns * opt->depth;
+    b->clients = calloc(opt->conns, sizeof *b->clients);
+    b->slots = calloc(2 * slots, sizeof *b->slots);
+    b->payload = malloc(PATTERN_PERIOD);
+    b->expected = malloc(PATTERN_PERIOD);
+    b->datagram = malloc(opt->size);
+    if (!b->clients || !b->slots || !b->payload || !b->expected || !b->datagram)
+        return -ENOMEM;
+    make_pattern(b->payload, b->expected, PATTERN_PERIOD);
+    evmux_timer_init(b->loop, &b->phase_timer, on_phase_timer);
+    evmux_timer_init(b->loop, &b->sweep, on_sweep);
+    b->phase_timer.handle.data = b->sweep.handle.data = b;
+    for (size_t i = 0; i < opt->conns; i++) {
+        struct client *c = &b->clients[i];
+        c->b = b;
+        c->index = i;
+        c->seq = b->slots + i * opt->depth;
+        c->sent_at = b->slots + slots + i * opt->depth;
+        c->udp.handle.data = c;
+        int rc = evmux_udp_init(b->loop, &c->udp);
+        if (rc < 0)
+            return rc;
+        c->open = true;
+        if ((rc = evmux_udp_connect(&c->udp, addr, addr_len)) < 0 ||
+            (rc = evmux_udp_recv_start(&c->udp, on_reply)) < 0)
+            return rc;
+    }
+    b->res->active_ok = opt->conns;
+    return 0;
+}
+
+int bench_udp_run(const struct bench_options *opt, struct bench_results *res,
+                  const struct sockaddr *addr, unsigned addr_len)
+{
+    struct udp_bench b = {.opt = opt, .res = res, .header = SEQ_BYTES + (opt->mark ? 1 : 0)};
+    res->server_cpu_s = -1;
+    hist_reset(&res->hist);
+    evmux_loop_options lopt = {.backend = opt->backend};
+    int rc = evmux_loop_new(&b.loop, &lopt);
+    if (rc < 0) {
+        fprintf(stderr, PROG ": cannot start the %s backend: %s\n", opt->backend,
+                evmux_strerror(rc));
+        return 1;
+    }
+    res->backend = evmux_loop_backend(b.loop);
+    rc = setup(&b, addr, (socklen_t)addr_len);
+    if (rc < 0) {
+        fprintf(stderr, PROG ": cannot set up %zu sockets to %s: %s\n", opt->conns, res->target,
+                evmux_strerror(rc));
+        finish(&b);
+    } else {
+        b.phase = UDP_WARMUP;
+        for (size_t i = 0; i < opt->conns; i++)
+            for (size_t slot = 0; slot < opt->depth; slot++)
+                send_slot(&b.clients[i], slot, slot);
+        evmux_timer_start(&b.sweep, SWEEP_MS, SWEEP_MS);
+        if (opt->warmup_s > 0)
+            evmux_timer_start(&b.phase_timer, (uint64_t)(opt->warmup_s * 1000.0 + 0.5), 0);
+        else
+            start_window(&b);
+    }
+    int run_rc = evmux_run(b.loop, EVMUX_RUN_DEFAULT);
+    if (run_rc < 0)
+        fprintf(stderr, PROG ": event loop failed: %s\n", evmux_strerror(run_rc));
+    else if (evmux_loop_free(b.loop) < 0)
+        fprintf(stderr, PROG ": handles left open at exit\n");
+    free(b.clients);
+    free(b.slots);
+    free(b.payload);
+    free(b.expected);
+    free(b.datagram);
+    if (rc < 0 || run_rc < 0)
+        return 1;
+    if (b.late > 0)
+        fprintf(stderr, PROG ": %llu replies came after their datagram was counted lost\n",
+                (unsigned long long)b.late);
+    bench_report(opt, res);
+    if (res->mismatches > 0 || res->errors > 0 || b.send_error != 0) {
+        fprintf(stderr, PROG ": FAILED: %llu replies differ from what was sent, uppercased; "
+                        "%llu socket errors\n",
+                (unsigned long long)res->mismatches, (unsigned long long)res->errors);
+        return 1;
+    }
+    if (res->messages == 0) {
+        fprintf(stderr, PROG ": FAILED: no datagram answered in the measured window\n");
+        return 1;
+    }
+    return 0;
+}
