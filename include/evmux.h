@@ -793,8 +793,10 @@ struct evmux_udp {
     struct evmux__link inflight; /* io_uring: datagrams whose send the kernel has */
     size_t queued_bytes, queued_count;
     union {
-        evmux_io io;           /* readiness backends: the watcher */
-        struct evmux__op recv; /* io_uring: a multishot recvmsg */
+        evmux_io io; /* readiness backends: the watcher */
+        struct {     /* io_uring: a multishot recvmsg, a wait for room */
+            struct evmux__op recv, writable;
+        } native;
     } driver_state;
 };
 

@@ -35,8 +35,8 @@ enum udp_state {
     UDP_RECEIVING = 1u << 0,
     UDP_CONNECTED = 1u << 1,
     UDP_NOT_INET = 1u << 2, /* a Unix-domain datagram socket: no IP options */
-    /* The kernel refused the queue's head for lack of room: readiness,
-     * wait for writability; io_uring, send with POLL_FIRST. */
+    /* io_uring: the kernel refused a send for lack of room; the queue
+     * waits for room, then goes with sendmmsg. */
     UDP_SEND_FULL = 1u << 3,
     /* io_uring: datagrams are queued for sends made before the next wait. */
     UDP_SUBMIT_WANTED = 1u << 4,

@@ -9,8 +9,11 @@
  * submits every handle's datagrams in one system call.
  *
  * What the kernel refuses for lack of room (-EAGAIN: the socket is
- * non-blocking) goes back into the queue, in its place, and the next
- * sends wait for room first (IORING_RECVSEND_POLL_FIRST).
+ * non-blocking) goes back into the queue, in its place. Then the queue
+ * waits for room (`writable`, a poll request) and leaves with sendmmsg,
+ * which stops at the first datagram refused: requests waiting for room
+ * side by side would be woken together and could overtake each other,
+ * and a Unix datagram socket promises its order.
  *
  * A close sends at once what is queued and not yet in the ring, as a
  * readiness backend would have inside evmux_udp_send, then cancels the
@@ -23,18 +26,21 @@
 #include <errno.h>
 #include <unistd.h>
 
-#define RECV(u) (&(u)->driver_state.recv)
-#define UDP_OF_RECV(op) EVMUX__CONTAINER_OF(op, evmux_udp, driver_state.recv)
+#define RECV(u) (&(u)->driver_state.native.recv)
+#define WRITABLE(u) (&(u)->driver_state.native.writable)
+#define UDP_OF_RECV(op) EVMUX__CONTAINER_OF(op, evmux_udp, driver_state.native.recv)
+#define UDP_OF_WRITABLE(op) EVMUX__CONTAINER_OF(op, evmux_udp, driver_state.native.writable)
 #define DGRAM_OF(op) EVMUX__CONTAINER_OF(op, struct evmux__dgram, op)
 
 /* Kept open after close while requests name it: recv's fd is its number. */
 #define UDP_FD_KEPT (1u << 16)
 
-static const struct evmux__op_class recv_class, send_class;
+static const struct evmux__op_class recv_class, send_class, writable_class;
 
 static bool native_busy(const evmux_udp *u)
 {
-    return evmux__op_busy(&u->driver_state.recv) || !evmux__list_empty(&u->inflight);
+    return evmux__op_busy(&u->driver_state.native.recv) ||
+           evmux__op_busy(&u->driver_state.native.writable) || !evmux__list_empty(&u->inflight);
 }
 
 /* Active while it wants the kernel's work: receiving, or sending. */
@@ -72,7 +78,13 @@ static int native_sync(evmux_udp *u)
         evmux__op_submit(loop, recv, EVMUX__OP_RECVMSG, u->fd, 0);
     else if (!(u->state & UDP_RECEIVING) && evmux__op_busy(recv))
         evmux__op_cancel(loop, recv); /* its end asks again if started meanwhile */
-    if (!evmux__list_empty(&u->queue) && !(u->state & UDP_SUBMIT_WANTED)) {
+    if (evmux__list_empty(&u->queue)) {
+        u->state &= ~UDP_SEND_FULL;
+    } else if (u->state & UDP_SEND_FULL) {
+        /* Once the refused ones are back: the queue waits for room. */
+        if (evmux__list_empty(&u->inflight) && !evmux__op_busy(WRITABLE(u)))
+            evmux__op_submit(loop, WRITABLE(u), EVMUX__OP_WRITABLE, u->fd, 0);
+    } else if (!(u->state & UDP_SUBMIT_WANTED)) {
         u->state |= UDP_SUBMIT_WANTED;
         evmux__udp_defer(u);
     }
@@ -142,7 +154,21 @@ static void send_done(struct evmux__op *op, int res, void *buf, bool more)
     if (evmux__closing(&u->handle))
         close_if_done(u);
     else
-        update_active(u);
+        (void)native_sync(u); /* the last of a refused batch: wait for room */
+}
+
+/* Room: the queue goes with sendmmsg, in order, as far as the kernel
+ * takes it; the rest waits for room again. */
+static void writable_done(struct evmux__op *op, int res, void *buf, bool more)
+{
+    (void)res, (void)buf, (void)more;
+    evmux_udp *u = UDP_OF_WRITABLE(op);
+    if (evmux__op_orphaned(op) || evmux__closing(&u->handle)) {
+        close_if_done(u);
+        return;
+    }
+    evmux__udp_send_queue_now(u);
+    (void)native_sync(u);
 }
 
 static void send_message(struct evmux__op *op, struct msghdr *msg)
@@ -154,14 +180,15 @@ static void send_message(struct evmux__op *op, struct msghdr *msg)
 static void submit_sends(evmux_udp *u)
 {
     evmux_loop *loop = u->handle.loop;
-    unsigned flags = (u->state & UDP_SEND_FULL) ? EVMUX__OP_WHEN_WRITABLE : 0;
-    u->state &= ~(UDP_SUBMIT_WANTED | UDP_SEND_FULL);
+    u->state &= ~UDP_SUBMIT_WANTED;
+    if (u->state & UDP_SEND_FULL)
+        return; /* the wait for room sends them */
     struct evmux__link *l;
     while ((l = evmux__list_pop(&u->queue)) != NULL) {
         struct evmux__dgram *d = EVMUX__CONTAINER_OF(l, struct evmux__dgram, link);
         evmux__list_push(&u->inflight, &d->link);
         evmux__op_init(&d->op, &send_class);
-        evmux__op_submit(loop, &d->op, EVMUX__OP_SENDMSG, u->fd, flags);
+        evmux__op_submit(loop, &d->op, EVMUX__OP_SENDMSG, u->fd, 0);
     }
 }
 
@@ -183,6 +210,7 @@ static int native_attach(evmux_udp *u)
     if (rc < 0)
         return rc;
     evmux__op_init(RECV(u), &recv_class);
+    evmux__op_init(WRITABLE(u), &writable_class);
     RECV(u)->fd = u->fd;
     u->driver = &evmux__udp_native;
     return 0;
@@ -198,6 +226,7 @@ static bool native_detach(evmux_udp *u)
         evmux__udp_send_queue_now(u);
     u->state &= ~UDP_SUBMIT_WANTED;
     evmux__op_release(loop, RECV(u));
+    evmux__op_release(loop, WRITABLE(u));
     for (struct evmux__link *l = u->inflight.next; l != &u->inflight; l = l->next)
         evmux__op_release(loop, &EVMUX__CONTAINER_OF(l, struct evmux__dgram, link)->op);
     evmux__handle_deactivate(&u->handle); /* (close sets its flag after this) */
@@ -215,6 +244,7 @@ static bool native_close_wait(evmux_udp *u)
 
 static const struct evmux__op_class recv_class = {.done = recv_done};
 static const struct evmux__op_class send_class = {.done = send_done, .message = send_message};
+static const struct evmux__op_class writable_class = {.done = writable_done};
 
 const struct evmux__udp_driver evmux__udp_native = {
     .attach = native_attach,

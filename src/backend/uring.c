@@ -685,9 +685,10 @@ static void prep_sendmsg(struct uring_state *st, struct io_uring_sqe *sqe, struc
     struct uring_msg *m = &st->msgs[sqe - st->ring.sq.sqes];
     memset(&m->hdr, 0, sizeof m->hdr);
     op->cls->message(op, &m->hdr);
-    io_uring_prep_sendmsg(sqe, op->fd, &m->hdr, MSG_NOSIGNAL);
-    if (op->flags & EVMUX__OP_WHEN_WRITABLE)
-        sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    /* Without room, -EAGAIN rather than a wait in the kernel: sends that
+     * wait side by side are woken newest first (the wait queue is a
+     * stack), which would reverse the datagrams' order. */
+    io_uring_prep_sendmsg(sqe, op->fd, &m->hdr, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 static int uring_submit(evmux_loop *loop, struct evmux__op *op)
