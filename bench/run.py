@@ -8,6 +8,7 @@
                                 (or busy, idle, comma-separated) re-measures only those
   python3 bench/run.py lab-plots  redraws the lab's plots from results/lab.csv
   python3 bench/run.py echo     evmux (each backend) against every peer
+  python3 bench/run.py udp      UDP echo: evmux (each backend) against the UDP peers
   python3 bench/run.py memory   bytes per idle connection at 10000 connections
   python3 bench/run.py core     event-loop core: N socketpairs, A active writers
   python3 bench/run.py timers   1M timers: start, restart, stop, expire
@@ -262,6 +263,114 @@ def echo_tables(rows):
                 fmt(r["server_ns_per_msg"]),
                 fmt(r["server_ns_per_msg"] / best_cpu, 2) if best_cpu == best_cpu else "n/a",
                 fmt(r["p99_us"])))
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- udp ---
+
+# (clients, size, depth): 1 and 64 clients, 64 and 1,200 bytes; one
+# datagram in flight per client, and 8 (a server that is never idle).
+UDP_POINTS = [(c, s, d) for c in (1, 64) for s in (64, 1200) for d in (1, 8)]
+UDP_FIELDS = ["server", "conns", "size", "depth", "rounds_ok", "msgs_per_s", "loss_pct",
+              "p50_us", "p99_us", "server_ns_per_msg", "error"]
+
+
+def udp_servers():
+    servers = [("evmux-" + b, evmux_server(b) + ["--udp"])
+               for b in ("uring", "epoll", "poll", "select")]
+    for peer in ("udp-raw", "udp-libuv", "udp-libevent"):
+        if have("evmux-peer-" + peer):
+            servers.append((peer, peer_server(peer)))
+        else:
+            log("skipping peer %s: not built (run bench/setup.sh, then make)" % peer)
+    return servers
+
+
+def udp_once(argv, conns, size, depth, duration, warmup):
+    try:
+        with Server(argv) as srv:
+            bench = bench_argv(srv.port, conns, 0, size, depth, duration, warmup,
+                               ["--udp", "--server-pid", str(srv.proc.pid)])
+            out = subprocess.run(pinned(CLIENT_CPU, bench), capture_output=True, text=True,
+                                 timeout=duration + warmup + 120)
+            row = bench_row(out)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        return {"error": str(e)}
+    if "error" not in row and float(row.get("sent") or 0) > 0:
+        row["loss_pct"] = 100.0 * float(row["lost"]) / float(row["sent"])
+    return row
+
+
+def run_udp(args):
+    servers = udp_servers()
+    duration = args.duration if args.duration is not None else DEFAULT_DURATION
+    warmup = args.warmup if args.warmup is not None else DEFAULT_WARMUP
+    rows = []
+    for (conns, size, depth) in UDP_POINTS:
+        runs = {label: [] for label, _ in servers}
+        for _ in range(args.rounds):  # interleaved, as for echo
+            for label, argv in servers:
+                runs[label].append(udp_once(argv, conns, size, depth, duration, warmup))
+        for label, _ in servers:
+            row = summarize(label, runs[label], conns, 0, size, depth)
+            good = [r for r in runs[label] if "loss_pct" in r]
+            row["loss_pct"] = median_of(good, "loss_pct")
+            rows.append(row)
+            log("%-14s clients=%-3d size=%-5d depth=%d  %9s dgram/s  loss %5s%%  "
+                "server %6s ns/dgram %s" % (label, conns, size, depth, fmt(row["msgs_per_s"]),
+                                            fmt(row["loss_pct"], 2),
+                                            fmt(row["server_ns_per_msg"]), row["error"]))
+    write_csv("udp.csv", rows, UDP_FIELDS)
+    write_md("udp.md", udp_tables(rows))
+    run_udp_offload(args)
+
+
+def run_udp_offload(args):
+    """GSO and GRO on and off (bench/udp/offload.c): medians of the CPU
+    each side spends per datagram."""
+    prog = os.path.join(BIN, "evmux-bench-udp-offload")
+    runs = []
+    for _ in range(args.rounds):
+        out = subprocess.run([prog, "--csv", "--datagrams", "300000"], capture_output=True,
+                             text=True, timeout=600, check=True)
+        runs.extend(csv.DictReader(out.stdout.splitlines()))
+    keys = []
+    for r in runs:
+        key = (r["backend"], r["size"], r["gso"], r["gro"])
+        if key not in keys:
+            keys.append(key)
+    rows = []
+    for key in keys:
+        group = [r for r in runs if (r["backend"], r["size"], r["gso"], r["gro"]) == key]
+        rows.append({"backend": key[0], "size": key[1], "gso": key[2], "gro": key[3],
+                     "sender_ns": median_of(group, "sender_ns"),
+                     "receiver_ns": median_of(group, "receiver_ns")})
+    write_csv("udp-offload.csv", rows, ["backend", "size", "gso", "gro", "sender_ns",
+                                        "receiver_ns"])
+    out = ["| backend | size | GSO | GRO | sender ns/datagram | receiver ns/datagram |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append("| %s | %s | %s | %s | %s | %s |" % (
+            r["backend"], r["size"], "on" if r["gso"] == "1" else "off",
+            "on" if r["gro"] == "1" else "off", fmt(r["sender_ns"]), fmt(r["receiver_ns"])))
+    write_md("udp-offload.md", "\n".join(out) + "\n")
+
+
+def udp_tables(rows):
+    """Per point: datagrams/s, loss, server CPU per datagram, and the CPU
+    ratio to libuv's peer and to the raw recvmmsg/sendmmsg peer."""
+    out = ["| clients | size | depth | server | datagrams/s | loss % | server ns/datagram | "
+           "vs libuv | vs raw | p99 us |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted({(r["conns"], r["size"], r["depth"]) for r in rows}):
+        group = [r for r in rows if (r["conns"], r["size"], r["depth"]) == key]
+        ref = {r["server"]: r["server_ns_per_msg"] for r in group}
+        uv, raw = ref.get("udp-libuv", NAN), ref.get("udp-raw", NAN)
+        for r in group:
+            ns = r["server_ns_per_msg"]
+            out.append("| %d | %d | %d | %s | %s | %s | %s | %s | %s | %s |" % (
+                key[0], key[1], key[2], r["server"], fmt(r["msgs_per_s"]),
+                fmt(r["loss_pct"], 2), fmt(ns), fmt(ns / uv, 2) if uv == uv else "n/a",
+                fmt(ns / raw, 2) if raw == raw else "n/a", fmt(r["p99_us"])))
     return "\n".join(out) + "\n"
 
 
@@ -731,8 +840,8 @@ def run_timers(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["lab", "lab-plots", "echo", "memory", "core", "timers",
-                                    "all"])
+    p.add_argument("what", choices=["lab", "lab-plots", "echo", "udp", "memory", "core",
+                                    "timers", "all"])
     p.add_argument("--rounds", type=int, default=3, help="runs per point (medians)")
     p.add_argument("--duration", type=float, default=None,
                    help="seconds measured per run (default 2; lab's heavy series 1.5)")
@@ -747,9 +856,9 @@ def main():
         sys.exit("build/bin/evmux-bench is missing: run make first")
     raise_fd_limit()
     started = time.time()
-    steps = {"lab": [run_lab], "lab-plots": [replot_lab], "echo": [run_echo], "memory": [run_memory], "core": [run_core],
+    steps = {"lab": [run_lab], "lab-plots": [replot_lab], "echo": [run_echo], "udp": [run_udp], "memory": [run_memory], "core": [run_core],
              "timers": [run_timers],
-             "all": [run_lab, run_echo, run_memory, run_core, run_timers]}[args.what]
+             "all": [run_lab, run_echo, run_udp, run_memory, run_core, run_timers]}[args.what]
     for step in steps:
         step(args)
     log("done in %.0f s" % (time.time() - started))
