@@ -8,6 +8,12 @@
  * a-z uppercased; past PEER_OWED_HIGH bytes owed to a client we stop reading
  * from it until that drains to PEER_OWED_LOW; on the client's EOF we send
  * what is owed, then close.
+ *
+ * The UDP peers (peer_udp_*.c) share the command line, the handler and the
+ * signals too, plus their socket (peer_udp_socket) and the count of replies
+ * they dropped (printed at exit): each datagram goes back to its sender,
+ * uppercased, and a reply the socket does not take is queued only up to
+ * PEER_UDP_QUEUE_MAX bytes.
  */
 #ifndef PEER_COMMON_H
 #define PEER_COMMON_H
@@ -39,6 +45,9 @@
 static const char *peer_name = "peer";
 static const char *peer_model = "";
 static volatile unsigned long peer_refused; /* connections closed unserved */
+static bool peer_udp;           /* a UDP peer (peer_udp_parse_args): datagrams, not streams */
+static volatile unsigned long peer_udp_dropped_full;  /* replies dropped: socket full, queue at its bound */
+static volatile unsigned long peer_udp_dropped_error; /* replies the socket refused with an error */
 static uint64_t peer_work_ns;   /* --work-us in ns: CPU burnt per PEER_MARK received */
 static _Thread_local volatile uint64_t peer_work_sink; /* keeps the burnt work observable (per thread: no race) */
 
@@ -52,20 +61,25 @@ static inline void peer_usage(FILE *out)
     fprintf(out,
             "usage: evmux-peer-%s [--host ADDR] [--port N] [--work-us U]\n"
             "\n"
-            "Echoes every byte each client sends, with a-z uppercased, as\n"
-            "evmux-echo-server does: a benchmark peer for evmux.\n"
+            "%s"
             "Model: %s.\n"
             "\n"
             "  --host ADDR   address or host name to listen on (default 127.0.0.1)\n"
-            "  --port N      TCP port, 0 picks a free one (default 0)\n"
+            "  --port N      %s port, 0 picks a free one (default 0)\n"
             "  --work-us U   for every byte 0x7F received, spend U microseconds of the\n"
             "                serving thread's CPU time before replying: a heavy request\n"
             "                (evmux-bench --mark sends one per message; default 0)\n"
             "  --help        show this help\n"
             "\n"
             "On start it prints 'listening on ADDRESS:PORT (peer %s)'. SIGINT or SIGTERM\n"
-            "exits 0 at once.\n",
-            peer_name, peer_model, peer_name);
+            "exits 0 at once%s.\n",
+            peer_name,
+            peer_udp ? "Sends every datagram back to its sender with a-z uppercased, one reply\n"
+                       "per datagram: a benchmark peer for evmux's UDP handle.\n"
+                     : "Echoes every byte each client sends, with a-z uppercased, as\n"
+                       "evmux-echo-server does: a benchmark peer for evmux.\n",
+            peer_model, peer_udp ? "UDP" : "TCP", peer_name,
+            peer_udp ? ", saying on stderr how many replies it dropped" : "");
 }
 
 /* Returns -1 to go on, or an exit status. Takes "--flag value" and "--flag=value". */
@@ -130,12 +144,12 @@ static inline int peer_parse_args(int argc, char **argv, const char *name, const
 }
 
 /* The address to listen on: a literal, or a name resolved once at start. */
-static inline void peer_resolve(const struct peer_options *opt, struct sockaddr_storage *addr,
-                         socklen_t *len)
+static inline void peer_resolve_type(const struct peer_options *opt, int socktype,
+                                     struct sockaddr_storage *addr, socklen_t *len)
 {
     char port[8];
     snprintf(port, sizeof port, "%u", opt->port);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+    struct addrinfo hints = {.ai_socktype = socktype, .ai_flags = AI_PASSIVE}, *res;
     int rc = getaddrinfo(opt->host, port, &hints, &res);
     if (rc != 0) {
         fprintf(stderr, "evmux-peer-%s: bad address '%s': %s\n", peer_name, opt->host,
@@ -145,6 +159,12 @@ static inline void peer_resolve(const struct peer_options *opt, struct sockaddr_
     memcpy(addr, res->ai_addr, res->ai_addrlen);
     *len = res->ai_addrlen;
     freeaddrinfo(res);
+}
+
+static inline void peer_resolve(const struct peer_options *opt, struct sockaddr_storage *addr,
+                         socklen_t *len)
+{
+    peer_resolve_type(opt, peer_udp ? SOCK_DGRAM : SOCK_STREAM, addr, len);
 }
 
 /* A listening TCP socket (SOMAXCONN backlog, as evmux's listener), optionally
@@ -275,27 +295,63 @@ static inline void peer_accept_failed(int err)
         fprintf(stderr, "evmux-peer-%s: accept: %s (%lu times)\n", peer_name, strerror(err), n);
 }
 
-/* At exit, a summary line if any connection was refused. */
-static inline void peer_print_summary(void)
+/* A line built without stdio, so that it can be printed from a signal
+ * handler: text and numbers appended up to its size, cut beyond. */
+struct peer_line {
+    char text[192];
+    size_t len;
+};
+
+static inline void peer_line_str(struct peer_line *l, const char *s)
 {
-    if (peer_refused == 0)
-        return;
-    char line[128], digits[24];
+    for (; *s && l->len < sizeof l->text; s++)
+        l->text[l->len++] = *s;
+}
+
+static inline void peer_line_num(struct peer_line *l, unsigned long n)
+{
+    char digits[24];
     int d = 0;
-    unsigned long n = peer_refused;
     do
         digits[d++] = (char)('0' + n % 10);
     while ((n /= 10) != 0);
-    size_t len = 0;
-    const char *parts[] = {"evmux-peer-", peer_name, ": refused "};
-    for (size_t i = 0; i < 3; i++)
-        for (const char *s = parts[i]; *s && len < 80; s++)
-            line[len++] = *s;
-    while (d > 0)
-        line[len++] = digits[--d];
-    memcpy(line + len, " connections\n", 13);
-    ssize_t ignored = write(STDERR_FILENO, line, len + 13); /* async-signal-safe */
+    while (d > 0 && l->len < sizeof l->text)
+        l->text[l->len++] = digits[--d];
+}
+
+static inline void peer_line_print(const struct peer_line *l)
+{
+    ssize_t ignored = write(STDERR_FILENO, l->text, l->len); /* async-signal-safe */
     (void)ignored;
+}
+
+/* At exit, a summary line if any connection was refused; a UDP peer always
+ * says how many replies it dropped. */
+static inline void peer_print_summary(void)
+{
+    if (peer_refused != 0) {
+        struct peer_line l = {.len = 0};
+        peer_line_str(&l, "evmux-peer-");
+        peer_line_str(&l, peer_name);
+        peer_line_str(&l, ": refused ");
+        peer_line_num(&l, peer_refused);
+        peer_line_str(&l, " connections\n");
+        peer_line_print(&l);
+    }
+    if (peer_udp) {
+        struct peer_line l = {.len = 0};
+        unsigned long full = peer_udp_dropped_full, error = peer_udp_dropped_error;
+        peer_line_str(&l, "evmux-peer-");
+        peer_line_str(&l, peer_name);
+        peer_line_str(&l, ": dropped ");
+        peer_line_num(&l, full + error);
+        peer_line_str(&l, " replies (");
+        peer_line_num(&l, full);
+        peer_line_str(&l, " with the socket full, ");
+        peer_line_num(&l, error);
+        peer_line_str(&l, " refused by it)\n");
+        peer_line_print(&l);
+    }
 }
 
 static inline void peer_on_exit_signal(int signo)
@@ -387,6 +443,64 @@ static inline bool peer_reply(struct peer_owed *q, int fd, const char *p, size_t
         }
     }
     return n == 0 || peer_owed_append(q, p, n);
+}
+
+/* ---- UDP peers ---- */
+
+/* A receive buffer that holds any datagram whole: 65,507 bytes of payload at
+ * most over IPv4, 65,527 over IPv6 (without jumbograms). */
+#define PEER_UDP_DGRAM_MAX (64 * 1024)
+/* What a UDP peer may hold in replies the socket did not take, counting each
+ * one's bookkeeping too (so that a flood of empty datagrams is bounded as
+ * well); past it a reply is dropped and counted. */
+#define PEER_UDP_QUEUE_MAX PEER_OWED_HIGH
+
+/* peer_parse_args for a UDP peer: the usage speaks of datagrams, addresses
+ * resolve for SOCK_DGRAM and the exit summary counts dropped replies. */
+static inline int peer_udp_parse_args(int argc, char **argv, const char *name,
+                                      const char *model, struct peer_options *opt)
+{
+    peer_udp = true;
+    return peer_parse_args(argc, argv, name, model, opt);
+}
+
+/* A UDP socket bound to --host/--port, optionally non-blocking. No
+ * SO_REUSEADDR: on UDP it would let a second peer share the port unnoticed.
+ * Socket buffers keep the system's defaults. Exits on failure. The caller
+ * prints the start-up line (peer_announce) once it is ready to serve. */
+static inline int peer_udp_socket(const struct peer_options *opt, bool nonblock)
+{
+    struct sockaddr_storage addr;
+    socklen_t len;
+    peer_resolve_type(opt, SOCK_DGRAM, &addr, &len);
+    int fd = socket(addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, len) < 0) {
+        fprintf(stderr, "evmux-peer-%s: cannot bind %s:%u: %s\n", peer_name, opt->host,
+                opt->port, strerror(errno));
+        exit(1);
+    }
+    return fd;
+}
+
+/* Says on stderr the 1st, 2nd, 4th, 8th... time a call failed (a UDP socket
+ * has no connection to close: the peer goes on). */
+static inline void peer_udp_notice(const char *call, int err, unsigned long n)
+{
+    if ((n & (n - 1)) == 0)
+        fprintf(stderr, "evmux-peer-%s: %s: %s (%lu times)\n", peer_name, call, strerror(err), n);
+}
+
+/* A reply the socket refused with an error (not EAGAIN): dropped, counted. */
+static inline void peer_udp_send_failed(int err)
+{
+    peer_udp_notice("send", err, ++peer_udp_dropped_error);
+}
+
+/* A receive that failed with an error (not EAGAIN or EINTR). */
+static inline void peer_udp_recv_failed(int err)
+{
+    static unsigned long count;
+    peer_udp_notice("receive", err, ++count);
 }
 
 #endif
