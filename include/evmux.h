@@ -131,8 +131,9 @@ typedef enum evmux_run_mode {
 EVMUX_API int evmux_loop_new(evmux_loop **out, const evmux_loop_options *opts);
 
 /* Frees a loop. Refuses with -EBUSY while any handle is open (initialised
- * and its close callback not yet run), a work request has not completed
- * or the loop is running; the loop is then left untouched. Joins the
+ * and its close callback not yet run), a work request has not completed,
+ * a name lookup has not reported (or a pool thread still runs a cancelled
+ * one) or the loop is running; the loop is then left untouched. Joins the
  * worker pool's threads. Errors: -EINVAL (NULL), -EBUSY. */
 EVMUX_API int evmux_loop_free(evmux_loop *loop);
 
