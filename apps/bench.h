@@ -68,11 +68,8 @@ double process_cpu_s(pid_t pid);
 /* The payload pattern (n bytes) and the same uppercased. */
 void make_pattern(uint8_t *payload, uint8_t *expected, size_t n);
 
-/* bench_udp.c: the --udp load, to the resolved address. Returns the exit
- * status, having reported. */
-struct sockaddr;
-int bench_udp_run(const struct bench_options *opt, struct bench_results *res,
-                  const struct sockaddr *addr, unsigned addr_len);
+/* bench_udp.c: the --udp load. Returns the exit status, having reported. */
+int bench_udp_run(const struct bench_options *opt, struct bench_results *res);
 
 /* Prints the results on stdout in the chosen format. */
 void bench_report(const struct bench_options *opt, const struct bench_results *r);

@@ -36,22 +36,17 @@
 #define UNSENT_LOW (256 * 1024)    /* and go on once it is down to this */
 #define UDP_REPLY_WAIT_MS 2000     /* --udp: after stdin's end, for the last replies */
 
-struct target {
-    struct sockaddr_storage addr;
-    socklen_t len;
-};
-
 struct client {
     evmux_loop *loop;
     const char *host, *unix_path;
     unsigned port;
     char where[300];        /* "host:port" or the socket path, for messages */
-    struct target *addrs;   /* tried in order until one connects */
-    size_t naddrs, next_addr;
-    int last_error;
+    struct sockaddr_storage unix_addr;
+    socklen_t unix_len;
 
     evmux_stream stream;
-    evmux_connect_req connect;
+    evmux_connect_req connect;           /* --unix */
+    evmux_connect_host_req connect_host; /* TCP: each address of --host in turn */
 
     evmux_stream in;        /* stdin */
     bool in_reading;
@@ -66,10 +61,11 @@ struct client {
     unsigned long long sent, received;
     bool finishing;
 
-    bool udp;               /* --udp: datagrams instead of a connection */
+    bool udp;                      /* --udp: datagrams instead of a connection */
+    evmux_getaddrinfo_req lookup;  /* --udp: --host, resolved */
     evmux_udp dgram;
-    evmux_timer reply_wait; /* --udp: bounds the wait for the last replies */
-    char *line;             /* --udp: the line being stripped, until its newline */
+    evmux_timer reply_wait;        /* --udp: bounds the wait for the last replies */
+    char *line;                    /* --udp: the line being stripped, until its newline */
     size_t line_len, line_cap;
     unsigned long long lines_sent, replies;
     int exit_code;
@@ -115,6 +111,7 @@ static void finish(struct client *c, int code)
     evmux_close(&c->in.handle, NULL);
     evmux_close(&c->stream.handle, NULL); /* drops what is unsent */
     if (c->udp) {
+        evmux_getaddrinfo_cancel(&c->lookup); /* -EINVAL once it has answered */
         evmux_close(&c->dgram.handle, NULL);
         evmux_close(&c->reply_wait.handle, NULL);
     }
@@ -379,14 +376,15 @@ static void on_reply_wait_over(evmux_timer *t)
 
 /* Connected to the first address: a datagram socket has no handshake to
  * try the others with. */
-static void start_udp(struct client *c)
+static void on_udp_resolved(evmux_getaddrinfo_req *req, int status, struct addrinfo *res)
 {
-    evmux_timer_init(c->loop, &c->reply_wait, on_reply_wait_over);
-    c->reply_wait.handle.data = c;
-    int rc = evmux_udp_init(c->loop, &c->dgram);
-    c->dgram.handle.data = c;
-    if (rc == 0)
-        rc = evmux_udp_connect(&c->dgram, (struct sockaddr *)&c->addrs[0].addr, c->addrs[0].len);
+    struct client *c = req->data;
+    if (status < 0) {
+        fail(c, "cannot resolve %s: %s", c->host, evmux_strerror(status));
+        return;
+    }
+    int rc = evmux_udp_connect(&c->dgram, res->ai_addr, res->ai_addrlen);
+    evmux_freeaddrinfo(res);
     if (rc == 0)
         rc = evmux_udp_recv_start(&c->dgram, on_reply);
     if (rc < 0) {
@@ -398,16 +396,26 @@ static void start_udp(struct client *c)
         prompt(c);
 }
 
-static void connect_next(struct client *c);
-
-static void on_connect(evmux_connect_req *req, int status)
+static void start_udp(struct client *c)
 {
-    struct client *c = req->data;
+    evmux_timer_init(c->loop, &c->reply_wait, on_reply_wait_over);
+    c->reply_wait.handle.data = c->dgram.handle.data = c->lookup.data = c;
+    char port[8];
+    snprintf(port, sizeof port, "%u", c->port);
+    struct addrinfo hints = {.ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICSERV};
+    int rc = evmux_udp_init(c->loop, &c->dgram);
+    if (rc == 0)
+        rc = evmux_getaddrinfo(c->loop, &c->lookup, on_udp_resolved, c->host, port, &hints);
+    if (rc < 0)
+        fail(c, "cannot resolve %s: %s", c->host, evmux_strerror(rc));
+}
+
+static void connected(struct client *c, int status)
+{
     if (c->finishing)
         return;
     if (status < 0) {
-        c->last_error = status;
-        connect_next(c);
+        fail(c, "cannot connect to %s: %s", c->where, evmux_strerror(status));
         return;
     }
     int rc = evmux_stream_read_start(&c->stream, on_read);
@@ -420,19 +428,27 @@ static void on_connect(evmux_connect_req *req, int status)
         prompt(c);
 }
 
-/* Starts connecting to the next address; the stream takes a new socket
- * for each attempt. */
-static void connect_next(struct client *c)
+static void on_connect(evmux_connect_req *req, int status)
 {
-    while (c->next_addr < c->naddrs) {
-        struct target *t = &c->addrs[c->next_addr++];
-        int rc = evmux_connect(&c->connect, &c->stream, (struct sockaddr *)&t->addr, t->len, 0,
-                               on_connect);
-        if (rc == 0)
-            return;
-        c->last_error = rc; /* e.g. no IPv6 on this host */
-    }
-    fail(c, "cannot connect to %s: %s", c->where, evmux_strerror(c->last_error));
+    connected(req->data, status);
+}
+
+static void on_connect_host(evmux_connect_host_req *req, int status)
+{
+    connected(req->data, status);
+}
+
+/* A socket path, or a host (a name, resolved on the loop's worker pool,
+ * or an address) whose addresses are tried in turn. */
+static void start_connecting(struct client *c)
+{
+    int rc = c->unix_path ? evmux_connect(&c->connect, &c->stream,
+                                          (struct sockaddr *)&c->unix_addr, c->unix_len, 0,
+                                          on_connect)
+                          : evmux_connect_host(&c->connect_host, &c->stream, c->host, c->port, 0,
+                                               on_connect_host);
+    if (rc < 0)
+        fail(c, "cannot connect to %s: %s", c->where, evmux_strerror(rc));
 }
 
 /* ---- command line ---- */
@@ -442,7 +458,8 @@ static void usage(FILE *f)
     fputs("usage: " PROG " [--host HOST] [--port PORT] [--unix PATH] [--udp]\n"
           "Sends each line of stdin, stripped, to an uppercase echo server and\n"
           "prints the replies. Shows the prompt `" PROMPT "` when stdin is a terminal.\n"
-          "  --host HOST  server address or name (default 127.0.0.1)\n"
+          "  --host HOST  server address or host name, e.g. localhost or ::1; each\n"
+          "               address of a name is tried in turn (default 127.0.0.1)\n"
           "  --port PORT  server port, 1-65535 (default 8081)\n"
           "  --unix PATH  connect to a Unix-domain socket instead of TCP\n"
           "  --udp        send each line as a UDP datagram; print each reply\n"
@@ -519,56 +536,32 @@ static int parse_args(struct client *c, int argc, char **argv)
     return -1;
 }
 
-/* Fills c->addrs: a socket path, an address literal, or every address of a
- * host name (resolving blocks, but the loop is not running yet). Returns
- * -1 to go on, or the status to exit with. */
-static int resolve(struct client *c)
+/* A socket path that cannot be is a usage error, found before any loop.
+ * Returns -1 to go on, or the status to exit with. */
+static int check_unix_path(struct client *c)
 {
-    struct target t;
-    int rc = c->unix_path ? evmux_addr_unix(c->unix_path, &t.addr, &t.len)
-                          : evmux_addr_ip(c->host, c->port, &t.addr, &t.len);
-    if (rc == -ENAMETOOLONG) {
+    if (c->unix_path == NULL)
+        return -1;
+    int rc = evmux_addr_unix(c->unix_path, &c->unix_addr, &c->unix_len);
+    if (rc == 0)
+        return -1;
+    if (rc == -ENAMETOOLONG)
         fprintf(stderr, PROG ": --unix: %s (%zu bytes, at most %zu) '%s'\n", evmux_strerror(rc),
                 strlen(c->unix_path), sizeof ((struct sockaddr_un *)0)->sun_path - 1, c->unix_path);
-        usage(stderr);
-        return 2;
-    }
-    if (rc == 0) {
-        c->addrs = malloc(sizeof *c->addrs);
-        if (c->addrs != NULL)
-            c->addrs[c->naddrs++] = t;
-        return c->addrs != NULL ? -1 : 1;
-    }
-    struct addrinfo hints = {.ai_socktype = c->udp ? SOCK_DGRAM : SOCK_STREAM}, *res;
-    char port[8];
-    snprintf(port, sizeof port, "%u", c->port);
-    if ((rc = getaddrinfo(c->host, port, &hints, &res)) != 0) {
-        fprintf(stderr, PROG ": cannot connect to %s: %s\n", c->where,
-                rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
-        return 1;
-    }
-    size_t n = 0;
-    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
-        n++;
-    c->addrs = calloc(n, sizeof *c->addrs);
-    for (struct addrinfo *ai = res; ai != NULL && c->addrs != NULL; ai = ai->ai_next) {
-        memcpy(&c->addrs[c->naddrs].addr, ai->ai_addr, ai->ai_addrlen);
-        c->addrs[c->naddrs++].len = ai->ai_addrlen;
-    }
-    freeaddrinfo(res);
-    return c->addrs != NULL ? -1 : 1;
+    else
+        fprintf(stderr, PROG ": --unix: %s '%s'\n", evmux_strerror(rc), c->unix_path);
+    usage(stderr);
+    return 2;
 }
 
 int main(int argc, char **argv)
 {
-    struct client c = {.host = "127.0.0.1", .port = 8081, .last_error = -ECONNREFUSED};
+    struct client c = {.host = "127.0.0.1", .port = 8081};
     int status = parse_args(&c, argc, argv);
     if (status < 0)
-        status = resolve(&c);
-    if (status >= 0) {
-        free(c.addrs);
+        status = check_unix_path(&c);
+    if (status >= 0)
         return status;
-    }
 
     signal(SIGPIPE, SIG_IGN); /* a closed stdout is an error, not death */
     c.tty = isatty(STDIN_FILENO);
@@ -581,19 +574,18 @@ int main(int argc, char **argv)
     evmux_stream_init(c.loop, &c.stream);
     evmux_stream_set_watermarks(&c.stream, UNSENT_HIGH, UNSENT_LOW, on_drained);
     evmux_stream_init(c.loop, &c.in);
-    c.stream.handle.data = c.in.handle.data = c.connect.data = &c;
+    c.stream.handle.data = c.in.handle.data = c.connect.data = c.connect_host.data = &c;
 
     if (c.udp)
         start_udp(&c);
     else
-        connect_next(&c);
+        start_connecting(&c);
     rc = evmux_run(c.loop, EVMUX_RUN_DEFAULT);
     if (!c.finishing) { /* the loop failed, or ran out of work unexpectedly */
         fail(&c, "event loop stopped: %s", evmux_strerror(rc));
         evmux_run(c.loop, EVMUX_RUN_DEFAULT); /* runs the close callbacks */
     }
 
-    free(c.addrs);
     free(c.held);
     free(c.line);
     rc = evmux_loop_free(c.loop);

@@ -453,7 +453,8 @@ static void usage(FILE *out)
           "\n"
           "Echoes every byte each client sends, with a-z uppercased.\n"
           "\n"
-          "  --host ADDR      IPv4 or IPv6 address to listen on (default 127.0.0.1)\n"
+          "  --host ADDR      IPv4 or IPv6 address, or host name, to listen on (a name:\n"
+          "                   its first address; default 127.0.0.1)\n"
           "  --port N         TCP (or UDP) port, 0 picks a free one (default 8081)\n"
           "  --unix PATH      listen on a Unix-domain socket instead of TCP\n"
           "  --backend NAME   auto, select, poll, epoll, uring (default auto: EVMUX_BACKEND,\n"
@@ -573,39 +574,53 @@ static int parse_args(int argc, char **argv, struct options *opt)
     return -1;
 }
 
-/* An address literal, or a name resolved once at start (blocking is fine
- * before the loop runs). */
-static int resolve(const struct options *opt, struct sockaddr_storage *addr, socklen_t *len)
-{
-    if (opt->unix_path)
-        return evmux_addr_unix(opt->unix_path, addr, len);
-    if (evmux_addr_ip(opt->host, opt->port, addr, len) == 0)
-        return 0;
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
-    if (getaddrinfo(opt->host, NULL, &hints, &res) != 0)
-        return -EINVAL;
-    memcpy(addr, res->ai_addr, res->ai_addrlen);
-    *len = res->ai_addrlen;
-    freeaddrinfo(res);
-    if (addr->ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)opt->port);
-    else
-        ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)opt->port);
-    return 0;
-}
-
-static int start_listening(struct server *srv, const struct options *opt)
-{
+struct listen_addr {
     struct sockaddr_storage addr;
     socklen_t len;
-    int rc = resolve(opt, &addr, &len);
-    if (rc < 0) {
-        fprintf(stderr, "evmux-echo-server: bad address '%s': %s\n",
-                opt->unix_path ? opt->unix_path : opt->host,
-                rc == -EINVAL ? "not an address or known host name" : evmux_strerror(rc));
-        return 2;
+    int status;
+};
+
+/* The first address of the name: the one the C library prefers. */
+static void on_host_resolved(evmux_getaddrinfo_req *req, int status, struct addrinfo *res)
+{
+    struct listen_addr *where = req->data;
+    where->status = status;
+    if (status == 0 && res->ai_addrlen <= sizeof where->addr) {
+        memcpy(&where->addr, res->ai_addr, res->ai_addrlen);
+        where->len = res->ai_addrlen;
+    } else if (status == 0) {
+        where->status = -EAFNOSUPPORT;
     }
+    evmux_freeaddrinfo(res);
+}
+
+/* A socket path, an address literal, or a host name, resolved on the
+ * loop's worker pool before anything else is on the loop (so the run
+ * returns once the answer is in). */
+static int resolve(evmux_loop *loop, const struct options *opt, struct listen_addr *where)
+{
+    if (opt->unix_path)
+        return evmux_addr_unix(opt->unix_path, &where->addr, &where->len);
+    if (evmux_addr_ip(opt->host, opt->port, &where->addr, &where->len) == 0)
+        return 0;
+    char port[8];
+    snprintf(port, sizeof port, "%u", opt->port);
+    struct addrinfo hints = {.ai_socktype = opt->udp ? SOCK_DGRAM : SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    evmux_getaddrinfo_req req = {.data = where};
+    int rc = evmux_getaddrinfo(loop, &req, on_host_resolved, opt->host, port, &hints);
+    if (rc == 0)
+        rc = evmux_run(loop, EVMUX_RUN_DEFAULT);
+    return rc < 0 ? rc : where->status;
+}
+
+static int start_listening(struct server *srv, const struct options *opt,
+                           const struct listen_addr *at)
+{
+    struct sockaddr_storage addr = at->addr;
+    socklen_t len = at->len;
     srv->listener.handle.data = srv;
+    int rc;
     if (opt->udp)
         rc = start_udp(srv, (struct sockaddr *)&addr, len);
     else
@@ -654,6 +669,14 @@ int main(int argc, char **argv)
                 evmux_strerror(rc));
         return 1;
     }
+    struct listen_addr where = {.status = 0};
+    if ((rc = resolve(srv.loop, &opt, &where)) < 0) {
+        fprintf(stderr, "evmux-echo-server: bad address '%s': %s\n",
+                opt.unix_path ? opt.unix_path : opt.host,
+                rc == -EINVAL ? "not an address or known host name" : evmux_strerror(rc));
+        evmux_loop_free(srv.loop);
+        return 2;
+    }
     evmux_timer_init(srv.loop, &srv.grace, on_grace_over);
     srv.grace.handle.data = &srv;
     evmux_unref(&srv.grace.handle);
@@ -661,7 +684,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "evmux-echo-server: cannot handle signals: %s\n", evmux_strerror(rc));
         return 1;
     }
-    if ((status = start_listening(&srv, &opt)) != 0) {
+    if ((status = start_listening(&srv, &opt, &where)) != 0) {
         evmux_close(&srv.grace.handle, NULL);
         evmux_close(&srv.sigint.handle, NULL);
         evmux_close(&srv.sigterm.handle, NULL);

@@ -30,7 +30,6 @@
 #include <evmux.h>
 
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -91,6 +90,8 @@ struct bench {
     size_t live_active;
     size_t owed;           /* during the drain: live connections still owed replies */
     int first_connect_error;
+    int resolve_error;     /* the host name did not resolve: EVMUX_EAI_* */
+    evmux_connect_host_req first; /* the first connection finds the address */
     uint64_t connect_start_ns, window_start_ns;
     double server_cpu_start, client_cpu_start;
     unsigned notes;
@@ -457,6 +458,63 @@ static void connect_phase_done(struct bench *b)
     start_traffic(b);
 }
 
+/* The first connection's attempt failed: a name that does not resolve is
+ * a bad --host; otherwise no address of the host answered, and the other
+ * connections, which would go to the same addresses, count as failed
+ * with the same error without trying. */
+static void first_failed(struct bench *b, struct conn *c, int status)
+{
+    if (EVMUX_IS_EAI(status)) {
+        b->resolve_error = status;
+        finish(b);
+        return;
+    }
+    connect_failed(c, status);
+    b->res->connect_failures += b->nconns - b->next_connect;
+    b->next_connect = b->settled = b->nconns;
+    connect_phase_done(b);
+}
+
+static void on_first_connected(evmux_connect_host_req *req, int status)
+{
+    struct bench *b = req->data;
+    struct conn *c = &b->conns[0];
+    b->connecting--;
+    if (b->phase == PHASE_DONE)
+        return; /* cancelled by the end of the run */
+    b->settled++;
+    b->addr_len = sizeof b->addr;
+    if (status == 0)
+        status = evmux_stream_peer(&c->stream, &b->addr, &b->addr_len);
+    if (status < 0) {
+        first_failed(b, c, status);
+        return;
+    }
+    evmux_addr_format((struct sockaddr *)&b->addr, b->addr_len, b->res->target,
+                      sizeof b->res->target);
+    conn_established(c);
+    connect_more(b);
+}
+
+/* The first connection tries each address of --host in turn (a name is
+ * resolved on the loop's worker pool); the one that answers serves every
+ * other connection, so the rest cost no lookup. */
+static void connect_first(struct bench *b)
+{
+    struct conn *c = &b->conns[b->next_connect++];
+    evmux_stream_init(b->loop, &c->stream);
+    c->open = true;
+    b->first.data = b;
+    int rc = evmux_connect_host(&b->first, &c->stream, b->opt->host, b->opt->port,
+                                CONNECT_TIMEOUT_MS, on_first_connected);
+    if (rc < 0) {
+        b->settled++;
+        first_failed(b, c, rc);
+    } else {
+        b->connecting++;
+    }
+}
+
 /* Keeps up to CONNECTS_IN_FLIGHT connects going until all have settled. */
 static void connect_more(struct bench *b)
 {
@@ -479,23 +537,6 @@ static void connect_more(struct bench *b)
 }
 
 /* ---- setting up ---- */
-
-/* An IP literal, or a name resolved once before the loop starts. */
-static int resolve(const struct bench_options *opt, struct sockaddr_storage *addr,
-                   socklen_t *len)
-{
-    if (evmux_addr_ip(opt->host, opt->port, addr, len) == 0)
-        return 0;
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-    char port[8];
-    snprintf(port, sizeof port, "%u", opt->port);
-    if (getaddrinfo(opt->host, port, &hints, &res) != 0)
-        return -EINVAL;
-    memcpy(addr, res->ai_addr, res->ai_addrlen);
-    *len = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
 
 /* Every connection is a descriptor: take all the system allows us. */
 static void raise_fd_limit(size_t needed)
@@ -585,14 +626,12 @@ static int run(const struct bench_options *opt, struct bench_results *res)
     res->server_cpu_s = -1;
     hist_reset(&res->hist);
 
-    if (resolve(opt, &b.addr, &b.addr_len) < 0) {
-        fprintf(stderr, PROG ": bad address '%s': not an address or known host name\n",
-                opt->host);
-        return 2;
-    }
-    evmux_addr_format((struct sockaddr *)&b.addr, b.addr_len, res->target, sizeof res->target);
+    /* Until the first connection names the address: --host as given. */
+    snprintf(res->target, sizeof res->target,
+             strchr(opt->host, ':') != NULL && opt->host[0] != '[' ? "[%s]:%u" : "%s:%u",
+             opt->host, opt->port);
     if (opt->udp)
-        return bench_udp_run(opt, res, (struct sockaddr *)&b.addr, b.addr_len);
+        return bench_udp_run(opt, res);
     raise_fd_limit(opt->conns + opt->idle + 16);
 
     evmux_loop_options lopt = {.backend = opt->backend};
@@ -613,7 +652,7 @@ static int run(const struct bench_options *opt, struct bench_results *res)
     b.timer.handle.data = &b;
 
     b.connect_start_ns = now_ns();
-    connect_more(&b);
+    connect_first(&b);
     rc = evmux_run(b.loop, EVMUX_RUN_DEFAULT);
     if (rc < 0) {
         fprintf(stderr, PROG ": event loop failed: %s\n", evmux_strerror(rc));
@@ -623,6 +662,12 @@ static int run(const struct bench_options *opt, struct bench_results *res)
         fprintf(stderr, PROG ": handles left open at exit\n");
 
     int status;
+    if (b.resolve_error < 0) {
+        fprintf(stderr, PROG ": bad address '%s': %s\n", opt->host,
+                evmux_strerror(b.resolve_error));
+        bench_free(&b);
+        return 2;
+    }
     report_connect_failures(&b);
     if (b.no_connection) {
         fprintf(stderr, PROG ": no connection to %s could be used\n", res->target);

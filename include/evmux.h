@@ -15,7 +15,8 @@
  *    function does nothing.
  *  - The loop is opaque. Handles (evmux_io, evmux_timer, evmux_async,
  *    evmux_signal, evmux_stream, evmux_listener, evmux_udp) and requests
- *    (evmux_write_req, evmux_connect_req, evmux_udp_send_req, evmux_work) are
+ *    (evmux_write_req, evmux_connect_req, evmux_udp_send_req, evmux_work,
+ *    evmux_getaddrinfo_req, evmux_getnameinfo_req, evmux_connect_host_req) are
  *    structs that the caller allocates, may embed in its own structs, and
  *    must keep alive and unmoved: a handle from *_init until its close
  *    callback has run, a request until its callback has run.
@@ -62,11 +63,40 @@ EVMUX_API const char *evmux_version_string(void);
 /* Errors                                                              */
 /* ------------------------------------------------------------------ */
 
-/* A short description of a negative errno value or EVMUX_EOF, in general
- * terms (which case it is, the function that returned it documents);
- * "success" for 0, "unknown error" for positive values and others outside
- * errno's range. Never returns NULL; the string is static. */
+/* A short description of a negative errno value, EVMUX_EOF or an
+ * EVMUX_EAI_* value, in general terms (which case it is, the function
+ * that returned it documents); "success" for 0, "unknown error" for
+ * positive values and others outside errno's range. Never returns NULL;
+ * the string is static. */
 EVMUX_API const char *evmux_strerror(int err);
+
+/* Resolver errors: the EAI_* codes of getaddrinfo(3) and getnameinfo(3),
+ * as evmux_getaddrinfo, evmux_getnameinfo and evmux_connect_host report
+ * them, so that one int carries errno values and these alike. They lie in
+ * -3001..-3099, reserved for them: inside the -4095..-1 window that errors
+ * occupy (so `err < 0` and `err > -4096` tests keep working) and far from
+ * every errno value (Linux's go to -133, EHWPOISON, and even the kernel's
+ * internal ones stop near -530) and from EVMUX_EOF (-4095). The numbers
+ * are evmux's own, the same on every C library.
+ * EAI_SYSTEM is no constant: it is reported as the negative errno value
+ * it stands for. EAI_MEMORY keeps a constant of its own (the resolver ran
+ * out of memory on a pool thread), apart from the -ENOMEM a call returns
+ * when evmux cannot start a lookup. A code a C library adds that evmux
+ * does not know is reported as EVMUX_EAI_FAIL. */
+#define EVMUX_EAI_AGAIN (-3001)      /* temporary failure: try again later */
+#define EVMUX_EAI_BADFLAGS (-3002)   /* bad flags in hints or for getnameinfo */
+#define EVMUX_EAI_FAIL (-3003)       /* non-recoverable failure of the resolver */
+#define EVMUX_EAI_FAMILY (-3004)     /* address family not supported */
+#define EVMUX_EAI_MEMORY (-3005)     /* the resolver ran out of memory */
+#define EVMUX_EAI_NONAME (-3006)     /* name or service not known */
+#define EVMUX_EAI_SERVICE (-3007)    /* service not available for the socket type */
+#define EVMUX_EAI_SOCKTYPE (-3008)   /* socket type not supported */
+#define EVMUX_EAI_NODATA (-3009)     /* the name has no address */
+#define EVMUX_EAI_ADDRFAMILY (-3010) /* the name has no address in the family asked */
+#define EVMUX_EAI_OVERFLOW (-3011)   /* a result does not fit its buffer */
+#define EVMUX_EAI_IDN_ENCODE (-3012) /* the name cannot be encoded for IDN (AI_IDN) */
+/* 1 if err is in the range reserved for resolver errors. */
+#define EVMUX_IS_EAI(err) ((err) <= -3001 && (err) >= -3099)
 
 /* ------------------------------------------------------------------ */
 /* Loop                                                                */
@@ -101,8 +131,9 @@ typedef enum evmux_run_mode {
 EVMUX_API int evmux_loop_new(evmux_loop **out, const evmux_loop_options *opts);
 
 /* Frees a loop. Refuses with -EBUSY while any handle is open (initialised
- * and its close callback not yet run), a work request has not completed
- * or the loop is running; the loop is then left untouched. Joins the
+ * and its close callback not yet run), a work request has not completed,
+ * a name lookup has not reported (or a pool thread still runs a cancelled
+ * one) or the loop is running; the loop is then left untouched. Joins the
  * worker pool's threads. Errors: -EINVAL (NULL), -EBUSY. */
 EVMUX_API int evmux_loop_free(evmux_loop *loop);
 
@@ -435,8 +466,9 @@ EVMUX_API int evmux_cancel_work(evmux_work *req);
 /* ------------------------------------------------------------------ */
 
 /* Fills *out with an IPv4 or IPv6 literal ("127.0.0.1", "::1") and a port.
- * Names are not resolved (that would block the loop). Errors: -EINVAL
- * (NULL, not a literal, port over 65535). */
+ * Names are not resolved here (that would block the loop): see
+ * evmux_getaddrinfo and evmux_connect_host. Errors: -EINVAL (NULL, not a
+ * literal, port over 65535). */
 EVMUX_API int evmux_addr_ip(const char *ip, unsigned port, struct sockaddr_storage *out,
                             socklen_t *out_len);
 
@@ -928,6 +960,163 @@ EVMUX_API int evmux_udp_set_gso(evmux_udp *udp, unsigned segment_size);
  * equal datagrams from one peer. Errors as above, -ENOTSUP where the
  * kernel lacks it. */
 EVMUX_API int evmux_udp_set_gro(evmux_udp *udp, int on);
+/* Name resolution: getaddrinfo and getnameinfo on the worker pool      */
+/* ------------------------------------------------------------------ */
+
+/* The C library's resolver blocks (DNS, /etc/hosts, NSS modules), so
+ * these run it on the loop's worker pool (evmux_queue_work) and report on
+ * the loop's thread: the callback runs exactly once, never inside the
+ * call that started the lookup or the one that cancelled it. A request is
+ * the caller's memory, kept valid and unmoved from the start until its
+ * callback runs; in the callback it is idle again and may be freed or
+ * started again. What a lookup needs on the pool thread (the copies of
+ * the node, service and hints, the work request, the answer) is the
+ * library's, allocated per lookup, so that a cancelled lookup gives the
+ * request back at once even though getaddrinfo(3) cannot be interrupted.
+ * Include <netdb.h> for struct addrinfo and the AI_* and NI_* flags. A
+ * pending lookup keeps evmux_run going, and evmux_loop_free refuses with
+ * -EBUSY until its callback has run (and its pool thread has finished). */
+
+struct addrinfo;
+typedef struct evmux_getaddrinfo_req evmux_getaddrinfo_req;
+typedef struct evmux_getnameinfo_req evmux_getnameinfo_req;
+typedef struct evmux_connect_host_req evmux_connect_host_req;
+struct evmux__lookup_job;
+
+/* status 0: res is the answer (never NULL), the caller's from now on, to
+ * be freed with evmux_freeaddrinfo. status < 0: res is NULL, and status is
+ * an EVMUX_EAI_* value, a negative errno value (EAI_SYSTEM), or
+ * -ECANCELED (cancelled, or its pool thread lost to fork). */
+typedef void (*evmux_getaddrinfo_cb)(evmux_getaddrinfo_req *req, int status, struct addrinfo *res);
+
+/* status 0: host and service hold the answer (as getnameinfo(3) writes
+ * them, at most NI_MAXHOST and NI_MAXSERV bytes with the terminating
+ * null), valid during the callback only: copy what you keep. status < 0:
+ * both are NULL; the values are as for evmux_getaddrinfo_cb. */
+typedef void (*evmux_getnameinfo_cb)(evmux_getnameinfo_req *req, int status, const char *host,
+                                     const char *service);
+
+/* The private part both kinds of lookup share. */
+struct evmux__lookup {
+    evmux_loop *loop;
+    struct evmux__lookup_job *job; /* with the pool, or holding an answer owed */
+    struct evmux__link report;     /* on the loop's list of reports owed */
+    int status;                    /* of the report owed */
+    unsigned state;
+};
+
+struct evmux_getaddrinfo_req {
+    void *data;
+    /* private */
+    struct evmux__lookup lookup;
+    evmux_getaddrinfo_cb cb;
+};
+
+struct evmux_getnameinfo_req {
+    void *data;
+    /* private */
+    struct evmux__lookup lookup;
+    evmux_getnameinfo_cb cb;
+};
+
+/* Resolves node and service as getaddrinfo(3) does, on a pool thread, and
+ * calls cb with the answer from the loop. node or service may be NULL,
+ * not both; hints may be NULL (then AF_UNSPEC, any socket type, the C
+ * library's default flags), and only its ai_flags, ai_family, ai_socktype
+ * and ai_protocol are read. node, service and hints are copied: they may
+ * go away when this returns. With hints given, an IP literal node (or
+ * NULL) with a numeric service (or NULL) and no AI_CANONNAME, which the C
+ * library converts without looking anything up, is converted on the
+ * loop's thread with no pool thread involved; its callback still runs
+ * from the loop, like any other. req must not be in flight. Errors (cb then never runs): -EINVAL
+ * (NULL loop, req or cb; node and service both NULL), -ENOMEM, or the
+ * error of evmux_queue_work (-EAGAIN: no pool thread could start). */
+EVMUX_API int evmux_getaddrinfo(evmux_loop *loop, evmux_getaddrinfo_req *req,
+                                evmux_getaddrinfo_cb cb, const char *node, const char *service,
+                                const struct addrinfo *hints);
+
+/* Cancels a lookup whose callback has not run yet: its callback then
+ * runs with -ECANCELED, from the loop (never inside this call), at the
+ * latest in the next iteration, whether or not a pool thread has started
+ * it. One that no thread has started never runs; one that is running
+ * cannot be interrupted, so it runs to its end on its thread, and the
+ * library then frees its answer. Errors: -EINVAL (NULL; idle: never
+ * started, or its callback has run; a request never started must be
+ * zeroed for this to tell), -EALREADY (cancelled already). */
+EVMUX_API int evmux_getaddrinfo_cancel(evmux_getaddrinfo_req *req);
+
+/* Frees an answer of evmux_getaddrinfo (all of the list). NULL: nothing. */
+EVMUX_API void evmux_freeaddrinfo(struct addrinfo *res);
+
+/* Translates addr (addr_len bytes, copied) into a host and a service name
+ * as getnameinfo(3) does with flags (NI_*), on a pool thread, and calls cb
+ * from the loop. NI_NUMERICHOST | NI_NUMERICSERV without NI_NAMEREQD looks
+ * nothing up: that is done on the loop's thread, reported from the loop.
+ * req must not be in flight. Errors (cb then never runs): -EINVAL (NULL
+ * loop, req, cb or addr; addr_len 0 or larger than struct
+ * sockaddr_storage), -ENOMEM, or the error of evmux_queue_work. */
+EVMUX_API int evmux_getnameinfo(evmux_loop *loop, evmux_getnameinfo_req *req,
+                                evmux_getnameinfo_cb cb, const struct sockaddr *addr,
+                                socklen_t addr_len, int flags);
+
+/* As evmux_getaddrinfo_cancel. */
+EVMUX_API int evmux_getnameinfo_cancel(evmux_getnameinfo_req *req);
+
+/* ------------------------------------------------------------------ */
+/* Connecting to a host name                                           */
+/* ------------------------------------------------------------------ */
+
+/* 0: connected, the stream is open. Otherwise the stream has no socket
+ * (it may connect again): an EVMUX_EAI_* value (the name did not
+ * resolve), -ETIMEDOUT (the overall timeout passed), -ECANCELED (the
+ * stream was closed, or the request cancelled), or the error of the last
+ * address tried (-ECONNREFUSED, ...). */
+typedef void (*evmux_connect_host_cb)(evmux_connect_host_req *req, int status);
+
+struct evmux_connect_host_req {
+    void *data;
+    /* private */
+    evmux_stream *stream;
+    evmux_connect_host_cb cb;
+    evmux_connect_req connect;      /* the attempt; its timer times the lookup too */
+    evmux_getaddrinfo_req resolve;
+    struct addrinfo *addrs, *next;  /* the answer, and the next address to try */
+    uint64_t deadline;              /* the loop's clock (ns) when the timeout passes; 0: none */
+    int error;                      /* reported if no address connects */
+    unsigned state;
+};
+
+/* Connects stream (initialised, without a socket) to port on host, a name
+ * or an IP literal ("localhost", "::1", "[::1]", "192.0.2.7"). A name is
+ * resolved on the worker pool (evmux_getaddrinfo: AF_UNSPEC, SOCK_STREAM,
+ * without AI_ADDRCONFIG, which counts no loopback address and so drops
+ * ::1 on a host whose only other address is IPv4), then each
+ * address is tried in the order getaddrinfo gives them (IPv6 and IPv4 as
+ * its RFC 6724 sorting puts them) with evmux_connect, until one connects.
+ * An address this host cannot use at all (-EAFNOSUPPORT, -ENETUNREACH,
+ * -EADDRNOTAVAIL) fails at once, and its error does not hide an earlier
+ * address's. An IP literal takes no pool thread and is the only address
+ * tried. timeout_ms bounds the whole (lookup and every attempt, each
+ * attempt getting what is left); 0: no timeout but the kernel's. cb runs
+ * exactly once, from the loop, never inside this call; req may be freed
+ * in it. As with evmux_connect, writes and a shutdown made before cb go
+ * out once connected, or fail with cb's error. Closing the stream before
+ * cb runs makes it run with -ECANCELED, before the close callback. Errors
+ * (cb then never runs): -EINVAL (NULL, empty host, port over 65535,
+ * closing stream), -EISCONN (the stream has a socket), -EALREADY
+ * (connecting already), -ENOMEM, the error of evmux_queue_work (a name),
+ * or, for an IP literal, the error of evmux_connect (-EAFNOSUPPORT, ...). */
+EVMUX_API int evmux_connect_host(evmux_connect_host_req *req, evmux_stream *stream,
+                                 const char *host, unsigned port, uint64_t timeout_ms,
+                                 evmux_connect_host_cb cb);
+
+/* Stops a connect_host whose callback has not run: the lookup is
+ * cancelled (or the attempt's socket closed), the stream is left without
+ * a socket, and cb runs with -ECANCELED from the loop, never inside this
+ * call. Errors: -EINVAL (NULL; idle: never started, or its callback has
+ * run; a request never started must be zeroed for this to tell),
+ * -EALREADY (cancelled already). */
+EVMUX_API int evmux_connect_host_cancel(evmux_connect_host_req *req);
 
 #ifdef __cplusplus
 }

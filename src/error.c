@@ -5,6 +5,9 @@
 
 /* The errno values evmux itself returns are named in its own words, so that
  * messages read the same on every libc; the rest fall back to strerror().
+ * The resolver's values (EVMUX_EAI_*, -3001..-3099) are evmux's own too:
+ * strerror() would call them unknown, and gai_strerror() wants libc's
+ * codes.
  * A value can come from several functions and from the kernel, so each
  * message says what the value means in general; which case it is belongs
  * to the documentation of the function that returned it. */
@@ -46,6 +49,19 @@ const char *evmux_strerror(int err)
     case -ENOSPC: return "no space left";
     case -ENOBUFS: return "no buffer space available";
     case -ENOTSOCK: return "not a socket";
+    case -EIO: return "input/output error";
+    case EVMUX_EAI_AGAIN: return "name resolution failed for now; try again later";
+    case EVMUX_EAI_BADFLAGS: return "invalid flags for name resolution";
+    case EVMUX_EAI_FAIL: return "name resolution failed for good";
+    case EVMUX_EAI_FAMILY: return "address family not supported by the resolver";
+    case EVMUX_EAI_MEMORY: return "out of memory resolving a name";
+    case EVMUX_EAI_NONAME: return "name or service not known";
+    case EVMUX_EAI_SERVICE: return "service not available for the socket type";
+    case EVMUX_EAI_SOCKTYPE: return "socket type not supported by the resolver";
+    case EVMUX_EAI_NODATA: return "name has no address";
+    case EVMUX_EAI_ADDRFAMILY: return "name has no address in the family asked for";
+    case EVMUX_EAI_OVERFLOW: return "resolved name too long for its buffer";
+    case EVMUX_EAI_IDN_ENCODE: return "name cannot be encoded as an internationalized domain name";
     default: break;
     }
     if (err < 0 && err > -4096) {

@@ -23,8 +23,9 @@ enum evmux_handle_type {
     EVMUX_HANDLE_ASYNC = 5,
     EVMUX_HANDLE_SIGNAL = 6,
     EVMUX_KIND_WORK = 7, /* requests, not handles: only the loop hooks */
-    EVMUX_HANDLE_UDP = 8,
-    EVMUX__KIND_LIMIT = 9
+    EVMUX_KIND_LOOKUP = 8, /* name lookups (resolve.c): their reports owed */
+    EVMUX_HANDLE_UDP = 9,
+    EVMUX__KIND_LIMIT = 10
 };
 
 /* The loop's passes over the kinds that keep reports owed (loop_pass). */
@@ -177,7 +178,9 @@ struct evmux_loop {
     int signal_slot;           /* in the process's table of such loops, or -1 */
 
     struct evmux_pool *pool; /* started by the first evmux_queue_work */
-    size_t work_outstanding; /* queued, after_cb not yet run */
+    /* Work queued whose after_cb has not run, and lookups whose report is
+     * owed without the pool (resolve.c): evmux_loop_free waits for both. */
+    size_t work_outstanding;
 
     size_t open_handles;   /* initialised, close callback not yet run */
     size_t active_refs;    /* active and referenced */

@@ -277,7 +277,7 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
     if (s == NULL || (nbufs > 0 && bufs == NULL) || (cb != NULL && req == NULL) ||
         evmux__closing(&s->handle))
         return -EINVAL;
-    if (!(s->state & (ST_OPEN | ST_CONNECTING)))
+    if (!(s->state & ST_CONNECTED_OR_ON_THE_WAY))
         return -ENOTCONN;
     /* A connect that failed at once is still "connecting" until its
      * callback: writes queue and fail with it, as for a later failure. */
@@ -342,7 +342,8 @@ int evmux_stream_write(evmux_write_req *req, evmux_stream *s, const evmux_buf bu
             s->req_head = req;
         s->req_tail = req;
     }
-    if (s->high_water != 0 && s->queued > s->high_water && s->driver->offer != NULL) {
+    if (s->high_water != 0 && s->queued > s->high_water && (s->state & (ST_OPEN | ST_CONNECTING)) &&
+        s->driver->offer != NULL) {
         int rc = s->driver->offer(s);
         if (rc < 0) {
             s->error = rc; /* this write and the ones before it fail from the loop */
@@ -398,7 +399,7 @@ int evmux_stream_shutdown(evmux_stream *s, evmux_shutdown_cb cb)
 {
     if (s == NULL || evmux__closing(&s->handle))
         return -EINVAL;
-    if (!(s->state & (ST_OPEN | ST_CONNECTING)))
+    if (!(s->state & ST_CONNECTED_OR_ON_THE_WAY))
         return -ENOTCONN;
     if (s->state & ST_NOT_SOCKET)
         return -ENOTSUP; /* a pipe or terminal has no half-close */

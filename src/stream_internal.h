@@ -44,8 +44,17 @@ enum stream_state {
     /* The queue came through fork() unsent: the other process sends it
      * too, so a close here does not offer it (a readiness backend had
      * sent what the kernel took inside the write, before the fork). */
-    ST_QUEUE_INHERITED = 1u << 15
+    ST_QUEUE_INHERITED = 1u << 15,
+    /* An evmux_connect_host holds s->connect_req while the stream has no
+     * descriptor: resolving, between two attempts, or cancelled with its
+     * report owed (ST_CONNECT_FAILED). Writes and a shutdown wait as
+     * while connecting; another connect, open or accept is refused. */
+    ST_CONNECT_HOST = 1u << 16
 };
+
+/* States in which writes and a shutdown are taken: connected, or on the
+ * way to a connection. */
+#define ST_CONNECTED_OR_ON_THE_WAY (ST_OPEN | ST_CONNECTING | ST_CONNECT_HOST)
 
 /* What a driver does; the shared part calls these, never tests which
  * driver it has. NULL entries do nothing. */
@@ -125,6 +134,13 @@ int evmux__stream_attach(evmux_stream *s, int fd);
 void evmux__st_connect_settled(evmux_stream *s);
 /* Reports the connect, once; a failure lets the descriptor go. */
 void evmux__st_report_connect(evmux_stream *s, int status);
+/* After a connect's callback reported status: unless it succeeded or the
+ * callback connects again (or closed the stream), the writes and the
+ * shutdown asked for meanwhile fail with status. */
+void evmux__st_connect_given_up(evmux_stream *s, int status);
+/* Ends the connect under way (or the wait of a connect_host without a
+ * descriptor) now; its report of err is owed from the loop. */
+void evmux__st_connect_abort(evmux_stream *s, int err);
 /* Lets the descriptor go: the driver first, then close(). */
 void evmux__st_detach(evmux_stream *s);
 

@@ -35,7 +35,12 @@ void evmux__st_report_connect(evmux_stream *s, int status)
         s->error = 0; /* the stream may try again */
     }
     req->cb(req, status); /* may free req, or connect again */
-    if (status == 0 || evmux__closing(&s->handle) || (s->state & (ST_CONNECTING | ST_OPEN)))
+    evmux__st_connect_given_up(s, status);
+}
+
+void evmux__st_connect_given_up(evmux_stream *s, int status)
+{
+    if (status == 0 || evmux__closing(&s->handle) || (s->state & ST_CONNECTED_OR_ON_THE_WAY))
         return; /* connecting again: the writes wait for that connection */
     /* Writes made while connecting cannot go anywhere now. */
     if (s->req_head != NULL || s->queued > 0 || (s->state & ST_SHUT_WANTED)) {
@@ -43,6 +48,16 @@ void evmux__st_report_connect(evmux_stream *s, int status)
         s->error = 0;
         s->state &= ~(ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT);
     }
+}
+
+void evmux__st_connect_abort(evmux_stream *s, int err)
+{
+    assert(s->connect_req != NULL);
+    evmux_timer_stop(&s->connect_req->timeout);
+    evmux__st_detach(s);
+    s->state |= ST_CONNECT_HOST | ST_CONNECT_FAILED;
+    s->error = err;
+    evmux__st_defer(s); /* run_deferred reports it */
 }
 
 static void on_connect_timeout(evmux_timer *t)
@@ -71,12 +86,16 @@ static int attach(evmux_stream *s, int fd, bool is_socket)
     int rc = evmux__io_check_fd(s->handle.loop, fd);
     if (rc < 0)
         return rc;
+    if (s->state & ST_CONNECT_HOST)
+        return -EISCONN; /* an evmux_connect_host has it */
     const struct evmux__stream_driver *driver = driver_for(s, is_socket);
     if (driver == NULL)
         return -EBUSY;
     s->fd = fd;
-    s->state = (s->state & ~(ST_EOF | ST_SHUT_WANTED | ST_SHUT_DONE | ST_SHUT_REPORT |
-                             ST_NOT_SOCKET)) |
+    /* A shutdown asked for while an earlier connect failed stays wanted:
+     * its callback connects again, and the shutdown follows that
+     * connection as the writes do. */
+    s->state = (s->state & ~(ST_EOF | ST_SHUT_DONE | ST_SHUT_REPORT | ST_NOT_SOCKET)) |
                (is_socket ? 0 : ST_NOT_SOCKET);
     rc = driver->attach(s);
     if (rc < 0) {
@@ -128,7 +147,7 @@ int evmux_connect(evmux_connect_req *req, evmux_stream *s, const struct sockaddr
         return -EINVAL;
     if (s->state & ST_OPEN)
         return -EISCONN;
-    if (s->state & ST_CONNECTING)
+    if (s->state & (ST_CONNECTING | ST_CONNECT_HOST))
         return -EALREADY;
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -176,7 +195,7 @@ int evmux_stream_open(evmux_stream *s, int fd)
 {
     if (s == NULL || fd < 0 || evmux__closing(&s->handle))
         return -EINVAL;
-    if (s->state & (ST_OPEN | ST_CONNECTING))
+    if (s->state & ST_CONNECTED_OR_ON_THE_WAY)
         return -EISCONN;
     struct stat st;
     if (fstat(fd, &st) < 0)

@@ -14,6 +14,10 @@
  *  - --udp against the real server (--udp): exit 0, datagrams answered,
  *    loss counted; against a UDP server of ours that echoes without
  *    uppercasing: exit 1 with mismatches.
+ *  - --host localhost: the name is resolved, and every connection goes
+ *    to the address that answered: exit 0, the report names 127.0.0.1;
+ *    --host nonexistent.invalid: exit 2, "bad address" and the resolver's
+ *    message, nothing tried.
  *  - Nobody listening: exit 1 with a message. Bad flags: exit 2, one line
  *    plus the usage on stderr, nothing on stdout; --help: exit 0. */
 #include "echo_harness.h"
@@ -300,6 +304,47 @@ static void test_real_server_csv(void)
     echo_output_free(&o);
 }
 
+static void test_host_name(void)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", srv.port);
+    const char *args[] = {"--host", "localhost", "--port", port, "--conns", "3", "--idle", "2",
+                          "--duration", "0.3", "--warmup", "0", "--csv", NULL};
+    echo_output o;
+    run_bench(&o, args);
+    expect_exit("--host localhost", &o, 0);
+    struct csv c;
+    parse_csv("--host localhost", &o, &c);
+    CHECK_EQ(csv_num(&c, "connect_failures"), 0);
+    CHECK_EQ(csv_num(&c, "mismatches"), 0);
+    if (csv_num(&c, "messages") <= 0)
+        echo_fail("--host localhost: no messages counted: %s", o.out);
+    echo_output_free(&o);
+
+    const char *text_args[] = {"--host", "localhost", "--port", port, "--duration", "0.2",
+                               "--warmup", "0", NULL};
+    run_bench(&o, text_args);
+    expect_exit("--host localhost (text)", &o, 0);
+    char want[64];
+    snprintf(want, sizeof want, "evmux-bench: 127.0.0.1:%d,", srv.port);
+    if (strstr(o.out, want) == NULL)
+        echo_fail("--host localhost: expected \"%s\" in the report, got \"%.300s\"", want, o.out);
+    echo_output_free(&o);
+
+    const char *bad_args[] = {"--host", "nonexistent.invalid", "--port", port, "--duration",
+                              "0.2", NULL};
+    run_bench(&o, bad_args);
+    expect_exit("--host nonexistent.invalid", &o, 2);
+    if (strstr(o.err, "bad address 'nonexistent.invalid'") == NULL)
+        echo_fail("--host nonexistent.invalid: expected \"bad address\" on stderr, got \"%.300s\"",
+                  o.err);
+    if (o.out_len != 0)
+        echo_fail("--host nonexistent.invalid: printed on stdout: \"%.200s\"", o.out);
+    echo_note("--host localhost: exit 0 via 127.0.0.1; nonexistent.invalid: exit 2, \"%.*s\"",
+              (int)strcspn(o.err, "\n"), o.err);
+    echo_output_free(&o);
+}
+
 static void test_real_server_json_and_text(void)
 {
     char port[32];
@@ -563,6 +608,7 @@ int main(int argc, char **argv)
     echo_server_start(&srv, NULL);
     RUN_TEST(test_real_server_csv);
     RUN_TEST(test_real_server_json_and_text);
+    RUN_TEST(test_host_name);
     RUN_TEST(test_mark_real_server);
     echo_server_check_alive(&srv, "after the benchmarks");
     echo_server_stop_ok(&srv);

@@ -9,6 +9,7 @@
  * Nothing is left open by a refused call: the loop frees cleanly. */
 #include "unit_util.h"
 
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 
@@ -63,6 +64,24 @@ static void connect_cb(evmux_connect_req *req, int status)
 static void accept_cb(evmux_listener *l, int status)
 {
     (void)l;
+    (void)status;
+}
+static void gai_cb(evmux_getaddrinfo_req *req, int status, struct addrinfo *res)
+{
+    (void)req;
+    (void)status;
+    evmux_freeaddrinfo(res);
+}
+static void gni_cb(evmux_getnameinfo_req *req, int status, const char *host, const char *serv)
+{
+    (void)req;
+    (void)status;
+    (void)host;
+    (void)serv;
+}
+static void host_cb(evmux_connect_host_req *req, int status)
+{
+    (void)req;
     (void)status;
 }
 
@@ -224,6 +243,53 @@ static void test_streams(void)
     close(sv[1]);
 }
 
+/* node and service are each optional, not both; hints is optional. */
+static void test_resolve(void)
+{
+    evmux_loop *loop = unit_loop_new();
+    evmux_getaddrinfo_req greq;
+    evmux_getnameinfo_req nreq;
+    memset(&greq, 0, sizeof greq);
+    memset(&nreq, 0, sizeof nreq);
+    CHECK_EQ(evmux_getaddrinfo(NULL, &greq, gai_cb, "127.0.0.1", "80", NULL), -EINVAL);
+    CHECK_EQ(evmux_getaddrinfo(loop, NULL, gai_cb, "127.0.0.1", "80", NULL), -EINVAL);
+    CHECK_EQ(evmux_getaddrinfo(loop, &greq, NULL, "127.0.0.1", "80", NULL), -EINVAL);
+    CHECK_EQ(evmux_getaddrinfo(loop, &greq, gai_cb, NULL, NULL, NULL), -EINVAL);
+    CHECK_EQ(evmux_getaddrinfo_cancel(NULL), -EINVAL);
+    CHECK_EQ(evmux_getaddrinfo_cancel(&greq), -EINVAL); /* zeroed: idle */
+    evmux_freeaddrinfo(NULL);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+    CHECK_OK(evmux_getaddrinfo(loop, &greq, gai_cb, NULL, "80", &hints)); /* node optional */
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
+    CHECK_OK(evmux_getaddrinfo(loop, &greq, gai_cb, "127.0.0.1", NULL, &hints)); /* service */
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT));
+
+    struct sockaddr_storage ss;
+    socklen_t len;
+    CHECK_OK(evmux_addr_ip("127.0.0.1", 80, &ss, &len));
+    const struct sockaddr *sa = (const struct sockaddr *)&ss;
+    CHECK_EQ(evmux_getnameinfo(NULL, &nreq, gni_cb, sa, len, 0), -EINVAL);
+    CHECK_EQ(evmux_getnameinfo(loop, NULL, gni_cb, sa, len, 0), -EINVAL);
+    CHECK_EQ(evmux_getnameinfo(loop, &nreq, NULL, sa, len, 0), -EINVAL);
+    CHECK_EQ(evmux_getnameinfo(loop, &nreq, gni_cb, NULL, len, 0), -EINVAL);
+    CHECK_EQ(evmux_getnameinfo_cancel(NULL), -EINVAL);
+    CHECK_EQ(evmux_getnameinfo_cancel(&nreq), -EINVAL);
+
+    evmux_stream s;
+    evmux_connect_host_req hreq;
+    memset(&hreq, 0, sizeof hreq);
+    CHECK_OK(evmux_stream_init(loop, &s));
+    CHECK_EQ(evmux_connect_host(NULL, &s, "localhost", 9, 0, host_cb), -EINVAL);
+    CHECK_EQ(evmux_connect_host(&hreq, NULL, "localhost", 9, 0, host_cb), -EINVAL);
+    CHECK_EQ(evmux_connect_host(&hreq, &s, NULL, 9, 0, host_cb), -EINVAL);
+    CHECK_EQ(evmux_connect_host(&hreq, &s, "localhost", 9, 0, NULL), -EINVAL);
+    CHECK_EQ(evmux_connect_host_cancel(NULL), -EINVAL);
+    CHECK_EQ(evmux_connect_host_cancel(&hreq), -EINVAL);
+    CHECK_EQ(evmux_stream_fd(&s), -1);
+    CHECK_OK(evmux_close(&s.handle, NULL));
+    unit_loop_finish(loop); /* nothing refused above was left in flight */
+}
+
 static void test_listeners(void)
 {
     evmux_loop *loop = unit_loop_new();
@@ -263,5 +329,6 @@ int main(void)
     RUN_TEST(test_addresses);
     RUN_TEST(test_streams);
     RUN_TEST(test_listeners);
+    RUN_TEST(test_resolve);
     return 0;
 }
