@@ -788,7 +788,10 @@ enum {
  * replying from buf is safe).
  * nread < 0: a negative errno value the socket reported (on a connected
  * socket, -ECONNREFUSED after a datagram met a closed port); buf and from
- * are NULL, and receiving goes on. */
+ * are NULL, and receiving goes on; except for -EINVAL, -EOPNOTSUPP,
+ * -EBADF and -EFAULT (io_uring: the kernel refuses to receive this way,
+ * e.g. no multishot recvmsg before Linux 6.0), after which the handle no
+ * longer receives. */
 typedef void (*evmux_udp_recv_cb)(evmux_udp *udp, ssize_t nread, char *buf,
                                   const struct sockaddr *from, socklen_t from_len, unsigned flags);
 
@@ -897,7 +900,8 @@ EVMUX_API int evmux_udp_send(evmux_udp_send_req *req, evmux_udp *udp, const evmu
 /* Sends one datagram now or not at all: the bytes sent, or -EAGAIN when
  * the kernel has no room or datagrams are queued (to keep their order),
  * or the error of sending (-EMSGSIZE, -ECONNREFUSED, ...), or the
- * argument errors of evmux_udp_send. No callback. */
+ * argument errors of evmux_udp_send, or -EINVAL for more than 64 buffers.
+ * No callback. */
 EVMUX_API ssize_t evmux_udp_try_send(evmux_udp *udp, const evmux_buf bufs[], size_t nbufs,
                                      const struct sockaddr *addr, socklen_t addr_len);
 
@@ -910,7 +914,9 @@ EVMUX_API ssize_t evmux_udp_try_send(evmux_udp *udp, const evmux_buf bufs[], siz
 EVMUX_API int evmux_udp_recv_start(evmux_udp *udp, evmux_udp_recv_cb cb);
 
 /* Stops receiving (also when not receiving); the callback is not called
- * again until a start. Errors: -EINVAL (NULL). */
+ * again until a start. Errors: -EINVAL (NULL), or the error of changing
+ * the socket's watch (as evmux_io_start; the handle then still
+ * receives). */
 EVMUX_API int evmux_udp_recv_stop(evmux_udp *udp);
 
 /* The longest datagram a receive callback gets whole, from 1 to 65536
@@ -933,7 +939,9 @@ EVMUX_API int evmux_udp_fd(const evmux_udp *udp);
  * socket), -ENODEV (no interface of that name), or the error of
  * setsockopt. TTLs are 1 to 255. Multicast interfaces are named as the
  * system names them ("lo", "eth0"); NULL lets the kernel choose. Groups
- * and sources are IPv4 or IPv6 literals of the socket's family. */
+ * and sources are IPv4 or IPv6 literals of the socket's family. On an IPv6
+ * socket that takes IPv4 too (bound without EVMUX_UDP_IPV6_ONLY), the
+ * TTLs, loop and interface are set for both. */
 EVMUX_API int evmux_udp_set_broadcast(evmux_udp *udp, int on);
 EVMUX_API int evmux_udp_set_ttl(evmux_udp *udp, int ttl);
 EVMUX_API int evmux_udp_set_multicast_ttl(evmux_udp *udp, int ttl);

@@ -62,10 +62,10 @@ struct evmux__dgram *evmux__dgram_new(struct evmux__dgram_pool *pool, size_t len
         b = block_new(pool, EVMUX__DGRAM_BLOCK_BYTES);
         if (b == NULL)
             return NULL;
-        struct evmux__dgram_block *old = pool->current;
+        /* An empty current block starts again from its start (dgram_free),
+         * so it always has room: the one left has live records. */
+        assert(pool->current == NULL || pool->current->live > 0);
         pool->current = b;
-        if (old != NULL && old->live == 0)
-            block_release(pool, old);
     }
     struct evmux__dgram *d = (struct evmux__dgram *)(void *)(b->mem + b->used);
     b->used += need;

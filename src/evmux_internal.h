@@ -220,7 +220,8 @@ static inline void evmux__op_submit(evmux_loop *loop, struct evmux__op *op,
                                     enum evmux__op_type type, int fd, unsigned flags)
 {
     assert(op->state == EVMUX__OP_IDLE && !evmux__linked(&op->link));
-    assert(fd >= 0 && op->cls != NULL && (type != EVMUX__OP_SEND || op->cls->fill != NULL));
+    assert(fd >= 0 && op->cls != NULL && (type != EVMUX__OP_SEND || op->cls->fill != NULL) &&
+           (type != EVMUX__OP_SENDMSG || op->cls->message != NULL));
     op->type = (unsigned char)type;
     op->fd = fd;
     op->flags = (unsigned char)(flags & EVMUX__OP_WHEN_WRITABLE);

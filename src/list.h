@@ -28,14 +28,20 @@ static inline bool evmux__linked(const struct evmux__link *link)
     return link->next != NULL;
 }
 
+/* Just before `at`, a member or the head (then: at the tail). */
+static inline void evmux__list_insert_before(struct evmux__link *at, struct evmux__link *link)
+{
+    assert(!evmux__linked(link) && evmux__linked(at));
+    link->prev = at->prev;
+    link->next = at;
+    at->prev->next = link;
+    at->prev = link;
+}
+
 /* At the tail. */
 static inline void evmux__list_push(struct evmux__link *head, struct evmux__link *link)
 {
-    assert(!evmux__linked(link));
-    link->prev = head->prev;
-    link->next = head;
-    head->prev->next = link;
-    head->prev = link;
+    evmux__list_insert_before(head, link);
 }
 
 static inline void evmux__list_remove(struct evmux__link *link)

@@ -61,6 +61,10 @@ enum evmux__op_type {
 /* The largest datagram a receive buffer holds whole: any UDP datagram
  * (65,507 bytes over IPv4, 65,527 over IPv6), and a UDP_GRO train. */
 #define EVMUX__DATAGRAM_MAX 65536
+/* Control messages received with a datagram: UDP_GRO's segment size, with
+ * room for a few more an adopted socket may have asked for (IP_PKTINFO,
+ * timestamps), so that the one we need is never cut off. */
+#define EVMUX__DATAGRAM_CONTROL 128
 
 /* What a recvmsg result's buf points to: one datagram, lent for the call. */
 struct evmux__datagram {

@@ -21,11 +21,6 @@
 
 static const struct evmux__kind udp_kind;
 
-static struct evmux__dgram_pool *udp_pool(const evmux_udp *u)
-{
-    return &udp_loop(u)->pool;
-}
-
 /* ---- the loop's part ---- */
 
 static void udp_loop_free(evmux_loop *loop)
@@ -69,16 +64,24 @@ static void owe_report(evmux_udp *u, evmux_udp_send_req *req, int status)
     evmux__udp_defer(u);
 }
 
-/* In order; stops if a callback closes the handle (close runs the rest),
- * unless the close itself is running them. */
+/* In order, those owed when the pass began: a callback that sends again
+ * (its report owed at once, on a readiness backend) is heard in the next
+ * pass, so it cannot hold the loop here. A callback that closes the
+ * handle leaves the rest to close, unless the close itself runs them. */
 static void run_reports(evmux_udp *u, bool closing_too)
 {
+    struct evmux__link now;
+    evmux__list_init(&now);
+    evmux__list_splice(&now, &u->reports);
     struct evmux__link *l;
-    while ((closing_too || !evmux__closing(&u->handle)) && (l = evmux__list_pop(&u->reports))) {
+    while ((closing_too || !evmux__closing(&u->handle)) && (l = evmux__list_pop(&now))) {
         evmux_udp_send_req *req = EVMUX__CONTAINER_OF(l, evmux_udp_send_req, link);
         if (req->cb != NULL)
             req->cb(req, req->status);
     }
+    /* Left by a close: back in front of any owed since, for close_finish. */
+    evmux__list_splice(&now, &u->reports);
+    evmux__list_splice(&u->reports, &now);
 }
 
 void evmux__udp_finish(evmux_udp *u, struct evmux__dgram *d, int status)
@@ -98,122 +101,6 @@ void evmux__udp_message(struct evmux__dgram *d, struct msghdr *msg)
     msg->msg_namelen = d->addr_len;
     msg->msg_iov = &d->iov;
     msg->msg_iovlen = 1;
-}
-
-/* ---- receiving ---- */
-
-static bool receiving_now(const evmux_udp *u)
-{
-    return (u->state & UDP_RECEIVING) && !evmux__closing(&u->handle) &&
-           evmux__list_empty(&u->stash);
-}
-
-static void give(evmux_udp *u, char *data, size_t len, const struct sockaddr *from,
-                 socklen_t from_len, unsigned flags)
-{
-    if (len > u->recv_size) {
-        len = u->recv_size;
-        flags |= EVMUX_UDP_TRUNCATED;
-    }
-    u->recv_cb(u, (ssize_t)len, data, from_len > 0 ? from : NULL, from_len, flags);
-}
-
-/* Kept for the next start. Out of memory the datagram is dropped, as the
- * kernel drops one its buffer has no room for. */
-static void stash(evmux_udp *u, const char *data, size_t len, const struct sockaddr *from,
-                  socklen_t from_len, unsigned flags)
-{
-    struct evmux__dgram *d = evmux__dgram_new(udp_pool(u), len, from, from_len);
-    if (d == NULL)
-        return;
-    memcpy(d->iov.iov_base, data, len);
-    d->flags = flags;
-    d->udp = u;
-    evmux__list_push(&u->stash, &d->link);
-}
-
-void evmux__udp_deliver(evmux_udp *u, const struct evmux__datagram *dg)
-{
-    /* Without UDP_GRO one datagram; with it, a train of segment_size
-     * datagrams (the last may be shorter), each given on its own. */
-    size_t segment = dg->segment_size > 0 ? dg->segment_size : dg->len;
-    size_t offset = 0;
-    do {
-        if (evmux__closing(&u->handle))
-            return;
-        size_t len = dg->len - offset < segment ? dg->len - offset : segment;
-        unsigned flags = dg->truncated && dg->segment_size == 0 ? EVMUX_UDP_TRUNCATED : 0;
-        if (receiving_now(u))
-            give(u, dg->data + offset, len, dg->from, dg->from_len, flags);
-        else
-            stash(u, dg->data + offset, len, dg->from, dg->from_len, flags);
-        offset += len;
-    } while (offset < dg->len);
-}
-
-void evmux__udp_recv_error(evmux_udp *u, int err)
-{
-    assert(err < 0);
-    /* An error is news about datagrams sent earlier, not data: a handle
-     * that does not receive now does not hear of it. */
-    if (receiving_now(u))
-        u->recv_cb(u, err, NULL, NULL, 0, 0);
-}
-
-static void deliver_stash(evmux_udp *u)
-{
-    struct evmux__link *l;
-    while ((u->state & UDP_RECEIVING) && !evmux__closing(&u->handle) &&
-           (l = evmux__list_pop(&u->stash)) != NULL) {
-        struct evmux__dgram *d = EVMUX__CONTAINER_OF(l, struct evmux__dgram, link);
-        give(u, d->iov.iov_base, d->iov.iov_len, (const struct sockaddr *)&d->addr, d->addr_len,
-             d->flags);
-        evmux__dgram_free(udp_pool(u), d);
-    }
-}
-
-static void free_stash(evmux_udp *u)
-{
-    struct evmux__link *l;
-    while ((l = evmux__list_pop(&u->stash)) != NULL)
-        evmux__dgram_free(udp_pool(u), EVMUX__CONTAINER_OF(l, struct evmux__dgram, link));
-}
-
-int evmux_udp_recv_start(evmux_udp *u, evmux_udp_recv_cb cb)
-{
-    if (u == NULL || cb == NULL || evmux__closing(&u->handle))
-        return -EINVAL;
-    if (u->fd < 0)
-        return -EBADF;
-    unsigned was = u->state;
-    u->recv_cb = cb;
-    u->state |= UDP_RECEIVING;
-    int rc = u->driver->sync(u);
-    if (rc < 0) {
-        u->state = was;
-        return rc;
-    }
-    if (!evmux__list_empty(&u->stash))
-        evmux__udp_defer(u); /* given from the loop, never inside this call */
-    return 0;
-}
-
-int evmux_udp_recv_stop(evmux_udp *u)
-{
-    if (u == NULL)
-        return -EINVAL;
-    if (!(u->state & UDP_RECEIVING))
-        return 0;
-    u->state &= ~UDP_RECEIVING;
-    return u->driver->sync(u);
-}
-
-int evmux_udp_set_recv_size(evmux_udp *u, size_t size)
-{
-    if (u == NULL || size == 0 || size > EVMUX__DATAGRAM_MAX)
-        return -EINVAL;
-    u->recv_size = size;
-    return 0;
 }
 
 /* ---- sending ---- */
@@ -261,8 +148,9 @@ static int check_send(evmux_udp *u, const evmux_buf bufs[], size_t nbufs,
     return rc < 0 ? rc : check_destination(u, addr, addr_len);
 }
 
-/* Up to this many buffers go to the kernel as they are; more are copied. */
-#define DIRECT_IOV_MAX 16
+/* Up to this many buffers go to the kernel as they are (1 KiB of iovecs on
+ * the stack); more are copied into the queue, and try_send refuses them. */
+#define DIRECT_IOV_MAX 64
 
 static ssize_t send_direct(evmux_udp *u, const evmux_buf bufs[], size_t nbufs,
                            const struct sockaddr *addr, socklen_t addr_len,
@@ -346,7 +234,12 @@ ssize_t evmux_udp_try_send(evmux_udp *u, const evmux_buf bufs[], size_t nbufs,
     int rc = check_send(u, bufs, nbufs, addr, addr_len, &total);
     if (rc < 0)
         return rc;
-    if (!evmux__list_empty(&u->queue) || nbufs > DIRECT_IOV_MAX)
+    if (nbufs > DIRECT_IOV_MAX)
+        return -EINVAL;
+    /* Not past datagrams that wait (io_uring: also in the ring, or refused
+     * with their results not yet seen): their order is kept. */
+    if (!evmux__list_empty(&u->queue) || !evmux__list_empty(&u->inflight) ||
+        (u->state & UDP_SEND_FULL))
         return -EAGAIN;
     return send_direct(u, bufs, nbufs, addr, addr_len, evmux__udp_sendmsg);
 }
@@ -399,7 +292,7 @@ static void run_deferred(evmux_udp *u, enum evmux__pass pass)
 {
     run_reports(u, false);
     if (pass != EVMUX__PASS_RUN_EXIT) /* callbacks: never once evmux_run is returning */
-        deliver_stash(u);
+        evmux__udp_deliver_stash(u);
     if (u->driver != NULL && u->driver->deferred != NULL && !evmux__closing(&u->handle))
         u->driver->deferred(u, pass);
 }
@@ -412,8 +305,10 @@ static void udp_pass(evmux_loop *loop, enum evmux__pass pass)
          * next run, as the handles stay on the list. */
         for (struct evmux__link *l = ul->deferred.next; l != &ul->deferred; l = l->next) {
             evmux_udp *u = EVMUX__CONTAINER_OF(l, evmux_udp, deferred);
-            if ((u->state & UDP_SUBMIT_WANTED) && !evmux__closing(&u->handle))
+            if ((u->state & UDP_SUBMIT_WANTED) && !evmux__closing(&u->handle)) {
+                assert(u->driver->deferred != NULL); /* only a driver that defers sets it */
                 u->driver->deferred(u, pass);
+            }
         }
         return;
     }
@@ -485,7 +380,7 @@ static void udp_close_finish(evmux_handle *h)
     }
     undefer(u); /* the reports above deferred it again */
     run_reports(u, true);
-    free_stash(u);
+    evmux__udp_free_stash(u);
     assert(u->queued_count == 0 && u->queued_bytes == 0);
 }
 

@@ -2,10 +2,11 @@
  * udp_ready.c, udp_native.c): a handle's state word, its driver's table,
  * the handles' per-loop part, and the functions one file calls in another.
  *
- * udp.c holds the API and what both drivers share: the send queue and the
- * callbacks owed, delivering what arrives (cut to the receive size, split
- * again after UDP_GRO, stashed while not receiving), the loop's passes and
- * closing; udp_socket.c the socket: making, binding, adopting, connecting.
+ * udp.c holds the API and what both drivers share on the sending side:
+ * the send queue and the callbacks owed, the loop's passes and closing;
+ * udp_recv.c delivers what arrives (cut to the receive size, split again
+ * after UDP_GRO, kept while not receiving); udp_socket.c the socket:
+ * making, binding, adopting, connecting; udp_options.c its options.
  * The driver is chosen when the socket is made: on a completion backend
  * (io_uring) the completion driver (udp_native.c) works through requests
  * to the kernel (op.h), a multishot recvmsg and a sendmsg per datagram;
@@ -40,6 +41,9 @@ enum udp_state {
     UDP_SEND_FULL = 1u << 3,
     /* io_uring: datagrams are queued for sends made before the next wait. */
     UDP_SUBMIT_WANTED = 1u << 4,
+    /* io_uring: closed with requests that still name the descriptor: it
+     * stays open (its number in the recv request) until they end. */
+    UDP_FD_KEPT = 1u << 5,
 };
 
 /* What a driver does; the shared part calls these, never tests which
@@ -89,6 +93,11 @@ static inline struct udp_loop *udp_loop(const evmux_udp *u)
     return u->handle.loop->kind_data[EVMUX_HANDLE_UDP];
 }
 
+static inline struct evmux__dgram_pool *udp_pool(const evmux_udp *u)
+{
+    return &udp_loop(u)->pool;
+}
+
 /* udp.c: the shared part */
 void evmux__udp_defer(evmux_udp *u);
 /* One datagram arrived: to the callback, or stashed while not receiving
@@ -96,6 +105,9 @@ void evmux__udp_defer(evmux_udp *u);
 void evmux__udp_deliver(evmux_udp *u, const struct evmux__datagram *d);
 /* The socket reported an error while receiving. */
 void evmux__udp_recv_error(evmux_udp *u, int err);
+/* A pass: what was kept goes to the callback, if receiving. */
+void evmux__udp_deliver_stash(evmux_udp *u);
+void evmux__udp_free_stash(evmux_udp *u);
 /* A queued datagram is done: sent (0) or failed; it leaves its list, its
  * callback is owed, the record is freed. */
 void evmux__udp_finish(evmux_udp *u, struct evmux__dgram *d, int status);

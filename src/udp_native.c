@@ -32,9 +32,6 @@
 #define UDP_OF_WRITABLE(op) EVMUX__CONTAINER_OF(op, evmux_udp, driver_state.native.writable)
 #define DGRAM_OF(op) EVMUX__CONTAINER_OF(op, struct evmux__dgram, op)
 
-/* Kept open after close while requests name it: recv's fd is its number. */
-#define UDP_FD_KEPT (1u << 16)
-
 static const struct evmux__op_class recv_class, send_class, writable_class;
 
 static bool native_busy(const evmux_udp *u)
@@ -84,6 +81,7 @@ static int native_sync(evmux_udp *u)
         /* Once the refused ones are back: the queue waits for room. */
         if (evmux__list_empty(&u->inflight) && !evmux__op_busy(WRITABLE(u)))
             evmux__op_submit(loop, WRITABLE(u), EVMUX__OP_WRITABLE, u->fd, 0);
+        assert(!evmux__op_busy(WRITABLE(u)) || evmux__list_empty(&u->inflight));
     } else if (!(u->state & UDP_SUBMIT_WANTED)) {
         u->state |= UDP_SUBMIT_WANTED;
         evmux__udp_defer(u);
@@ -113,9 +111,14 @@ static void recv_done(struct evmux__op *op, int res, void *buf, bool more)
     /* The last result. Out of buffers, cancelled by a stop, or ended by the
      * kernel after a datagram: ask again if still receiving. An error is
      * the socket's (an ICMP report): the callback hears it, and the
-     * socket goes on. */
-    if (buf == NULL && res < 0 && res != -ENOBUFS && res != -ECANCELED && res != -EAGAIN)
+     * socket goes on; unless the kernel refuses the request itself (no
+     * multishot recvmsg before Linux 6.0), which asking again would only
+     * repeat: then receiving stops, with that error. */
+    if (buf == NULL && res < 0 && res != -ENOBUFS && res != -ECANCELED && res != -EAGAIN) {
         evmux__udp_recv_error(u, res);
+        if (res == -EINVAL || res == -EOPNOTSUPP || res == -EBADF || res == -EFAULT)
+            u->state &= ~UDP_RECEIVING;
+    }
     (void)native_sync(u);
 }
 
@@ -129,11 +132,7 @@ static void requeue(evmux_udp *u, struct evmux__dgram *d)
     struct evmux__link *l = u->queue.next;
     while (l != &u->queue && EVMUX__CONTAINER_OF(l, struct evmux__dgram, link)->seq < d->seq)
         l = l->next;
-    /* insert d before l */
-    d->link.next = l;
-    d->link.prev = l->prev;
-    l->prev->next = &d->link;
-    l->prev = &d->link;
+    evmux__list_insert_before(l, &d->link);
 }
 
 static void send_done(struct evmux__op *op, int res, void *buf, bool more)
@@ -143,12 +142,15 @@ static void send_done(struct evmux__op *op, int res, void *buf, bool more)
     assert(!more); /* one result per sendmsg */
     struct evmux__dgram *d = DGRAM_OF(op);
     evmux_udp *u = d->udp;
-    if (!evmux__op_orphaned(op) && !evmux__closing(&u->handle) &&
-        (res == -EAGAIN || res == -EWOULDBLOCK)) {
-        requeue(u, d);
-        u->state |= UDP_SEND_FULL;
-        (void)native_sync(u);
-        return;
+    if (res == -EAGAIN || res == -EWOULDBLOCK) {
+        if (evmux__op_orphaned(op) || evmux__closing(&u->handle)) {
+            res = -ECANCELED; /* refused, and closed before it could go again */
+        } else {
+            requeue(u, d);
+            u->state |= UDP_SEND_FULL;
+            (void)native_sync(u);
+            return;
+        }
     }
     evmux__udp_finish(u, d, res >= 0 ? 0 : res);
     if (evmux__closing(&u->handle))
@@ -180,14 +182,19 @@ static void send_message(struct evmux__op *op, struct msghdr *msg)
 static void submit_sends(evmux_udp *u)
 {
     evmux_loop *loop = u->handle.loop;
-    u->state &= ~UDP_SUBMIT_WANTED;
-    if (u->state & UDP_SEND_FULL)
-        return; /* the wait for room sends them */
+    /* Not past sends whose results are not in yet (a refused one would go
+     * again after these), nor past a full socket (the wait for room sends
+     * them). A send with MSG_DONTWAIT is done when the ring's submit
+     * returns, so the results are in by the next pass. */
+    u->state &= ~UDP_SUBMIT_WANTED; /* those results' native_sync asks again */
+    if (!evmux__list_empty(&u->inflight) || (u->state & UDP_SEND_FULL))
+        return;
     struct evmux__link *l;
     while ((l = evmux__list_pop(&u->queue)) != NULL) {
         struct evmux__dgram *d = EVMUX__CONTAINER_OF(l, struct evmux__dgram, link);
         evmux__list_push(&u->inflight, &d->link);
         evmux__op_init(&d->op, &send_class);
+        d->op.generation = (unsigned char)d->seq; /* records reuse addresses: tell them apart */
         evmux__op_submit(loop, &d->op, EVMUX__OP_SENDMSG, u->fd, 0);
     }
 }
@@ -220,9 +227,19 @@ static bool native_detach(evmux_udp *u)
 {
     evmux_loop *loop = u->handle.loop;
     /* Datagrams a readiness backend would have sent inside evmux_udp_send
-     * get the same chance before the socket goes; not past those the
-     * kernel holds, which would change their order. */
-    if (evmux__list_empty(&u->inflight) && !(u->state & UDP_SEND_FULL))
+     * get the same chance before the socket goes, in order: those still
+     * waiting for room in the ring come back to the queue, those prepared
+     * in it run now (with MSG_DONTWAIT each is sent or refused when the
+     * submit returns), and the queue follows, unless the socket is full. */
+    for (struct evmux__link *l = u->inflight.next, *next; l != &u->inflight; l = next) {
+        next = l->next;
+        struct evmux__dgram *d = EVMUX__CONTAINER_OF(l, struct evmux__dgram, link);
+        if (evmux__op_withdraw(&d->op))
+            requeue(u, d);
+    }
+    if (!evmux__list_empty(&u->inflight))
+        evmux__ops_flush(loop);
+    if (!(u->state & UDP_SEND_FULL))
         evmux__udp_send_queue_now(u);
     u->state &= ~UDP_SUBMIT_WANTED;
     evmux__op_release(loop, RECV(u));

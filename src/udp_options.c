@@ -32,15 +32,27 @@ static int set_int(const evmux_udp *u, int level, int name, int value)
     return setsockopt(u->fd, level, name, &value, sizeof value) < 0 ? -errno : 0;
 }
 
+/* An IPv6 socket that also carries IPv4 (IPV6_V6ONLY off): its IPv4
+ * traffic follows the IPv4 options, so both are set. */
+static bool dual_stack(const evmux_udp *u)
+{
+    int v6_only = 1;
+    socklen_t len = sizeof v6_only;
+    return getsockopt(u->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6_only, &len) == 0 && v6_only == 0;
+}
+
 /* An option with an IPv4 and an IPv6 name. */
 static int set_ip_int(evmux_udp *u, int v4_name, int v6_name, int value)
 {
     int family = inet_family(u);
     if (family < 0)
         return family;
-    if (family == AF_INET6)
-        return set_int(u, IPPROTO_IPV6, v6_name, value);
-    return set_int(u, IPPROTO_IP, v4_name, value);
+    if (family == AF_INET)
+        return set_int(u, IPPROTO_IP, v4_name, value);
+    int rc = set_int(u, IPPROTO_IPV6, v6_name, value);
+    if (rc == 0 && dual_stack(u))
+        rc = set_int(u, IPPROTO_IP, v4_name, value);
+    return rc;
 }
 
 int evmux_udp_set_broadcast(evmux_udp *u, int on)
@@ -87,8 +99,10 @@ int evmux_udp_set_multicast_interface(evmux_udp *u, const char *interface_name)
     int rc = interface_index(interface_name, &index);
     if (rc < 0)
         return rc;
-    if (family == AF_INET6)
-        return set_int(u, IPPROTO_IPV6, IPV6_MULTICAST_IF, (int)index);
+    if (family == AF_INET6 && (rc = set_int(u, IPPROTO_IPV6, IPV6_MULTICAST_IF, (int)index)) < 0)
+        return rc;
+    if (family == AF_INET6 && !dual_stack(u))
+        return 0;
     struct ip_mreqn req = {.imr_ifindex = (int)index};
     return setsockopt(u->fd, IPPROTO_IP, IP_MULTICAST_IF, &req, sizeof req) < 0 ? -errno : 0;
 }

@@ -23,7 +23,7 @@ struct udp_recv_batch {
     struct iovec iov[UDP_BATCH];
     struct sockaddr_storage names[UDP_BATCH];
     union {
-        char bytes[CMSG_SPACE(sizeof(int))]; /* UDP_GRO's segment size */
+        char bytes[EVMUX__DATAGRAM_CONTROL]; /* UDP_GRO's segment size, and room for others */
         struct cmsghdr align;
     } control[UDP_BATCH];
 };
@@ -129,6 +129,9 @@ static void on_udp_io(evmux_io *io, unsigned events)
 
 static bool ready_detach(evmux_udp *u)
 {
+    /* What the kernel refused earlier gets one more chance, as on io_uring:
+     * a writable report may be waiting in this very iteration. */
+    evmux__udp_send_queue_now(u);
     evmux__io_stop_now(IO(u)); /* while the descriptor still names the file */
     return false;              /* the caller closes it */
 }

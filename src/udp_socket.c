@@ -37,20 +37,34 @@ void evmux__udp_detach(evmux_udp *u)
     u->state &= ~UDP_CONNECTED;
 }
 
-/* A descriptor, or a negative errno value. */
-static int make_socket(int family)
+static int set_flag(int fd, int level, int name, int on)
+{
+    return setsockopt(fd, level, name, &on, sizeof on) < 0 ? -errno : 0;
+}
+
+/* A descriptor, or a negative errno value. An IPv6 socket takes IPv4 too
+ * (dual stack) unless v6_only: set either way, so that the system default
+ * (net.ipv6.bindv6only) does not decide what it receives. */
+static int make_socket(int family, bool v6_only)
 {
     if (family != AF_INET && family != AF_INET6)
         return -EAFNOSUPPORT;
     int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    return fd < 0 ? -errno : fd;
+    if (fd < 0)
+        return -errno;
+    int rc = family == AF_INET6 ? set_flag(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6_only) : 0;
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
 }
 
 int evmux__udp_ensure_socket(evmux_udp *u, int family)
 {
     if (u->fd >= 0)
         return 0;
-    int fd = make_socket(family);
+    int fd = make_socket(family, false);
     if (fd < 0)
         return fd;
     int rc = attach(u, fd, true);
@@ -70,11 +84,6 @@ static int check_address(const struct sockaddr *addr, socklen_t len)
     return -EAFNOSUPPORT;
 }
 
-static int set_flag(int fd, int level, int name, int on)
-{
-    return setsockopt(fd, level, name, &on, sizeof on) < 0 ? -errno : 0;
-}
-
 int evmux_udp_bind(evmux_udp *u, const struct sockaddr *addr, socklen_t addr_len, unsigned flags)
 {
     if (u == NULL || evmux__closing(&u->handle) ||
@@ -87,7 +96,7 @@ int evmux_udp_bind(evmux_udp *u, const struct sockaddr *addr, socklen_t addr_len
         return -EINVAL;
     if (u->fd >= 0)
         return -EISCONN;
-    int fd = make_socket(addr->sa_family);
+    int fd = make_socket(addr->sa_family, (flags & EVMUX_UDP_IPV6_ONLY) != 0);
     if (fd < 0)
         return fd;
     if (flags & EVMUX_UDP_REUSEADDR)
@@ -99,10 +108,6 @@ int evmux_udp_bind(evmux_udp *u, const struct sockaddr *addr, socklen_t addr_len
         rc = -ENOTSUP;
 #endif
     }
-    /* Set either way: the system default (net.ipv6.bindv6only) must not
-     * decide what an IPv6 socket receives. */
-    if (rc == 0 && addr->sa_family == AF_INET6)
-        rc = set_flag(fd, IPPROTO_IPV6, IPV6_V6ONLY, (flags & EVMUX_UDP_IPV6_ONLY) != 0);
     if (rc == 0 && bind(fd, addr, addr_len) < 0)
         rc = -errno;
     if (rc == 0)
@@ -133,8 +138,10 @@ int evmux_udp_open(evmux_udp *u, int fd)
     if (flags < 0 || (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0))
         return -errno;
     int rc = attach(u, fd, inet);
-    if (rc < 0)
+    if (rc < 0) {
+        fcntl(fd, F_SETFL, flags); /* the caller's again, as it was */
         return rc;
+    }
     struct sockaddr_storage peer;
     socklen_t peer_len = sizeof peer;
     if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0)

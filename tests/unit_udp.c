@@ -586,6 +586,59 @@ static void test_gso_gro(void)
     unit_loop_finish(loop);
 }
 
+/* ---- a send callback that sends again does not hold the loop ---- */
+
+static evmux_udp chain_tx;
+static struct sockaddr_storage chain_to;
+static socklen_t chain_to_len;
+static unsigned long chain_sends;
+static int chain_timer_fired;
+
+static void on_chain_sent(evmux_udp_send_req *req, int status)
+{
+    CHECK_EQ(status, 0);
+    chain_sends++;
+    if (chain_timer_fired)
+        return;
+    evmux_buf b = {"x", 1};
+    CHECK_OK(evmux_udp_send(req, &chain_tx, &b, 1, (struct sockaddr *)&chain_to, chain_to_len,
+                            on_chain_sent));
+}
+
+static void on_chain_timer(evmux_timer *t)
+{
+    chain_timer_fired = 1;
+    CHECK_OK(evmux_close(&t->handle, NULL));
+}
+
+static void test_send_from_send_callback(void)
+{
+    loop = unit_loop_new();
+    evmux_udp rx;
+    struct sockaddr_storage tx_addr;
+    socklen_t tx_len;
+    bound(&rx, "127.0.0.1", &chain_to, &chain_to_len);
+    bound(&chain_tx, "127.0.0.1", &tx_addr, &tx_len);
+    chain_sends = 0;
+    chain_timer_fired = 0;
+    evmux_timer timer;
+    CHECK_OK(evmux_timer_init(loop, &timer, on_chain_timer));
+    CHECK_OK(evmux_timer_start(&timer, 20, 0));
+    /* Each callback sends the next datagram at once: nothing refuses on
+     * loopback, so on a readiness backend each report is owed at once.
+     * They must wait for the next pass, or the timer never gets a turn. */
+    evmux_udp_send_req req;
+    evmux_buf b = {"x", 1};
+    CHECK_OK(evmux_udp_send(&req, &chain_tx, &b, 1, (struct sockaddr *)&chain_to, chain_to_len,
+                            on_chain_sent));
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT)); /* ends once the chain stops */
+    CHECK(chain_timer_fired);
+    CHECK(chain_sends > 1);
+    CHECK_OK(evmux_close(&rx.handle, NULL));
+    CHECK_OK(evmux_close(&chain_tx.handle, NULL));
+    unit_loop_finish(loop);
+}
+
 /* ---- errors ---- */
 
 static int msgsize_status = 1;
@@ -634,6 +687,11 @@ static void test_errors(void)
     CHECK_EQ(msgsize_status, -EMSGSIZE);
     CHECK_EQ(evmux_udp_try_send(&u, &huge, 1, (struct sockaddr *)&self, self_len), -EMSGSIZE);
     CHECK_EQ(evmux_udp_try_send(&u, &b, 1, (struct sockaddr *)&self, self_len), 1);
+    evmux_buf many[65];
+    for (int i = 0; i < 65; i++)
+        many[i] = b;
+    CHECK_EQ(evmux_udp_try_send(&u, many, 65, (struct sockaddr *)&self, self_len), -EINVAL);
+    CHECK_EQ(evmux_udp_try_send(&u, many, 64, (struct sockaddr *)&self, self_len), 64);
     /* Connected: sends name no address. */
     CHECK_OK(evmux_udp_connect(&u, (struct sockaddr *)&self, self_len));
     CHECK_EQ(evmux_udp_send(NULL, &u, &b, 1, (struct sockaddr *)&self, self_len, NULL), -EISCONN);
@@ -669,6 +727,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_close_with_sends_pending);
     RUN_TEST(test_stop_in_burst);
     RUN_TEST(test_gso_gro);
+    RUN_TEST(test_send_from_send_callback);
     RUN_TEST(test_errors);
     return unit_end();
 }

@@ -89,7 +89,7 @@ enum { GROUP_BYTES = 0, GROUP_DATAGRAMS = 1, GROUPS = 2 };
 #define BUF_SIZE (16 * 1024)
 #define DGRAM_BUF_COUNT 64
 #define DGRAM_NAME_BYTES ((unsigned)sizeof(struct sockaddr_storage))
-#define DGRAM_CONTROL_BYTES ((unsigned)CMSG_SPACE(sizeof(int))) /* UDP_GRO's segment size */
+#define DGRAM_CONTROL_BYTES ((unsigned)EVMUX__DATAGRAM_CONTROL)
 #define DGRAM_BUF_SIZE                                                                             \
     (sizeof(struct io_uring_recvmsg_out) + DGRAM_NAME_BYTES + DGRAM_CONTROL_BYTES +               \
      EVMUX__DATAGRAM_MAX)
