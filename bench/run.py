@@ -371,6 +371,20 @@ def udp_tables(rows):
                 key[0], key[1], key[2], r["server"], fmt(r["msgs_per_s"]),
                 fmt(r["loss_pct"], 2), fmt(ns), fmt(ns / uv, 2) if uv == uv else "n/a",
                 fmt(ns / raw, 2) if raw == raw else "n/a", fmt(r["p99_us"])))
+    out += ["", "Goals (issue 12), for evmux-uring, the backend evmux picks where it "
+            "starts: server CPU per datagram below libuv's (ratio < 1.00) and within 10% of "
+            "the raw recvmmsg/sendmmsg peer's (ratio <= 1.10).", "",
+            "| clients | size | depth | evmux-uring ns | libuv ns | raw ns | vs libuv | "
+            "vs raw | goal |", "|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted({(r["conns"], r["size"], r["depth"]) for r in rows}):
+        ref = {r["server"]: r["server_ns_per_msg"] for r in rows
+               if (r["conns"], r["size"], r["depth"]) == key}
+        ns, uv, raw = ref.get("evmux-uring", NAN), ref.get("udp-libuv", NAN), ref.get("udp-raw", NAN)
+        met = ns == ns and uv == uv and raw == raw and ns / uv < 1.0 and ns / raw <= 1.10
+        out.append("| %d | %d | %d | %s | %s | %s | %s | %s | %s |" % (
+            key[0], key[1], key[2], fmt(ns), fmt(uv), fmt(raw),
+            fmt(ns / uv, 2) if uv == uv else "n/a", fmt(ns / raw, 2) if raw == raw else "n/a",
+            "met" if met else "not met"))
     return "\n".join(out) + "\n"
 
 

@@ -134,6 +134,10 @@ struct uring_state {
     unsigned test_refusals; /* tests only: new entries the ring refuses */
     struct uring_msg *msgs; /* one per submission-queue slot, for sendmsg */
     bool skip_success; /* IOSQE_CQE_SKIP_SUCCESS works: no results for removals */
+    /* Datagram sends prepared since the last entry into the kernel: each
+     * runs inside that entry (MSG_DONTWAIT) and posts its result there, so
+     * a wait that submits them waits for that many results more. */
+    unsigned inline_results;
 
     struct uring_fd *fds;
     size_t fds_len;
@@ -345,6 +349,7 @@ static struct io_uring_sqe *get_sqe(evmux_loop *loop)
     struct io_uring_sqe *sqe = io_uring_get_sqe(&st->ring);
     if (sqe == NULL) {
         io_uring_submit(&st->ring);
+        st->inline_results = 0; /* posted already: the wait will not block on them */
         sqe = io_uring_get_sqe(&st->ring);
     }
     return sqe;
@@ -607,9 +612,13 @@ static int uring_wait(evmux_loop *loop, uint64_t timeout_ns)
             ts.tv_nsec = (long long)(timeout_ns % 1000000000u);
             tsp = &ts;
         }
+        /* The results of the datagrams sent by this very submit do not
+         * end the wait: something else must happen (one ping-pong round
+         * is then one system call, not two). */
         struct io_uring_cqe *cqe;
-        rc = io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, tsp, NULL);
+        rc = io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1 + st->inline_results, tsp, NULL);
     }
+    st->inline_results = 0;
     /* -ETIME: the timeout passed; -EBUSY: the kernel holds overflowed
      * results and wants room first, which reaping makes. */
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
@@ -635,6 +644,7 @@ static int uring_after_fork(evmux_loop *loop)
     st->rearm_count = 0;
     st->owed_count = 0; /* the parent's polls */
     st->live_polls = 0;
+    st->inline_results = 0;
     st->result_count = 0; /* results of the parent's requests */
     for (unsigned bgid = 0; bgid < GROUPS; bgid++) {
         if (st->groups[bgid].ring == NULL)
@@ -711,6 +721,7 @@ static int uring_submit(evmux_loop *loop, struct evmux__op *op)
         break;
     case EVMUX__OP_SENDMSG:
         prep_sendmsg(st, sqe, op);
+        st->inline_results++;
         break;
     case EVMUX__OP_SEND:
         prep_send(st, sqe, op);
@@ -800,6 +811,7 @@ static void uring_flush(evmux_loop *loop)
     struct uring_state *st = loop->backend_state;
     if (io_uring_sq_ready(&st->ring) > 0)
         io_uring_submit(&st->ring);
+    st->inline_results = 0;
 }
 
 static int uring_datagram_buffers(evmux_loop *loop)
