@@ -1,5 +1,6 @@
 /* Requests to the kernel: one asynchronous operation on a descriptor (a
- * multishot recv, a send, a wait for writability), made by a handle, run
+ * multishot recv or recvmsg, a send or sendmsg, a wait for writability, a
+ * multishot accept), made by a handle, run
  * by a completion backend (io_uring), reported back through the request's
  * class. The backend sees requests only: never a stream, a listener or any
  * handle. The owner embeds the request and keeps it (and its descriptor)
