@@ -3,33 +3,10 @@
  * queued in chunks) and echoes of every read make no call to malloc, calloc
  * or realloc. This executable is linked with --wrap for those three, so
  * every allocation made by the library is counted. */
+#include "alloc_count.h"
 #include "unit_util.h"
 
 #include <sys/socket.h>
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-
-static unsigned long allocations;
-
-void *__wrap_malloc(size_t n)
-{
-    allocations++;
-    return __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-    allocations++;
-    return __real_calloc(n, size);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-    allocations++;
-    return __real_realloc(p, n);
-}
 
 #define PIECE 70000u /* three pieces a round: about 200 KiB, many chunks */
 #define WARMUP_ROUNDS 40

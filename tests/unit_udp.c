@@ -28,6 +28,24 @@ static void bound(evmux_udp *u, const char *ip, struct sockaddr_storage *addr, s
     CHECK_OK(evmux_udp_address(u, addr, len));
 }
 
+/* A receiver and a sender on 127.0.0.1, on a new loop. */
+static void open_pair(evmux_udp *rx, struct sockaddr_storage *rx_addr, socklen_t *rx_len,
+                      evmux_udp *tx)
+{
+    loop = unit_loop_new();
+    struct sockaddr_storage tx_addr;
+    socklen_t tx_len;
+    bound(rx, "127.0.0.1", rx_addr, rx_len);
+    bound(tx, "127.0.0.1", &tx_addr, &tx_len);
+}
+
+static void close_pair(evmux_udp *rx, evmux_udp *tx)
+{
+    CHECK_OK(evmux_close(&rx->handle, NULL));
+    CHECK_OK(evmux_close(&tx->handle, NULL));
+    unit_loop_finish(loop);
+}
+
 static int have_ipv6_loopback(void)
 {
     int fd = socket(AF_INET6, SOCK_DGRAM, 0);
@@ -180,12 +198,10 @@ static void send_and_wait(evmux_udp *from, size_t len, const struct sockaddr_sto
 
 static void test_truncation(void)
 {
-    loop = unit_loop_new();
     evmux_udp rx, tx;
-    struct sockaddr_storage rx_addr, tx_addr;
-    socklen_t rx_len, tx_len;
-    bound(&rx, "127.0.0.1", &rx_addr, &rx_len);
-    bound(&tx, "127.0.0.1", &tx_addr, &tx_len);
+    struct sockaddr_storage rx_addr;
+    socklen_t rx_len;
+    open_pair(&rx, &rx_addr, &rx_len, &tx);
     CHECK_EQ(evmux_udp_set_recv_size(&rx, 0), -EINVAL);
     CHECK_EQ(evmux_udp_set_recv_size(&rx, 65537), -EINVAL);
     CHECK_OK(evmux_udp_recv_start(&rx, on_record));
@@ -202,9 +218,7 @@ static void test_truncation(void)
     send_and_wait(&tx, 0, &rx_addr, rx_len);
     CHECK_EQ(got_len, 0);
     CHECK_EQ(got_flags, 0);
-    CHECK_OK(evmux_close(&rx.handle, NULL));
-    CHECK_OK(evmux_close(&tx.handle, NULL));
-    unit_loop_finish(loop);
+    close_pair(&rx, &tx);
 }
 
 /* ---- a connected socket hears of a closed port ---- */
@@ -321,9 +335,7 @@ static void test_multicast(void)
     send_and_wait(&tx, 200, &group, ssm_len);
     CHECK_EQ(got_len, 200);
     CHECK_OK(evmux_udp_set_source_membership(&rx, "232.1.1.1", "lo", "127.0.0.1", 0));
-    CHECK_OK(evmux_close(&rx.handle, NULL));
-    CHECK_OK(evmux_close(&tx.handle, NULL));
-    unit_loop_finish(loop);
+    close_pair(&rx, &tx);
 }
 
 /* ---- a burst: loss allowed and counted, memory bounded ---- */
@@ -356,12 +368,10 @@ static long rss_kib(void)
 
 static void test_burst(void)
 {
-    loop = unit_loop_new();
     evmux_udp rx, tx;
-    struct sockaddr_storage rx_addr, tx_addr;
-    socklen_t rx_len, tx_len;
-    bound(&rx, "127.0.0.1", &rx_addr, &rx_len);
-    bound(&tx, "127.0.0.1", &tx_addr, &tx_len);
+    struct sockaddr_storage rx_addr;
+    socklen_t rx_len;
+    open_pair(&rx, &rx_addr, &rx_len, &tx);
     CHECK_OK(evmux_udp_recv_start(&rx, on_burst_recv));
     burst_got = 0;
     char payload[64];
@@ -397,9 +407,7 @@ static void test_burst(void)
     CHECK_EQ(evmux_udp_queued(&tx), 0);
     CHECK(most_queued <= 4 * BURST_STEP); /* the loop keeps up: no growth with the total */
     CHECK(rss_end - rss_start < 32 * 1024); /* bounded by the queue, not the total */
-    CHECK_OK(evmux_close(&rx.handle, NULL));
-    CHECK_OK(evmux_close(&tx.handle, NULL));
-    unit_loop_finish(loop);
+    close_pair(&rx, &tx);
 }
 
 /* ---- close with sends pending ---- */
@@ -490,12 +498,10 @@ static void on_stop_recv(evmux_udp *u, ssize_t nread, char *buf, const struct so
 
 static void test_stop_in_burst(void)
 {
-    loop = unit_loop_new();
     evmux_udp rx, tx;
-    struct sockaddr_storage rx_addr, tx_addr;
-    socklen_t rx_len, tx_len;
-    bound(&rx, "127.0.0.1", &rx_addr, &rx_len);
-    bound(&tx, "127.0.0.1", &tx_addr, &tx_len);
+    struct sockaddr_storage rx_addr;
+    socklen_t rx_len;
+    open_pair(&rx, &rx_addr, &rx_len, &tx);
     for (unsigned i = 0; i < STOP_BURST; i++) {
         char byte = (char)i;
         evmux_buf b = {&byte, 1};
@@ -520,9 +526,7 @@ static void test_stop_in_burst(void)
     CHECK_EQ(stop_seen, STOP_BURST);
     CHECK(stop_order_ok);
     unit_guard_close(&guard);
-    CHECK_OK(evmux_close(&rx.handle, NULL));
-    CHECK_OK(evmux_close(&tx.handle, NULL));
-    unit_loop_finish(loop);
+    close_pair(&rx, &tx);
 }
 
 /* ---- segmentation and receive offload ---- */
@@ -547,12 +551,10 @@ static void on_gro_recv(evmux_udp *u, ssize_t nread, char *buf, const struct soc
 
 static void test_gso_gro(void)
 {
-    loop = unit_loop_new();
     evmux_udp rx, tx;
-    struct sockaddr_storage rx_addr, tx_addr;
-    socklen_t rx_len, tx_len;
-    bound(&rx, "127.0.0.1", &rx_addr, &rx_len);
-    bound(&tx, "127.0.0.1", &tx_addr, &tx_len);
+    struct sockaddr_storage rx_addr;
+    socklen_t rx_len;
+    open_pair(&rx, &rx_addr, &rx_len, &tx);
     int rc = evmux_udp_set_gso(&tx, 1000);
     int rc2 = evmux_udp_set_gro(&rx, 1);
     if (rc == -ENOTSUP || rc2 == -ENOTSUP) {
@@ -581,9 +583,7 @@ static void test_gso_gro(void)
     CHECK_EQ(gso_count, 10);
     CHECK_EQ(gso_total, sizeof gso_bytes);
     CHECK(gso_ok);
-    CHECK_OK(evmux_close(&rx.handle, NULL));
-    CHECK_OK(evmux_close(&tx.handle, NULL));
-    unit_loop_finish(loop);
+    close_pair(&rx, &tx);
 }
 
 /* ---- a send callback that sends again does not hold the loop ---- */

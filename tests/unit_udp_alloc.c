@@ -5,33 +5,10 @@
  * datagram pair whose reader is slower than its writer, so the kernel
  * refuses and evmux queues. This executable is linked with --wrap for the
  * three, so every allocation the library makes is counted. */
+#include "alloc_count.h"
 #include "unit_util.h"
 
 #include <sys/socket.h>
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-
-static unsigned long allocations;
-
-void *__wrap_malloc(size_t n)
-{
-    allocations++;
-    return __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-    allocations++;
-    return __real_calloc(n, size);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-    allocations++;
-    return __real_realloc(p, n);
-}
 
 #define BURST 32
 #define WARMUP_ROUNDS 50
