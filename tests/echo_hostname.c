@@ -12,6 +12,7 @@
  *    to NAME:PORT: " and the resolver's message, the server exits 2 with
  *    "bad address", neither printing on stdout. */
 #include "echo_harness.h"
+#include "ipv6_loopback.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -24,17 +25,6 @@
 #include <unistd.h>
 
 #define LINES 300
-
-static int have_ipv6_loopback(void)
-{
-    int fd = socket(AF_INET6, SOCK_STREAM, 0);
-    if (fd < 0)
-        return 0;
-    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
-    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
 
 struct server {
     echo_proc proc;

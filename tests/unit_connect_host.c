@@ -29,6 +29,7 @@
  * and answers, holds held.test on its thread, answers slow.test late, and
  * two.test and mixed.test with two addresses. */
 #include "resolve_wrap.h"
+#include "ipv6_loopback.h"
 #include "unit_util.h"
 
 #include <net/if.h>
@@ -303,17 +304,6 @@ static void test_literal(void)
     CHECK_OK(evmux_close(&c.s.handle, NULL));
     server_close(&srv);
     finish(loop);
-}
-
-static int have_ipv6_loopback(void)
-{
-    int fd = socket(AF_INET6, SOCK_STREAM, 0);
-    if (fd < 0)
-        return 0;
-    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
-    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
 }
 
 static void test_ipv6(void)

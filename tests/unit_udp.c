@@ -4,6 +4,7 @@
  * close with sends pending, stops and restarts that lose nothing, the
  * kernel's offloads, and clear errors for bad calls. */
 #include "unit_util.h"
+#include "ipv6_loopback.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,17 +45,6 @@ static void close_pair(evmux_udp *rx, evmux_udp *tx)
     CHECK_OK(evmux_close(&rx->handle, NULL));
     CHECK_OK(evmux_close(&tx->handle, NULL));
     unit_loop_finish(loop);
-}
-
-static int have_ipv6_loopback(void)
-{
-    int fd = socket(AF_INET6, SOCK_DGRAM, 0);
-    if (fd < 0)
-        return 0;
-    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
-    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
 }
 
 static void fill_pattern(char *p, size_t n, unsigned seed)

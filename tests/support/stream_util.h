@@ -6,6 +6,7 @@
 #define EVMUX_TEST_STREAM_UTIL_H
 
 #include "unit_util.h"
+#include "ipv6_loopback.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -96,14 +97,7 @@ static inline unsigned su_unused_port(void)
 /* 1 if ::1 can be bound here (IPv6 loopback configured). */
 static inline int su_have_ipv6_loopback(void)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = su_ip("::1", 0, &ss);
-    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    int ok = bind(fd, (struct sockaddr *)&ss, len) == 0;
-    close(fd);
-    return ok;
+    return have_ipv6_loopback();
 }
 
 /* ---- raw sockets for the far side ---- */
