@@ -541,6 +541,12 @@ static void ring_fork_test(bool at_eof)
     ring_fork_at = at_eof ? 0 : 2;
     ring_fork_at_eof = at_eof;
     ring_child = -1;
+    /* The parent's ring keeps its recv requests on the same sockets, and
+     * its loop runs on a little after the fork (the rest of its
+     * iteration): bytes the child's flood sent then could go to the
+     * parent. The child floods once the parent has stopped its loop. */
+    int parked[2];
+    CHECK_OK(pipe(parked));
     ring_fill(&rd[0], 100);
     if (at_eof)
         CHECK_OK(shutdown(rd[1].peer, SHUT_WR));
@@ -551,6 +557,8 @@ static void ring_fork_test(bool at_eof)
         run_iterations(loop, 1);
     CHECK(ring_child >= 0);
     if (ring_child == 0) {
+        char go;
+        CHECK_EQ(read(parked[0], &go, 1), 1);
         for (int flood = 0; flood < RING_FLOODS; flood++) {
             for (int i = 0; i < RING_STREAMS; i++)
                 if (!(at_eof && i == 1))
@@ -567,7 +575,10 @@ static void ring_fork_test(bool at_eof)
         CHECK(total > (uint64_t)RING_FLOODS * 4 * 1024 * 1024); /* the ring went round */
         _exit(0);
     }
+    CHECK_EQ(write(parked[1], "p", 1), 1); /* no more iterations here until the child is done */
     CHECK(child_succeeded(ring_child));
+    close(parked[0]);
+    close(parked[1]);
     for (int i = 0; i < RING_STREAMS; i++) {
         CHECK_OK(evmux_close(&rd[i].s.handle, NULL));
         close(rd[i].peer);
