@@ -67,6 +67,10 @@ double self_cpu_s(void);
 double process_cpu_s(pid_t pid);
 /* The payload pattern (n bytes) and the same uppercased. */
 void make_pattern(uint8_t *payload, uint8_t *expected, size_t n);
+/* The loop of --backend, its name in res; NULL (said on stderr) if it
+ * cannot start. */
+struct evmux_loop;
+struct evmux_loop *bench_loop_new(const struct bench_options *opt, struct bench_results *res);
 
 /* bench_udp.c: the --udp load. Returns the exit status, having reported. */
 int bench_udp_run(const struct bench_options *opt, struct bench_results *res);

@@ -2,6 +2,8 @@
  * bench_udp.c: datagrams): clocks, CPU time, and the payload pattern. */
 #include "bench.h"
 
+#include <evmux.h>
+
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -70,3 +72,17 @@ void make_pattern(uint8_t *payload, uint8_t *expected, size_t n)
     }
 }
 
+
+evmux_loop *bench_loop_new(const struct bench_options *opt, struct bench_results *res)
+{
+    evmux_loop_options lopt = {.backend = opt->backend};
+    evmux_loop *loop;
+    int rc = evmux_loop_new(&loop, &lopt);
+    if (rc < 0) {
+        fprintf(stderr, PROG ": cannot start the %s backend: %s\n", opt->backend,
+                evmux_strerror(rc));
+        return NULL;
+    }
+    res->backend = evmux_loop_backend(loop);
+    return loop;
+}

@@ -17,6 +17,7 @@
  * pattern byte.
  */
 #include "bench.h"
+#include "first_address.h"
 
 #include <evmux.h>
 
@@ -290,52 +291,16 @@ static int setup(struct udp_bench *b, const struct sockaddr *addr, socklen_t add
     return 0;
 }
 
-/* --host and --port, for a datagram socket: the first address. */
-struct lookup {
-    struct sockaddr_storage addr;
-    socklen_t len;
-    int status;
-};
-
-static void on_resolved(evmux_getaddrinfo_req *req, int status, struct addrinfo *res)
-{
-    struct lookup *l = req->data;
-    l->status = status;
-    if (status == 0) {
-        memcpy(&l->addr, res->ai_addr, res->ai_addrlen);
-        l->len = res->ai_addrlen;
-    }
-    evmux_freeaddrinfo(res);
-}
-
-static int resolve(evmux_loop *loop, const struct bench_options *opt, struct lookup *l)
-{
-    char port[8];
-    snprintf(port, sizeof port, "%u", opt->port);
-    struct addrinfo hints = {.ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICSERV};
-    evmux_getaddrinfo_req req = {.data = l};
-    l->status = 1;
-    int rc = evmux_getaddrinfo(loop, &req, on_resolved, opt->host, port, &hints);
-    if (rc == 0)
-        rc = evmux_run(loop, EVMUX_RUN_DEFAULT); /* nothing else is on the loop yet */
-    return rc < 0 ? rc : l->status;
-}
-
 int bench_udp_run(const struct bench_options *opt, struct bench_results *res)
 {
     struct udp_bench b = {.opt = opt, .res = res, .header = SEQ_BYTES + (opt->mark ? 1 : 0)};
     res->server_cpu_s = -1;
     hist_reset(&res->hist);
-    evmux_loop_options lopt = {.backend = opt->backend};
-    int rc = evmux_loop_new(&b.loop, &lopt);
-    if (rc < 0) {
-        fprintf(stderr, PROG ": cannot start the %s backend: %s\n", opt->backend,
-                evmux_strerror(rc));
+    if ((b.loop = bench_loop_new(opt, res)) == NULL)
         return 1;
-    }
-    res->backend = evmux_loop_backend(b.loop);
-    struct lookup where;
-    rc = resolve(b.loop, opt, &where);
+    struct first_address where;
+    /* (the first address: a datagram socket has no handshake to try others with) */
+    int rc = first_address(b.loop, opt->host, opt->port, SOCK_DGRAM, 0, &where);
     if (rc < 0) {
         fprintf(stderr, PROG ": bad address '%s': %s\n", opt->host, evmux_strerror(rc));
         evmux_loop_free(b.loop);

@@ -22,6 +22,7 @@
 #include <evmux.h>
 
 #include "echo_upper.h"
+#include "first_address.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -574,48 +575,20 @@ static int parse_args(int argc, char **argv, struct options *opt)
     return -1;
 }
 
-struct listen_addr {
-    struct sockaddr_storage addr;
-    socklen_t len;
-    int status;
-};
-
-/* The first address of the name: the one the C library prefers. */
-static void on_host_resolved(evmux_getaddrinfo_req *req, int status, struct addrinfo *res)
-{
-    struct listen_addr *where = req->data;
-    where->status = status;
-    if (status == 0 && res->ai_addrlen <= sizeof where->addr) {
-        memcpy(&where->addr, res->ai_addr, res->ai_addrlen);
-        where->len = res->ai_addrlen;
-    } else if (status == 0) {
-        where->status = -EAFNOSUPPORT;
-    }
-    evmux_freeaddrinfo(res);
-}
-
 /* A socket path, an address literal, or a host name, resolved on the
- * loop's worker pool before anything else is on the loop (so the run
- * returns once the answer is in). */
-static int resolve(evmux_loop *loop, const struct options *opt, struct listen_addr *where)
+ * loop's worker pool before anything else is on the loop. */
+static int resolve(evmux_loop *loop, const struct options *opt, struct first_address *where)
 {
     if (opt->unix_path)
         return evmux_addr_unix(opt->unix_path, &where->addr, &where->len);
     if (evmux_addr_ip(opt->host, opt->port, &where->addr, &where->len) == 0)
-        return 0;
-    char port[8];
-    snprintf(port, sizeof port, "%u", opt->port);
-    struct addrinfo hints = {.ai_socktype = opt->udp ? SOCK_DGRAM : SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    evmux_getaddrinfo_req req = {.data = where};
-    int rc = evmux_getaddrinfo(loop, &req, on_host_resolved, opt->host, port, &hints);
-    if (rc == 0)
-        rc = evmux_run(loop, EVMUX_RUN_DEFAULT);
-    return rc < 0 ? rc : where->status;
+        return 0; /* also "[::1]", as people copy it from URLs */
+    return first_address(loop, opt->host, opt->port, opt->udp ? SOCK_DGRAM : SOCK_STREAM,
+                         AI_PASSIVE, where);
 }
 
 static int start_listening(struct server *srv, const struct options *opt,
-                           const struct listen_addr *at)
+                           const struct first_address *at)
 {
     struct sockaddr_storage addr = at->addr;
     socklen_t len = at->len;
@@ -669,7 +642,7 @@ int main(int argc, char **argv)
                 evmux_strerror(rc));
         return 1;
     }
-    struct listen_addr where = {.status = 0};
+    struct first_address where = {.status = 0};
     if ((rc = resolve(srv.loop, &opt, &where)) < 0) {
         fprintf(stderr, "evmux-echo-server: bad address '%s': %s\n",
                 opt.unix_path ? opt.unix_path : opt.host,

@@ -634,14 +634,8 @@ static int run(const struct bench_options *opt, struct bench_results *res)
         return bench_udp_run(opt, res);
     raise_fd_limit(opt->conns + opt->idle + 16);
 
-    evmux_loop_options lopt = {.backend = opt->backend};
-    int rc = evmux_loop_new(&b.loop, &lopt);
-    if (rc < 0) {
-        fprintf(stderr, PROG ": cannot start the %s backend: %s\n", opt->backend,
-                evmux_strerror(rc));
+    if ((b.loop = bench_loop_new(opt, res)) == NULL)
         return 1;
-    }
-    res->backend = evmux_loop_backend(b.loop);
     if (bench_alloc(&b) < 0) {
         fprintf(stderr, PROG ": out of memory for %zu connections\n", opt->conns + opt->idle);
         bench_free(&b);
@@ -653,7 +647,7 @@ static int run(const struct bench_options *opt, struct bench_results *res)
 
     b.connect_start_ns = now_ns();
     connect_first(&b);
-    rc = evmux_run(b.loop, EVMUX_RUN_DEFAULT);
+    int rc = evmux_run(b.loop, EVMUX_RUN_DEFAULT);
     if (rc < 0) {
         fprintf(stderr, PROG ": event loop failed: %s\n", evmux_strerror(rc));
         return 1; /* the loop cannot be trusted to close cleanly now */

@@ -152,9 +152,10 @@ static int check_send(evmux_udp *u, const evmux_buf bufs[], size_t nbufs,
  * the stack); more are copied into the queue, and try_send refuses them. */
 #define DIRECT_IOV_MAX 64
 
+/* sendmsg of the caller's buffers, without waiting: the bytes sent or a
+ * negative errno value. */
 static ssize_t send_direct(evmux_udp *u, const evmux_buf bufs[], size_t nbufs,
-                           const struct sockaddr *addr, socklen_t addr_len,
-                           ssize_t (*send)(evmux_udp *, const struct msghdr *))
+                           const struct sockaddr *addr, socklen_t addr_len)
 {
     struct iovec iov[DIRECT_IOV_MAX];
     for (size_t i = 0; i < nbufs; i++)
@@ -165,7 +166,8 @@ static ssize_t send_direct(evmux_udp *u, const evmux_buf bufs[], size_t nbufs,
         .msg_iov = iov,
         .msg_iovlen = nbufs,
     };
-    return send(u, &msg);
+    ssize_t n = sendmsg(u->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    return n >= 0 ? n : -errno;
 }
 
 static int enqueue(evmux_udp_send_req *req, evmux_udp *u, const evmux_buf bufs[], size_t nbufs,
@@ -196,12 +198,6 @@ static int enqueue(evmux_udp_send_req *req, evmux_udp *u, const evmux_buf bufs[]
     return rc;
 }
 
-ssize_t evmux__udp_sendmsg(evmux_udp *u, const struct msghdr *msg)
-{
-    ssize_t n = sendmsg(u->fd, msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    return n >= 0 ? n : -errno;
-}
-
 int evmux_udp_send(evmux_udp_send_req *req, evmux_udp *u, const evmux_buf bufs[], size_t nbufs,
                    const struct sockaddr *addr, socklen_t addr_len, evmux_udp_send_cb cb)
 {
@@ -217,8 +213,8 @@ int evmux_udp_send(evmux_udp_send_req *req, evmux_udp *u, const evmux_buf bufs[]
         req->link = (struct evmux__link){NULL, NULL};
         req->status = 0;
     }
-    if (u->driver->send_now != NULL && evmux__list_empty(&u->queue) && nbufs <= DIRECT_IOV_MAX) {
-        ssize_t n = send_direct(u, bufs, nbufs, addr, addr_len, u->driver->send_now);
+    if (u->driver->send_at_once && evmux__list_empty(&u->queue) && nbufs <= DIRECT_IOV_MAX) {
+        ssize_t n = send_direct(u, bufs, nbufs, addr, addr_len);
         if (n != -EAGAIN && n != -EWOULDBLOCK) {
             owe_report(u, req, n < 0 ? (int)n : 0);
             return 0;
@@ -241,7 +237,7 @@ ssize_t evmux_udp_try_send(evmux_udp *u, const evmux_buf bufs[], size_t nbufs,
     if (!evmux__list_empty(&u->queue) || !evmux__list_empty(&u->inflight) ||
         (u->state & UDP_SEND_FULL))
         return -EAGAIN;
-    return send_direct(u, bufs, nbufs, addr, addr_len, evmux__udp_sendmsg);
+    return send_direct(u, bufs, nbufs, addr, addr_len);
 }
 
 size_t evmux_udp_queued(const evmux_udp *u)

@@ -55,10 +55,10 @@ struct evmux__udp_driver {
     /* What the kernel is asked for follows u->state and the queue: 0 or a
      * negative errno value. */
     int (*sync)(evmux_udp *u);
-    /* A datagram with nothing queued: sendmsg now. The bytes sent, or a
-     * negative errno value (-EAGAIN: no room, queue it). NULL: every
-     * datagram is queued. */
-    ssize_t (*send_now)(evmux_udp *u, const struct msghdr *msg);
+    /* A datagram with nothing queued goes to the kernel inside
+     * evmux_udp_send (sendmsg), and only what it refuses is queued; else
+     * every datagram is queued. */
+    bool send_at_once;
     /* In each of the loop's passes, for a deferred handle (after the
      * shared reports). */
     void (*deferred)(evmux_udp *u, enum evmux__pass pass);
@@ -116,8 +116,6 @@ void evmux__udp_message(struct evmux__dgram *d, struct msghdr *msg);
 /* Sends the queue with sendmmsg until the kernel stops taking it; the
  * callbacks are owed. */
 void evmux__udp_send_queue_now(evmux_udp *u);
-/* sendmsg without waiting: the bytes sent or a negative errno value. */
-ssize_t evmux__udp_sendmsg(evmux_udp *u, const struct msghdr *msg);
 
 /* udp_socket.c */
 /* Makes a socket of the family if the handle has none. */

@@ -249,8 +249,7 @@ static bool native_detach(evmux_udp *u)
     evmux__handle_deactivate(&u->handle); /* (close sets its flag after this) */
     if (!native_busy(u))
         return false;
-    u->state |= UDP_FD_KEPT;
-    RECV(u)->fd = u->fd;
+    u->state |= UDP_FD_KEPT; /* RECV(u)->fd names it since attach */
     return true;
 }
 

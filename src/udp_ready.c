@@ -163,7 +163,7 @@ static int ready_attach(evmux_udp *u)
 const struct evmux__udp_driver evmux__udp_ready = {
     .attach = ready_attach,
     .sync = ready_sync,
-    .send_now = evmux__udp_sendmsg,
+    .send_at_once = true,
     .detach = ready_detach,
     .set_ref = ready_set_ref,
     .is_active = ready_is_active,
