@@ -328,6 +328,20 @@ static void start_stdin(struct client *c)
 
 /* ---- the connection: replies go straight to stdout ---- */
 
+/* Reply bytes, from the connection or a datagram: printed; done once
+ * stdin has ended and everything has come back. */
+static void print_reply(struct client *c, const char *buf, size_t n)
+{
+    c->received += n;
+    c->at_prompt = false;
+    if (write_out(buf, n) < 0)
+        stdout_failed(c);
+    else if (all_answered(c) && c->in_eof)
+        finish(c, 0);
+    else if (all_answered(c) && c->tty)
+        prompt(c);
+}
+
 static void on_read(evmux_stream *s, ssize_t nread, char *buf)
 {
     struct client *c = s->handle.data;
@@ -335,14 +349,7 @@ static void on_read(evmux_stream *s, ssize_t nread, char *buf)
         connection_lost(c, (int)nread);
         return;
     }
-    c->received += (size_t)nread;
-    c->at_prompt = false;
-    if (write_out(buf, (size_t)nread) < 0)
-        stdout_failed(c);
-    else if (all_answered(c) && c->in_eof)
-        finish(c, 0);
-    else if (all_answered(c) && c->tty)
-        prompt(c);
+    print_reply(c, buf, (size_t)nread);
 }
 
 /* ---- --udp: one datagram a line, one a reply ---- */
@@ -356,15 +363,8 @@ static void on_reply(evmux_udp *u, ssize_t nread, char *buf, const struct sockad
         fail(c, "no server at %s: %s", c->where, evmux_strerror((int)nread));
         return;
     }
-    c->received += (size_t)nread;
     c->replies++;
-    c->at_prompt = false;
-    if (write_out(buf, (size_t)nread) < 0)
-        stdout_failed(c);
-    else if (all_answered(c) && c->in_eof)
-        finish(c, 0);
-    else if (all_answered(c) && c->tty)
-        prompt(c);
+    print_reply(c, buf, (size_t)nread);
 }
 
 static void on_reply_wait_over(evmux_timer *t)
