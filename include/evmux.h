@@ -14,18 +14,18 @@
  *    neutral value (0; -1 for a descriptor; "" for a name) and a void
  *    function does nothing.
  *  - The loop is opaque. Handles (evmux_io, evmux_timer, evmux_async,
- *    evmux_signal, evmux_stream, evmux_listener, evmux_udp) and requests
- *    (evmux_write_req, evmux_connect_req, evmux_udp_send_req, evmux_work,
- *    evmux_getaddrinfo_req, evmux_getnameinfo_req, evmux_connect_host_req) are
- *    structs that the caller allocates, may embed in its own structs, and
+ *    evmux_handoff, evmux_signal, evmux_stream, evmux_listener, evmux_udp)
+ *    and requests (evmux_write_req, evmux_connect_req, evmux_udp_send_req,
+ *    evmux_work, evmux_getaddrinfo_req, evmux_getnameinfo_req,
+ *    evmux_connect_host_req) are structs that the caller allocates, may embed in its own structs, and
  *    must keep alive and unmoved: a handle from *_init until its close
  *    callback has run, a request until its callback has run.
  *    Every handle begins with an evmux_handle named `handle`, whose `data`
  *    field belongs to the caller.
- *  - A loop belongs to the thread that runs it. Only evmux_async_send and
- *    evmux_stop may be called from other threads; every other function
- *    belongs to the loop's thread (a work request's work_cb runs on a pool
- *    thread and may call neither).
+ *  - A loop belongs to the thread that runs it. Only evmux_async_send,
+ *    evmux_handoff_send and evmux_stop may be called from other threads;
+ *    every other function belongs to the loop's thread (a work request's
+ *    work_cb runs on a pool thread and may call none of them).
  *  - Times are milliseconds on the monotonic clock, counted from the loop's
  *    cached time (evmux_now), which is read after each wait, before the
  *    callbacks run (and again after callbacks, while timers are pending).
@@ -380,6 +380,41 @@ EVMUX_API int evmux_async_init(evmux_loop *loop, evmux_async *async, evmux_async
  * the callback. Do not send once evmux_close has been called on the handle:
  * the caller orders the two. Errors: -EINVAL (NULL). */
 EVMUX_API int evmux_async_send(evmux_async *async);
+
+/* ------------------------------------------------------------------ */
+/* Handing descriptors to another loop's thread                        */
+/* ------------------------------------------------------------------ */
+
+typedef struct evmux_handoff evmux_handoff;
+
+/* Runs on the receiving loop's thread, once per descriptor sent, in the
+ * order the sends were made. fd is the callback's from then on: adopt it
+ * (evmux_stream_open, evmux_udp_open) or close it. data is the sender's. */
+typedef void (*evmux_handoff_cb)(evmux_handoff *handoff, int fd, void *data);
+
+struct evmux_handoff {
+    evmux_handle handle;
+    /* private */
+    evmux_handoff_cb cb;
+    evmux_async wake;
+    struct evmux__handoff_queue *queue;
+};
+
+/* Prepares a mailbox for descriptors on loop: any thread may send, and
+ * cb receives on loop's thread (e.g. one accepting loop spreading
+ * connections over others; docs/threads.md). It is active (keeps
+ * evmux_run going) until closed, unless unreferenced. Closing it closes
+ * every descriptor sent and not yet given to cb. Errors: -EINVAL (NULL),
+ * -ENOMEM. */
+EVMUX_API int evmux_handoff_init(evmux_loop *loop, evmux_handoff *handoff, evmux_handoff_cb cb);
+
+/* Safe from any thread: queues fd (with data) for the handoff's callback,
+ * and wakes its loop. On 0 the handoff owns fd: the callback gets it, or
+ * it is closed with the handle. On an error fd stays the caller's. Do not
+ * send once the handle's close callback may have run: the caller orders
+ * the two, as for evmux_async_send. Errors: -EINVAL (NULL, fd < 0),
+ * -EPIPE (the handle is closing), -ENOMEM. */
+EVMUX_API int evmux_handoff_send(evmux_handoff *handoff, int fd, void *data);
 
 /* ------------------------------------------------------------------ */
 /* Signals                                                             */

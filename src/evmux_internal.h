@@ -25,7 +25,8 @@ enum evmux_handle_type {
     EVMUX_KIND_WORK = 7, /* requests, not handles: only the loop hooks */
     EVMUX_KIND_LOOKUP = 8, /* name lookups (resolve.c): their reports owed */
     EVMUX_HANDLE_UDP = 9,
-    EVMUX__KIND_LIMIT = 10
+    EVMUX_HANDLE_HANDOFF = 10,
+    EVMUX__KIND_LIMIT = 11
 };
 
 /* The loop's passes over the kinds that keep reports owed (loop_pass). */
