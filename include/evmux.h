@@ -795,6 +795,13 @@ EVMUX_API int evmux_listener_address(const evmux_listener *listener, struct sock
  * FD_SETSIZE). */
 EVMUX_API int evmux_accept(evmux_listener *listener, evmux_stream *client);
 
+/* Inside the accept callback: takes the waiting connection as a bare
+ * descriptor (non-blocking, close-on-exec), which is the caller's from
+ * then on: e.g. for evmux_handoff_send to another loop's thread.
+ * Errors: -EINVAL (NULL), -EAGAIN (none is waiting: outside the callback,
+ * or taken). */
+EVMUX_API int evmux_accept_fd(evmux_listener *listener, int *fd);
+
 /* ------------------------------------------------------------------ */
 /* Datagrams: UDP (and Unix-domain datagram sockets)                   */
 /* ------------------------------------------------------------------ */

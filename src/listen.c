@@ -232,6 +232,17 @@ int evmux_accept(evmux_listener *l, evmux_stream *client)
     return 0;
 }
 
+int evmux_accept_fd(evmux_listener *l, int *fd)
+{
+    if (l == NULL || fd == NULL)
+        return -EINVAL;
+    if (l->pending_fd < 0)
+        return -EAGAIN;
+    *fd = l->pending_fd; /* accept4 made it non-blocking and close-on-exec */
+    l->pending_fd = -1;
+    return 0;
+}
+
 /* A Unix socket file left by a process that died blocks bind() with
  * EADDRINUSE. Replace it only if it is a socket nobody accepts on. */
 static bool remove_stale_socket(const struct sockaddr *addr, socklen_t len)

@@ -336,6 +336,57 @@ static void test_close_listener_in_accept_cb(void)
         close(c[i]);
 }
 
+/* evmux_accept_fd: the waiting connection as a bare descriptor,
+ * non-blocking and close-on-exec, usable, and taken once. */
+struct bare {
+    evmux_listener l;
+    int fd;
+    int second; /* a second take in the same callback */
+};
+
+static void bare_cb(evmux_listener *l, int status)
+{
+    struct bare *b = l->handle.data;
+    CHECK_EQ(status, 0);
+    CHECK_OK(evmux_accept_fd(l, &b->fd));
+    b->second = evmux_accept_fd(l, &(int){-1});
+}
+
+static void test_accept_fd(void)
+{
+    evmux_loop *loop = unit_loop_new();
+    struct bare b = {.fd = -1, .second = 1};
+    struct sockaddr_storage ss, bound;
+    socklen_t len = su_ip("127.0.0.1", 0, &ss);
+    b.l.handle.data = &b;
+    CHECK_OK(evmux_listen(loop, &b.l, (struct sockaddr *)&ss, len, NULL, bare_cb));
+    socklen_t blen = su_listener_addr(&b.l, &bound);
+    int out = -1;
+    CHECK_EQ(evmux_accept_fd(&b.l, &out), -EAGAIN); /* outside the callback */
+    CHECK_EQ(evmux_accept_fd(NULL, &out), -EINVAL);
+    CHECK_EQ(evmux_accept_fd(&b.l, NULL), -EINVAL);
+    CHECK_EQ(out, -1);
+
+    int client = su_raw_connect(&bound, blen);
+    for (int i = 0; i < 400 && b.fd < 0; i++)
+        su_run_for(loop, 5);
+    CHECK(b.fd >= 0);
+    CHECK_EQ(b.second, -EAGAIN);
+    CHECK(fcntl(b.fd, F_GETFL) & O_NONBLOCK);
+    CHECK(fcntl(b.fd, F_GETFD) & FD_CLOEXEC);
+    /* The listener let go of it: it is ours, and it is the client's peer. */
+    CHECK_EQ(write(client, "x", 1), 1);
+    char byte = 0;
+    for (int i = 0; i < 200 && read(b.fd, &byte, 1) != 1; i++)
+        unit_sleep_ms(5);
+    CHECK_EQ(byte, 'x');
+    close(b.fd);
+    check_closed_by_peer(client);
+    CHECK_OK(evmux_close(&b.l.handle, NULL));
+    unit_loop_finish(loop);
+    close(client);
+}
+
 static void test_reuseport(void)
 {
     evmux_loop *loop = unit_loop_new();
@@ -640,6 +691,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_addr_format);
     RUN_TEST(test_accept_not_taken);
     RUN_TEST(test_close_listener_in_accept_cb);
+    RUN_TEST(test_accept_fd);
     RUN_TEST(test_reuseport);
     RUN_TEST(test_ipv6_only);
     RUN_TEST(test_listen_errors);
