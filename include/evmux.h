@@ -968,6 +968,8 @@ EVMUX_API int evmux_udp_set_gso(evmux_udp *udp, unsigned segment_size);
  * equal datagrams from one peer. Errors as above, -ENOTSUP where the
  * kernel lacks it. */
 EVMUX_API int evmux_udp_set_gro(evmux_udp *udp, int on);
+
+/* ------------------------------------------------------------------ */
 /* Name resolution: getaddrinfo and getnameinfo on the worker pool      */
 /* ------------------------------------------------------------------ */
 
