@@ -1010,6 +1010,8 @@ EVMUX_API int evmux_udp_set_gso(evmux_udp *udp, unsigned segment_size);
  * equal datagrams from one peer. Errors as above, -ENOTSUP where the
  * kernel lacks it. */
 EVMUX_API int evmux_udp_set_gro(evmux_udp *udp, int on);
+
+/* ------------------------------------------------------------------ */
 /* Name resolution: getaddrinfo and getnameinfo on the worker pool      */
 /* ------------------------------------------------------------------ */
 
@@ -1167,6 +1169,93 @@ EVMUX_API int evmux_connect_host(evmux_connect_host_req *req, evmux_stream *stre
  * run; a request never started must be zeroed for this to tell),
  * -EALREADY (cancelled already). */
 EVMUX_API int evmux_connect_host_cancel(evmux_connect_host_req *req);
+
+/* ------------------------------------------------------------------ */
+/* PROXY protocol: the client's address from a balancer's header       */
+/* ------------------------------------------------------------------ */
+
+/* Behind a TCP balancer (HAProxy, AWS NLB, nginx) a server's peer is the
+ * balancer; with the PROXY protocol (HAProxy's proxy-protocol.txt) the
+ * balancer sends a header naming the real client as the first bytes of
+ * each connection. evmux_proxy_parse reads it from the bytes received so
+ * far; it touches no loop, allocates nothing, never reads past len, and
+ * may be called from any thread. docs/proxy.md shows it in a server. Only
+ * accept the header from balancers you trust: it is a claim, and anyone
+ * who can connect can make it. */
+
+/* The longest header evmux_proxy_parse accepts: v2's 16 fixed bytes and a
+ * block of at most 1024 bytes of addresses and TLVs. A v1 line ends within
+ * 107 bytes; a v2 length may claim 65535, and waiting for that many would
+ * let any peer make the server buffer 64 KiB per connection. 1024 holds
+ * the largest address block (216 bytes, Unix paths) and the TLVs balancers
+ * send (ALPN, the authority of up to 255 bytes, a unique ID of up to 128,
+ * the TLS details, a cloud's endpoint ID) with room to spare. A buffer of
+ * this size always holds a whole header. */
+enum { EVMUX_PROXY_HEADER_MAX = 16 + 1024 };
+
+/* The TLV types the spec registers, for evmux_proxy_tlv. The value of
+ * EVMUX_PROXY_TLV_SSL is a byte of flags, 4 bytes of verification result,
+ * then TLVs of its own. Types 0xE0..0xEF are for applications (AWS sends
+ * its endpoint ID as 0xEA). */
+enum {
+    EVMUX_PROXY_TLV_ALPN = 0x01,
+    EVMUX_PROXY_TLV_AUTHORITY = 0x02,
+    EVMUX_PROXY_TLV_CRC32C = 0x03,
+    EVMUX_PROXY_TLV_NOOP = 0x04,
+    EVMUX_PROXY_TLV_UNIQUE_ID = 0x05,
+    EVMUX_PROXY_TLV_SSL = 0x20,
+    EVMUX_PROXY_TLV_NETNS = 0x30,
+};
+
+typedef struct evmux_proxy_header {
+    int version;  /* 1 or 2 */
+    int local;    /* 1: no addresses carried (v1 UNKNOWN, v2 LOCAL or AF_UNSPEC):
+                   * use the connection's own */
+    int socktype; /* SOCK_STREAM (v1; v2 STREAM) or SOCK_DGRAM (v2 DGRAM); 0 when local */
+    /* AF_INET, AF_INET6 or AF_UNIX (v2 only) addresses, ports in network
+     * order, as getpeername() and getsockname() would give them on the
+     * balancer. A Unix path is NUL-terminated; an abstract name (first
+     * byte NUL) loses its trailing NULs, taken for padding; all NUL is an
+     * unnamed socket (length: the family alone). Lengths 0 when local. */
+    struct sockaddr_storage source, destination;
+    socklen_t source_len, destination_len;
+    /* v2: the bytes after the addresses, within the header's declared
+     * length, pointing into the buffer parsed (valid as long as it is);
+     * NULL and 0 when there are none, and for v1. Read them with
+     * evmux_proxy_tlv, which checks them: the parser does not. */
+    const unsigned char *tlvs;
+    size_t tlvs_len;
+} evmux_proxy_header;
+
+/* Parses the PROXY header at the start of the len bytes at buf: version 1
+ * (text) or 2 (binary), whichever the first byte announces. Returns the
+ * header's length (> 0), *out filled: the application's bytes follow it
+ * at buf + that length, untouched. -EAGAIN: the bytes are a correct
+ * beginning of a header; call again with more (a whole header never
+ * needs more than EVMUX_PROXY_HEADER_MAX bytes). Errors (*out untouched):
+ * -EPROTO (not a PROXY header, or a malformed one: decided as soon as the
+ * bytes allow, so "GET /" or a TLS hello is refused on its first byte),
+ * -EMSGSIZE (too long: a v1 line without CRLF in its first 107 bytes, a
+ * v2 length over EVMUX_PROXY_HEADER_MAX in all), -EINVAL (NULL out; NULL
+ * buf with len > 0). v1 must be exactly "PROXY TCP4 " or "PROXY TCP6 "
+ * and source, destination, source port, destination port, single spaces
+ * between, then CRLF: addresses inet_pton takes for the family, ports
+ * 0..65535 in decimal, no sign, no leading zeros (the spec forbids them,
+ * for IPv4 numbers too); or "PROXY UNKNOWN" and CRLF, or a space and
+ * printable text up to CRLF (ignored). v2 must have version 2, command
+ * LOCAL or PROXY, a family and transport the spec defines (AF_UNSPEC,
+ * or stream or datagram over IPv4, IPv6 or Unix) and, for PROXY, a
+ * length that holds its addresses; a Unix path must end with a NUL
+ * within its 108 bytes. */
+EVMUX_API ssize_t evmux_proxy_parse(const void *buf, size_t len, evmux_proxy_header *out);
+
+/* Finds the first TLV of the given type (0..255) among h's: 0 and *value
+ * (inside h->tlvs) and *value_len set. The whole list is checked first.
+ * Errors: -ENOENT (no such TLV; a header without TLVs), -EPROTO (the list
+ * is malformed: a TLV runs past its end), -EINVAL (NULL h, value or
+ * value_len; type over 255; h->tlvs NULL with h->tlvs_len > 0). */
+EVMUX_API int evmux_proxy_tlv(const evmux_proxy_header *h, unsigned type, const void **value,
+                              size_t *value_len);
 
 #ifdef __cplusplus
 }

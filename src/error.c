@@ -50,6 +50,8 @@ const char *evmux_strerror(int err)
     case -ENOBUFS: return "no buffer space available";
     case -ENOTSOCK: return "not a socket";
     case -EIO: return "input/output error";
+    case -EPROTO: return "protocol error";
+    case -EMSGSIZE: return "message too long";
     case EVMUX_EAI_AGAIN: return "name resolution failed for now; try again later";
     case EVMUX_EAI_BADFLAGS: return "invalid flags for name resolution";
     case EVMUX_EAI_FAIL: return "name resolution failed for good";
