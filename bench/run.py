@@ -12,6 +12,8 @@
   python3 bench/run.py memory   bytes per idle connection at 10000 connections
   python3 bench/run.py core     event-loop core: N socketpairs, A active writers
   python3 bench/run.py timers   1M timers: start, restart, stop, expire
+  python3 bench/run.py scale    1 loop against 2 (--threads 2, both balance modes), the
+                                server the bottleneck (--work-us); results/scale.*
   python3 bench/run.py all      everything above (about half an hour)
 
 Servers run pinned to CPU 0 and the load generator to CPU 1 (2-core machine).
@@ -60,13 +62,15 @@ class Server:
     """A server under test: started on port 0, its port read from its
     'listening on HOST:PORT (...)' line, stopped with SIGTERM."""
 
-    def __init__(self, argv):
+    def __init__(self, argv, cpu=SERVER_CPU):
         self.argv = argv
+        self.cpu = cpu  # None: not pinned (a server that pins its own threads)
         self.proc = None
         self.port = None
 
     def __enter__(self):
-        self.proc = subprocess.Popen(pinned(SERVER_CPU, self.argv), stdout=subprocess.PIPE,
+        argv = pinned(self.cpu, self.argv) if self.cpu is not None else self.argv
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()
         m = re.search(r":(\d+) \(", line)
@@ -852,10 +856,15 @@ def run_timers(args):
     run_table_bench(args, "timers", variants, [[]])
 
 
+def run_scale(args):
+    from scale import run_scale as run  # bench/scale.py: its own page of code
+    run(args)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("what", choices=["lab", "lab-plots", "echo", "udp", "memory", "core",
-                                    "timers", "all"])
+                                    "timers", "scale", "all"])
     p.add_argument("--rounds", type=int, default=3, help="runs per point (medians)")
     p.add_argument("--duration", type=float, default=None,
                    help="seconds measured per run (default 2; lab's heavy series 1.5)")
@@ -871,8 +880,9 @@ def main():
     raise_fd_limit()
     started = time.time()
     steps = {"lab": [run_lab], "lab-plots": [replot_lab], "echo": [run_echo], "udp": [run_udp], "memory": [run_memory], "core": [run_core],
-             "timers": [run_timers],
-             "all": [run_lab, run_echo, run_udp, run_memory, run_core, run_timers]}[args.what]
+             "timers": [run_timers], "scale": [run_scale],
+             "all": [run_lab, run_echo, run_udp, run_memory, run_core, run_timers,
+                     run_scale]}[args.what]
     for step in steps:
         step(args)
     log("done in %.0f s" % (time.time() - started))

@@ -7,7 +7,8 @@
  *    After everything is closed, 40 new connections all work (recovery)
  *    and the descriptor count is back to its baseline.
  *  - --max-conns 5: connections 6..10 are closed at once, the first five
- *    keep working. */
+ *    keep working; also with two loops (--threads 2, either balance),
+ *    where the limit counts both loops' connections. */
 #include "echo_harness.h"
 
 #include <errno.h>
@@ -150,9 +151,15 @@ static void test_emfile(void)
     echo_server_stop_ok(&srv);
 }
 
-static void test_max_conns(void)
+/* extra: more server arguments (NULL-terminated), e.g. several loops,
+ * where the limit holds for the process as a whole. */
+static void test_max_conns(const char *const *extra)
 {
-    static const char *const args[] = { "--max-conns", "5", NULL };
+    const char *args[12] = { "--max-conns", "5" };
+    int n = 2;
+    for (; extra != NULL && *extra != NULL; extra++)
+        args[n++] = *extra;
+    args[n] = NULL;
     echo_server_opts so = { .args = args };
     echo_stream s[10];
     int fds[10];
@@ -187,7 +194,10 @@ static void test_max_conns(void)
     for (int i = 0; i < 10; i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    echo_note("max-conns 5: connections 6..10 closed by the server, first five served");
+    char with[64] = "";
+    for (int i = 2; i < n; i++)
+        snprintf(with + strlen(with), sizeof with - strlen(with), " %s", args[i]);
+    echo_note("max-conns 5%s: connections 6..10 closed by the server, first five served", with);
     echo_server_check_alive(&srv, "after --max-conns surplus");
     echo_server_stop_ok(&srv);
 }
@@ -196,7 +206,11 @@ int main(int argc, char **argv)
 {
     echo_init(argc, argv, 150);
     RUN_TEST(test_emfile);
-    RUN_TEST(test_max_conns);
+    static const char *const reuseport[] = { "--threads", "2", NULL };
+    static const char *const handoff[] = { "--threads", "2", "--balance", "handoff", NULL };
+    test_max_conns(NULL);
+    test_max_conns(reuseport);
+    test_max_conns(handoff);
     echo_note("done");
     return 0;
 }

@@ -162,6 +162,34 @@ void echo_spawn(echo_proc *p, char *const argv[], unsigned pipes, long nofile)
 
 void echo_spawn_io(echo_proc *p, char *const argv[], int stdin_fd, unsigned pipes, long nofile)
 {
+    echo_spawn_full(p, argv, stdin_fd, -1, pipes, nofile);
+}
+
+char *echo_read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    size_t len = 0, cap = 4096;
+    char *text = malloc(cap);
+    CHECK(text != NULL);
+    if (f != NULL) {
+        size_t n;
+        while ((n = fread(text + len, 1, cap - len - 1, f)) > 0) {
+            len += n;
+            if (cap - len - 1 == 0) {
+                cap *= 2;
+                text = realloc(text, cap);
+                CHECK(text != NULL);
+            }
+        }
+        fclose(f);
+    }
+    text[len] = '\0';
+    return text;
+}
+
+void echo_spawn_full(echo_proc *p, char *const argv[], int stdin_fd, int stderr_fd, unsigned pipes,
+                     long nofile)
+{
     int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
     pid_t parent = getpid();
 
@@ -169,6 +197,8 @@ void echo_spawn_io(echo_proc *p, char *const argv[], int stdin_fd, unsigned pipe
     p->in_fd = p->out_fd = p->err_fd = -1;
     if (stdin_fd >= 0)
         pipes &= ~(unsigned)ECHO_PIPE_IN;
+    if (stderr_fd >= 0)
+        pipes &= ~(unsigned)ECHO_PIPE_ERR;
     if (pipes & ECHO_PIPE_IN)
         CHECK(pipe2(in, O_CLOEXEC) == 0);
     if (pipes & ECHO_PIPE_OUT)
@@ -213,6 +243,8 @@ void echo_spawn_io(echo_proc *p, char *const argv[], int stdin_fd, unsigned pipe
             dup2(out[1], 1);
         if (pipes & ECHO_PIPE_ERR)
             dup2(err[1], 2);
+        else if (stderr_fd >= 0)
+            dup2(stderr_fd, 2);
         if (nofile > 0) {
             struct rlimit rl;
             getrlimit(RLIMIT_NOFILE, &rl);
@@ -439,7 +471,15 @@ void echo_server_start(echo_server *s, const echo_server_opts *opts)
 
     /* stdout piped (for the port); stderr stays ours so the server's
      * messages land in the test log. */
-    echo_spawn(&s->proc, argv, ECHO_PIPE_OUT, opts ? opts->nofile : 0);
+    int err_fd = -1;
+    if (opts && opts->stderr_file) {
+        err_fd = open(opts->stderr_file, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+        if (err_fd < 0)
+            echo_fail("cannot open %s: %s", opts->stderr_file, strerror(errno));
+    }
+    echo_spawn_full(&s->proc, argv, -1, err_fd, ECHO_PIPE_OUT, opts ? opts->nofile : 0);
+    if (err_fd >= 0)
+        close(err_fd);
 
     /* One byte at a time, so nothing after the line is consumed. */
     for (;;) {

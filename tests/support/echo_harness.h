@@ -75,6 +75,14 @@ void echo_spawn(echo_proc *p, char *const argv[], unsigned pipes, long nofile);
 /* The same, with stdin_fd (e.g. a pty) as the child's stdin when it is
  * >= 0 (then ECHO_PIPE_IN is ignored). */
 void echo_spawn_io(echo_proc *p, char *const argv[], int stdin_fd, unsigned pipes, long nofile);
+/* The same, with stderr_fd (e.g. a file) as the child's stderr when it is
+ * >= 0 (then ECHO_PIPE_ERR is ignored). */
+void echo_spawn_full(echo_proc *p, char *const argv[], int stdin_fd, int stderr_fd, unsigned pipes,
+                     long nofile);
+
+/* The whole of a (small) file as a NUL-terminated string; "" if missing.
+ * The caller frees it. */
+char *echo_read_file(const char *path);
 
 /* Waits up to timeout_ms for the child to exit; 1 if it has (p->status
  * set), 0 if it still runs. */
@@ -113,6 +121,8 @@ typedef struct echo_server_opts {
     const char *const *args; /* extra arguments, NULL-terminated, or NULL */
     long nofile;             /* RLIMIT_NOFILE for the server, 0 = inherit */
     const char *backend;     /* expected backend; NULL = EVMUX_BACKEND */
+    const char *stderr_file; /* the server's stderr goes there (truncated), or
+                                NULL: to the test's own */
 } echo_server_opts;
 
 typedef struct echo_server {
