@@ -1,6 +1,8 @@
 /* evmux-bench: what the command line asks for and what a run found.
- * bench_args.c parses the one, bench_report.c prints the other, and
- * evmux_bench.c runs the load in between. */
+ * bench_args.c parses the one, bench_report.c prints the other (and
+ * bench_verdict.c judges it), and in between evmux_bench.c (streams) or
+ * bench_udp.c (datagrams) runs the load, on one loop per thread
+ * (bench_threads.c). */
 #ifndef EVMUX_BENCH_H
 #define EVMUX_BENCH_H
 
@@ -14,6 +16,7 @@
 #define PROG "evmux-bench"
 #define MARK_BYTE 0x7F       /* DEL: the servers' "heavy request" marker; uppercase keeps it */
 #define PATTERN_PERIOD 65521 /* prime, so the pattern never lines up with a message */
+#define BENCH_MAX_THREADS 64 /* --threads: far beyond the cores of any machine we measure on */
 
 enum bench_format {
     FORMAT_TEXT = 0,
@@ -34,6 +37,7 @@ struct bench_options {
     pid_t server_pid;    /* 0: not given */
     bool mark;           /* every message starts with the marker byte 0x7F */
     bool udp;            /* datagrams: --conns sockets, one datagram a message */
+    unsigned threads;    /* loops, one per thread; connection i on loop i % threads */
     enum bench_format format;
 };
 
@@ -58,6 +62,13 @@ struct bench_results {
     double server_cpu_s;        /* < 0: not measured */
     double client_cpu_s;
     bench_hist hist;            /* latencies of the counted messages */
+    /* What the end of the run says on stderr, and its exit status: */
+    int resolve_error;          /* --host is no address: EVMUX_EAI_* or an errno value */
+    int first_connect_error;
+    bool no_connection;         /* no active connection could be used */
+    uint64_t late;              /* --udp: replies after their datagram was counted lost */
+    int send_error;             /* --udp: the first send evmux refused */
+    uint64_t thread_msgs[BENCH_MAX_THREADS]; /* merged results: each thread's messages */
 };
 
 /* bench_common.c */
@@ -67,13 +78,21 @@ double self_cpu_s(void);
 double process_cpu_s(pid_t pid);
 /* The payload pattern (n bytes) and the same uppercased. */
 void make_pattern(uint8_t *payload, uint8_t *expected, size_t n);
-/* The loop of --backend, its name in res; NULL (said on stderr) if it
- * cannot start. */
-struct evmux_loop;
-struct evmux_loop *bench_loop_new(const struct bench_options *opt, struct bench_results *res);
+/* A phase of s seconds, in whole milliseconds (at least 1), as ns. */
+uint64_t phase_ns(double s);
+/* Milliseconds from now until deadline_ns (of now_ns), rounded up, so that a
+ * timer started with them never fires before it; 0 if it has passed. */
+uint64_t ms_until(uint64_t deadline_ns);
 
-/* bench_udp.c: the --udp load. Returns the exit status, having reported. */
-int bench_udp_run(const struct bench_options *opt, struct bench_results *res);
+/* The two loads (evmux_bench.c, bench_udp.c), run by each member
+ * (bench_threads.h); and what each says of the merged results
+ * (bench_verdict.c): the exit status, having reported (`status`: what
+ * bench_threads_run returned). */
+struct bench_member;
+void bench_tcp_load(struct bench_member *m);
+int bench_tcp_conclude(const struct bench_options *opt, struct bench_results *r, int status);
+void bench_udp_load(struct bench_member *m);
+int bench_udp_conclude(const struct bench_options *opt, struct bench_results *r, int status);
 
 /* Prints the results on stdout in the chosen format. */
 void bench_report(const struct bench_options *opt, const struct bench_results *r);

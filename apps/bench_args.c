@@ -21,7 +21,7 @@ static void usage(FILE *out)
 {
     fputs("usage: evmux-bench [--host ADDR] [--port N] [--conns N] [--idle M] [--size BYTES]\n"
           "                   [--depth D] [--duration S] [--warmup S] [--server-pid PID]\n"
-          "                   [--backend NAME] [--mark] [--udp] [--csv | --json]\n"
+          "                   [--backend NAME] [--threads N] [--mark] [--udp] [--csv | --json]\n"
           "\n"
           "Load generator for the uppercase echo server (evmux-echo-server). Each of N\n"
           "connections keeps D messages of BYTES bytes in flight and sends the next one\n"
@@ -43,6 +43,10 @@ static void usage(FILE *out)
           "  --server-pid PID  also report the server's CPU time per message\n"
           "  --backend NAME    auto, select, poll, epoll, uring (default auto: EVMUX_BACKEND,\n"
           "                    else the best available)\n"
+          "  --threads N       N event loops, one per thread, 1 to 64 and at most --conns\n"
+          "                    (default 1): connection (or socket) i runs on loop i % N;\n"
+          "                    all start and stop measuring together, and the results are\n"
+          "                    merged, with each thread's message count\n"
           "  --mark            start every message with the byte 0x7F (DEL), which the\n"
           "                    payload never holds otherwise: servers started with\n"
           "                    --work-us U spend U microseconds of CPU on each one\n"
@@ -103,13 +107,13 @@ static bool parse_seconds(const char *s, double *out)
 
 enum flag {
     F_HOST, F_PORT, F_CONNS, F_IDLE, F_SIZE, F_DEPTH, F_DURATION, F_WARMUP, F_SERVER_PID,
-    F_BACKEND, F_VALUE_FLAGS, /* those above take a value */
+    F_BACKEND, F_THREADS, F_VALUE_FLAGS, /* those above take a value */
     F_CSV = F_VALUE_FLAGS, F_JSON, F_MARK, F_UDP, F_HELP, F_COUNT
 };
 
 static const char *const flag_names[F_COUNT] = {
     "--host", "--port", "--conns", "--idle", "--size", "--depth", "--duration", "--warmup",
-    "--server-pid", "--backend", "--csv", "--json", "--mark", "--udp", "--help",
+    "--server-pid", "--backend", "--threads", "--csv", "--json", "--mark", "--udp", "--help",
 };
 
 /* Which flag `arg` is, and where its value starts (after '=') if given
@@ -194,6 +198,12 @@ static int apply_value(enum flag f, const char *value, struct bench_options *opt
             return bad_usage("--backend must be auto, select, poll, epoll or uring, not '%s'", value);
         opt->backend = value;
         return -1;
+    case F_THREADS:
+        if (!parse_count(value, 1, BENCH_MAX_THREADS, &n))
+            return bad_usage("--threads must be a number from 1 to %d, not '%s'",
+                             BENCH_MAX_THREADS, value);
+        opt->threads = (unsigned)n;
+        return -1;
     default:
         return bad_usage("internal error at flag %d", (int)f);
     }
@@ -236,6 +246,10 @@ int bench_parse_args(int argc, char **argv, struct bench_options *opt)
         return bad_usage("--udp: --size must be from %zu to 65507 bytes", header);
     if (opt->udp && opt->idle > 0)
         return bad_usage("--udp has no idle connections: drop --idle");
+    /* A thread without traffic would only measure nothing. */
+    if (opt->threads > opt->conns)
+        return bad_usage("--threads %u needs at least as many %s, not %zu", opt->threads,
+                         opt->udp ? "sockets (--conns)" : "connections (--conns)", opt->conns);
     opt->format = csv ? FORMAT_CSV : json ? FORMAT_JSON : FORMAT_TEXT;
     return -1;
 }

@@ -1,8 +1,7 @@
 /* What both of evmux-bench's loads share (evmux_bench.c: streams,
- * bench_udp.c: datagrams): clocks, CPU time, and the payload pattern. */
+ * bench_udp.c: datagrams): clocks, phase lengths, CPU time, and the
+ * payload pattern. */
 #include "bench.h"
-
-#include <evmux.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -72,17 +71,14 @@ void make_pattern(uint8_t *payload, uint8_t *expected, size_t n)
     }
 }
 
-
-evmux_loop *bench_loop_new(const struct bench_options *opt, struct bench_results *res)
+uint64_t phase_ns(double s)
 {
-    evmux_loop_options lopt = {.backend = opt->backend};
-    evmux_loop *loop;
-    int rc = evmux_loop_new(&loop, &lopt);
-    if (rc < 0) {
-        fprintf(stderr, PROG ": cannot start the %s backend: %s\n", opt->backend,
-                evmux_strerror(rc));
-        return NULL;
-    }
-    res->backend = evmux_loop_backend(loop);
-    return loop;
+    uint64_t ms = (uint64_t)(s * 1000.0 + 0.5);
+    return (ms > 0 ? ms : 1) * 1000000u;
+}
+
+uint64_t ms_until(uint64_t deadline_ns)
+{
+    uint64_t now = now_ns();
+    return deadline_ns > now ? (deadline_ns - now + 999999u) / 1000000u : 0;
 }

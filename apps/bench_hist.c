@@ -43,6 +43,18 @@ void hist_record(bench_hist *h, uint64_t ns)
     h->buckets[bucket_of(ns < HIST_MAX_NS ? ns : HIST_MAX_NS)]++;
 }
 
+void hist_merge(bench_hist *dst, const bench_hist *src)
+{
+    dst->count += src->count;
+    dst->sum_ns += src->sum_ns;
+    if (src->min_ns < dst->min_ns)
+        dst->min_ns = src->min_ns;
+    if (src->max_ns > dst->max_ns)
+        dst->max_ns = src->max_ns;
+    for (unsigned b = 0; b < HIST_BUCKETS; b++)
+        dst->buckets[b] += src->buckets[b];
+}
+
 uint64_t hist_quantile(const bench_hist *h, double q)
 {
     if (h->count == 0)

@@ -24,6 +24,9 @@ typedef struct bench_hist {
 
 void hist_reset(bench_hist *h);
 void hist_record(bench_hist *h, uint64_t ns);
+/* Adds src's values to dst, as if recorded there (evmux-bench --threads:
+ * one histogram per thread, merged before any percentile is taken). */
+void hist_merge(bench_hist *dst, const bench_hist *src);
 
 /* The value at quantile q (0 < q <= 1): the upper edge of the bucket that
  * holds the ceil(q * count)-th smallest value, clamped to [min, max].

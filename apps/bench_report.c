@@ -1,11 +1,23 @@
 /* Printing the results of evmux-bench: a readable summary, or one CSV
  * header plus one line, or one JSON object. The three carry the same
  * fields; a value that was not measured (no --server-pid, no message) is
- * "n/a" in text, empty in CSV and null in JSON. */
+ * "n/a" in text, empty in CSV and null in JSON. With --threads N > 1, each
+ * adds the number of threads and each one's message count (text: a line;
+ * CSV: "threads" and "thread_msgs", the counts joined by ';'; JSON:
+ * "threads" and the array "thread_msgs"); with one thread, the output is
+ * what it was before --threads existed. */
 #include "bench.h"
 
 #include <stdbool.h>
 #include <stdio.h>
+
+/* Each thread's message count, joined by `sep`. */
+static void print_thread_msgs(const struct bench_options *opt, const struct bench_results *r,
+                              const char *sep)
+{
+    for (unsigned i = 0; i < opt->threads; i++)
+        printf("%s%llu", i > 0 ? sep : "", (unsigned long long)r->thread_msgs[i]);
+}
 
 /* Figures derived once, shared by the three formats. */
 struct figures {
@@ -53,6 +65,11 @@ static void print_text(const struct bench_options *opt, const struct bench_resul
     printf("  measured    %.3f s after %.3g s warmup\n", r->duration_s, opt->warmup_s);
     printf("  messages    %llu  (%.0f msg/s, %.3f MB/s echoed)\n",
            (unsigned long long)r->messages, f->msgs_per_s, f->mb_per_s);
+    if (opt->threads > 1) {
+        printf("  threads     %u loops, messages per thread: ", opt->threads);
+        print_thread_msgs(opt, r, " ");
+        putchar('\n');
+    }
     if (f->have_latency)
         printf("  latency us  p50 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (min %.1f, mean %.1f)\n",
                f->p50_us, f->p99_us, f->p999_us, f->max_us, f->min_us, f->mean_us);
@@ -86,16 +103,17 @@ static void opt_number(bool have, double v, int decimals, const char *missing)
         fputs(missing, stdout);
 }
 
-static const char csv_header[] =
+static const char csv_header[] = /* then, with --threads > 1: threads,thread_msgs */
     "conns,idle,size,depth,duration_s,messages,msgs_per_s,mb_per_s,p50_us,p99_us,p999_us,"
     "max_us,connect_failures,errors,mismatches,server_cpu_s,server_ns_per_msg,client_cpu_s,"
     "client_ns_per_msg,min_us,mean_us,bytes_checked,connect_s,warmup_s,backend,mark,udp,sent,"
-    "lost\n";
+    "lost";
 
 static void print_csv(const struct bench_options *opt, const struct bench_results *r,
                       const struct figures *f)
 {
     fputs(csv_header, stdout);
+    fputs(opt->threads > 1 ? ",threads,thread_msgs\n" : "\n", stdout);
     printf("%zu,%zu,%zu,%zu,%.3f,%llu,%.1f,%.3f,", opt->conns, opt->idle, opt->size, opt->depth,
            r->duration_s, (unsigned long long)r->messages, f->msgs_per_s, f->mb_per_s);
     opt_number(f->have_latency, f->p50_us, 1, "");
@@ -116,9 +134,14 @@ static void print_csv(const struct bench_options *opt, const struct bench_result
     opt_number(f->have_latency, f->min_us, 1, "");
     putchar(',');
     opt_number(f->have_latency, f->mean_us, 1, "");
-    printf(",%llu,%.3f,%.3f,%s,%d,%d,%llu,%llu\n", (unsigned long long)r->bytes_checked,
+    printf(",%llu,%.3f,%.3f,%s,%d,%d,%llu,%llu", (unsigned long long)r->bytes_checked,
            r->connect_s, opt->warmup_s, r->backend, opt->mark ? 1 : 0, opt->udp ? 1 : 0,
            (unsigned long long)r->sent, (unsigned long long)r->lost);
+    if (opt->threads > 1) {
+        printf(",%u,", opt->threads);
+        print_thread_msgs(opt, r, ";");
+    }
+    putchar('\n');
 }
 
 static void json_field(const char *name, bool have, double v, int decimals)
@@ -153,9 +176,15 @@ static void print_json(const struct bench_options *opt, const struct bench_resul
     json_field("connect_s", true, r->connect_s, 3);
     json_field("warmup_s", true, opt->warmup_s, 3);
     /* The backend name is one of a few fixed words: no escaping needed. */
-    printf(",\"backend\":\"%s\",\"mark\":%s,\"udp\":%s,\"sent\":%llu,\"lost\":%llu}\n",
+    printf(",\"backend\":\"%s\",\"mark\":%s,\"udp\":%s,\"sent\":%llu,\"lost\":%llu",
            r->backend, opt->mark ? "true" : "false", opt->udp ? "true" : "false",
            (unsigned long long)r->sent, (unsigned long long)r->lost);
+    if (opt->threads > 1) {
+        printf(",\"threads\":%u,\"thread_msgs\":[", opt->threads);
+        print_thread_msgs(opt, r, ",");
+        putchar(']');
+    }
+    puts("}");
 }
 
 void bench_report(const struct bench_options *opt, const struct bench_results *r)

@@ -15,8 +15,13 @@
  * where in the pattern the rest of the datagram comes from. A reply must be
  * the datagram, uppercased, exactly: its length, its header, and every
  * pattern byte.
+ *
+ * With --threads, this is one thread's share (bench_threads.c): socket i
+ * on loop i % threads, every loop resolving --host itself; the warmup and
+ * the window end at the same moments on every thread.
  */
 #include "bench.h"
+#include "bench_threads.h"
 #include "first_address.h"
 
 #include <evmux.h>
@@ -33,7 +38,14 @@
 #define SEQ_STRIDE 7919 /* pattern offset between consecutive datagrams (prime) */
 #define CLIENT_STRIDE 4099
 
-enum udp_phase { UDP_WARMUP, UDP_MEASURE, UDP_DRAIN, UDP_DONE };
+enum udp_phase {
+    UDP_SETUP,   /* opening the sockets */
+    UDP_READY,   /* waiting for the other threads */
+    UDP_WARMUP,
+    UDP_MEASURE,
+    UDP_DRAIN,
+    UDP_DONE
+};
 
 struct udp_bench;
 
@@ -42,13 +54,14 @@ struct client {
     struct udp_bench *b;
     uint64_t *seq;     /* per slot: the datagram in flight */
     uint64_t *sent_at; /* per slot: when it left, in ns; 0 when the slot is free */
-    size_t index;
+    size_t index;      /* the socket's number in the whole run */
     bool open;
 };
 
 struct udp_bench {
-    const struct bench_options *opt;
-    struct bench_results *res;
+    const struct bench_options *opt; /* this thread's share */
+    struct bench_results *res;       /* this thread's results */
+    struct bench_member *member;
     evmux_loop *loop;
     struct client *clients;
     uint64_t *slots; /* every client's seq and sent_at, in one block */
@@ -57,11 +70,8 @@ struct udp_bench {
     size_t header;     /* bytes before the pattern: marker and sequence */
     enum udp_phase phase;
     evmux_timer phase_timer, sweep;
-    uint64_t window_start_ns, window_end_ns;
-    double server_cpu_start, client_cpu_start;
+    uint64_t window_start_ns, window_end_ns; /* this thread's, for in_window */
     size_t in_flight;
-    uint64_t late;
-    int send_error;
 };
 
 static size_t pattern_at(const struct client *c, uint64_t seq)
@@ -110,8 +120,8 @@ static void send_slot(struct client *c, size_t slot, uint64_t seq)
     copy_pattern(d + b->header, b->payload, pattern_at(c, seq), size - b->header);
     evmux_buf buf = {d, size};
     int rc = evmux_udp_send(NULL, &c->udp, &buf, 1, NULL, 0, NULL);
-    if (rc < 0 && b->send_error == 0) {
-        b->send_error = rc;
+    if (rc < 0 && b->res->send_error == 0) {
+        b->res->send_error = rc;
         fprintf(stderr, PROG ": cannot send a datagram: %s\n", evmux_strerror(rc));
     }
     c->seq[slot] = seq;
@@ -160,7 +170,7 @@ static void on_reply(evmux_udp *u, ssize_t nread, char *buf, const struct sockad
     }
     size_t slot = (size_t)(seq % b->opt->depth);
     if (c->sent_at[slot] == 0 || c->seq[slot] != seq) {
-        b->late++; /* counted lost already */
+        b->res->late++; /* counted lost already */
         return;
     }
     size_t pos = pattern_at(c, seq), n = size - b->header;
@@ -204,28 +214,36 @@ static void on_sweep(evmux_timer *t)
         finish(b);
 }
 
+/* Refresh the loop's time after taking the time left (see evmux_bench.c). */
+static void start_phase_timer(struct udp_bench *b, uint64_t deadline_ns)
+{
+    uint64_t ms = ms_until(deadline_ns);
+    evmux_update_time(b->loop);
+    evmux_timer_start(&b->phase_timer, ms, 0);
+}
+
+/* The window's length and CPU are the team's; its end is shared. */
 static void start_window(struct udp_bench *b)
 {
     b->phase = UDP_MEASURE;
     hist_reset(&b->res->hist);
-    if (b->opt->server_pid > 0)
-        b->server_cpu_start = process_cpu_s(b->opt->server_pid);
-    b->client_cpu_start = self_cpu_s();
     b->window_start_ns = now_ns();
-    evmux_update_time(b->loop);
-    evmux_timer_start(&b->phase_timer, (uint64_t)(b->opt->duration_s * 1000.0 + 0.5), 0);
+    start_phase_timer(b, bench_window_open(b->member));
 }
 
 static void close_window(struct udp_bench *b)
 {
-    struct bench_results *r = b->res;
     b->window_end_ns = now_ns();
-    r->duration_s = (double)(b->window_end_ns - b->window_start_ns) / 1e9;
-    r->client_cpu_s = self_cpu_s() - b->client_cpu_start;
-    if (b->opt->server_pid > 0 && b->server_cpu_start >= 0) {
-        double end = process_cpu_s(b->opt->server_pid);
-        r->server_cpu_s = end >= 0 ? end - b->server_cpu_start : -1;
-    }
+    bench_window_close(b->member);
+}
+
+/* Sending stops: replies or losses free the slots; none sends again. */
+static void start_drain(struct udp_bench *b)
+{
+    close_window(b);
+    b->phase = UDP_DRAIN;
+    if (b->in_flight == 0)
+        finish(b);
 }
 
 static void on_phase_timer(evmux_timer *t)
@@ -235,32 +253,65 @@ static void on_phase_timer(evmux_timer *t)
         start_window(b);
         return;
     }
-    if (b->phase == UDP_MEASURE) {
-        close_window(b);
-        b->phase = UDP_DRAIN; /* replies or losses free the slots; none sends again */
-        if (b->in_flight == 0)
-            finish(b);
-    }
+    if (b->phase == UDP_MEASURE)
+        start_drain(b);
 }
 
+/* Every thread has its sockets: the load starts, and the warmup ends at
+ * go_ns + --warmup on every thread. */
+static void start_traffic(struct bench_member *m, uint64_t go_ns)
+{
+    struct udp_bench *b = m->load;
+    b->phase = UDP_WARMUP;
+    for (size_t i = 0; i < b->opt->conns; i++)
+        for (size_t slot = 0; slot < b->opt->depth; slot++)
+            send_slot(&b->clients[i], slot, slot);
+    evmux_timer_start(&b->sweep, SWEEP_MS, SWEEP_MS);
+    if (b->opt->warmup_s > 0)
+        start_phase_timer(b, go_ns + phase_ns(b->opt->warmup_s));
+    else
+        start_window(b);
+}
+
+/* Another thread's run ended early: so does this one's. */
+static void on_team_stop(struct bench_member *m)
+{
+    struct udp_bench *b = m->load;
+    if (b->phase == UDP_MEASURE)
+        start_drain(b);
+    else if (b->phase != UDP_DRAIN)
+        finish(b);
+}
+
+/* Ends the run: closes every handle, so evmux_run returns. Between
+ * setting up and the drain, the run ends early, and the other threads'
+ * with it. */
 static void finish(struct udp_bench *b)
 {
     if (b->phase == UDP_DONE)
         return;
     if (b->phase == UDP_MEASURE)
         close_window(b);
+    bool early = b->phase == UDP_READY || b->phase == UDP_WARMUP || b->phase == UDP_MEASURE;
     b->phase = UDP_DONE;
     evmux_close(&b->phase_timer.handle, NULL);
     evmux_close(&b->sweep.handle, NULL);
-    for (size_t i = 0; i < b->opt->conns; i++)
+    for (size_t i = 0; b->clients != NULL && i < b->opt->conns; i++)
         if (b->clients[i].open)
             evmux_close(&b->clients[i].udp.handle, NULL);
+    if (early && bench_member_stop_all(b->member) && b->member->count > 1)
+        fprintf(stderr, PROG ": thread %u stopped early: the run ends on every thread\n",
+                b->member->index);
 }
 
 static int setup(struct udp_bench *b, const struct sockaddr *addr, socklen_t addr_len)
 {
     const struct bench_options *opt = b->opt;
     size_t slots = opt->conns * opt->depth;
+    /* The timers first: finish closes them whatever failed. */
+    evmux_timer_init(b->loop, &b->phase_timer, on_phase_timer);
+    evmux_timer_init(b->loop, &b->sweep, on_sweep);
+    b->phase_timer.handle.data = b->sweep.handle.data = b;
     b->clients = calloc(opt->conns, sizeof *b->clients);
     b->slots = calloc(2 * slots, sizeof *b->slots);
     b->payload = malloc(PATTERN_PERIOD);
@@ -269,13 +320,10 @@ static int setup(struct udp_bench *b, const struct sockaddr *addr, socklen_t add
     if (!b->clients || !b->slots || !b->payload || !b->expected || !b->datagram)
         return -ENOMEM;
     make_pattern(b->payload, b->expected, PATTERN_PERIOD);
-    evmux_timer_init(b->loop, &b->phase_timer, on_phase_timer);
-    evmux_timer_init(b->loop, &b->sweep, on_sweep);
-    b->phase_timer.handle.data = b->sweep.handle.data = b;
     for (size_t i = 0; i < opt->conns; i++) {
         struct client *c = &b->clients[i];
         c->b = b;
-        c->index = i;
+        c->index = bench_member_conn(b->member, i);
         c->seq = b->slots + i * opt->depth;
         c->sent_at = b->slots + slots + i * opt->depth;
         c->udp.handle.data = c;
@@ -291,63 +339,52 @@ static int setup(struct udp_bench *b, const struct sockaddr *addr, socklen_t add
     return 0;
 }
 
-int bench_udp_run(const struct bench_options *opt, struct bench_results *res)
+static void udp_free(struct udp_bench *b)
 {
-    struct udp_bench b = {.opt = opt, .res = res, .header = SEQ_BYTES + (opt->mark ? 1 : 0)};
-    res->server_cpu_s = -1;
-    hist_reset(&res->hist);
-    if ((b.loop = bench_loop_new(opt, res)) == NULL)
-        return 1;
+    free(b->clients);
+    free(b->slots);
+    free(b->payload);
+    free(b->expected);
+    free(b->datagram);
+}
+
+/* One thread's share of the datagram load, on a loop of its own. */
+void bench_udp_load(struct bench_member *m)
+{
+    const struct bench_options *opt = &m->opt;
+    struct udp_bench b = {.opt = opt, .res = m->res, .member = m,
+                          .header = SEQ_BYTES + (opt->mark ? 1 : 0)};
+    m->load = &b;
+    if ((b.loop = bench_member_loop_new(m)) == NULL)
+        return;
     struct first_address where;
     /* (the first address: a datagram socket has no handshake to try others with) */
     int rc = first_address(b.loop, opt->host, opt->port, SOCK_DGRAM, 0, &where);
     if (rc < 0) {
-        fprintf(stderr, PROG ": bad address '%s': %s\n", opt->host, evmux_strerror(rc));
+        m->res->resolve_error = rc;
+        bench_member_ready(m, false);
         evmux_loop_free(b.loop);
-        return 2;
+        return;
     }
-    evmux_addr_format((struct sockaddr *)&where.addr, where.len, res->target, sizeof res->target);
+    evmux_addr_format((struct sockaddr *)&where.addr, where.len, m->res->target,
+                      sizeof m->res->target);
     rc = setup(&b, (struct sockaddr *)&where.addr, where.len);
     if (rc < 0) {
-        fprintf(stderr, PROG ": cannot set up %zu sockets to %s: %s\n", opt->conns, res->target,
-                evmux_strerror(rc));
+        bench_member_fail(m, "cannot set up %zu sockets to %s: %s", m->all->conns,
+                          m->res->target, evmux_strerror(rc));
+        finish(&b);
+    } else if ((rc = bench_member_listen(m, start_traffic, on_team_stop)) < 0) {
+        bench_member_fail(m, "cannot wait for the other threads: %s", evmux_strerror(rc));
         finish(&b);
     } else {
-        b.phase = UDP_WARMUP;
-        for (size_t i = 0; i < opt->conns; i++)
-            for (size_t slot = 0; slot < opt->depth; slot++)
-                send_slot(&b.clients[i], slot, slot);
-        evmux_timer_start(&b.sweep, SWEEP_MS, SWEEP_MS);
-        if (opt->warmup_s > 0)
-            evmux_timer_start(&b.phase_timer, (uint64_t)(opt->warmup_s * 1000.0 + 0.5), 0);
-        else
-            start_window(&b);
+        b.phase = UDP_READY;
+        bench_member_ready(m, true); /* start_traffic, now or once all are */
     }
     int run_rc = evmux_run(b.loop, EVMUX_RUN_DEFAULT);
+    bench_member_detach(m, run_rc >= 0);
     if (run_rc < 0)
-        fprintf(stderr, PROG ": event loop failed: %s\n", evmux_strerror(run_rc));
+        bench_member_fail(m, "event loop failed: %s", evmux_strerror(run_rc));
     else if (evmux_loop_free(b.loop) < 0)
         fprintf(stderr, PROG ": handles left open at exit\n");
-    free(b.clients);
-    free(b.slots);
-    free(b.payload);
-    free(b.expected);
-    free(b.datagram);
-    if (rc < 0 || run_rc < 0)
-        return 1;
-    if (b.late > 0)
-        fprintf(stderr, PROG ": %llu replies came after their datagram was counted lost\n",
-                (unsigned long long)b.late);
-    bench_report(opt, res);
-    if (res->mismatches > 0 || res->errors > 0 || b.send_error != 0) {
-        fprintf(stderr, PROG ": FAILED: %llu replies differ from what was sent, uppercased; "
-                        "%llu socket errors\n",
-                (unsigned long long)res->mismatches, (unsigned long long)res->errors);
-        return 1;
-    }
-    if (res->messages == 0) {
-        fprintf(stderr, PROG ": FAILED: no datagram answered in the measured window\n");
-        return 1;
-    }
-    return 0;
+    udp_free(&b);
 }

@@ -1,13 +1,15 @@
 /*
  * evmux-bench: load generator for the uppercase echo protocol, on evmux.
  *
- * One thread, one loop. All connections (active and idle) are opened first,
- * a bounded number at a time so the server's listen backlog never
- * overflows. Then each active connection keeps `depth` messages in flight:
- * every time the last byte of a reply arrives, the next message goes out.
- * Traffic runs through a warmup, then the measured window, then sending
- * stops and the replies still owed are awaited, so every byte sent is
- * checked.
+ * One loop per thread (--threads, bench_threads.c); this file is one
+ * thread's share, connection i running on loop i % threads. All its
+ * connections (active and idle) are opened first, a bounded number at a
+ * time so the server's listen backlog never overflows. Once every thread
+ * has its connections, each active connection keeps `depth` messages in
+ * flight: every time the last byte of a reply arrives, the next message
+ * goes out. Traffic runs through a warmup, then the measured window (both
+ * ending at the same moments on every thread), then sending stops and the
+ * replies still owed are awaited, so every byte sent is checked.
  *
  * Checking: connection i sends a fixed pseudo-random pattern (lowercase
  * letters, bytes >= 0x80, everything else) starting at its own offset; the
@@ -26,6 +28,7 @@
  * per message and no copy.
  */
 #include "bench.h"
+#include "bench_threads.h"
 
 #include <evmux.h>
 
@@ -50,6 +53,7 @@
 
 enum phase {
     PHASE_CONNECT, /* opening every connection */
+    PHASE_READY,   /* connected; waiting for the other threads */
     PHASE_WARMUP,  /* traffic runs; nothing is counted */
     PHASE_MEASURE, /* messages completed now are counted */
     PHASE_DRAIN,   /* no new messages; waiting for the replies owed */
@@ -67,15 +71,16 @@ struct conn {
     uint64_t sent;         /* bytes given to evmux_stream_write */
     uint64_t received;     /* reply bytes received and checked */
     uint64_t msgs_sent, msgs_done;
-    size_t index;
+    size_t index;          /* the connection's number in the whole run */
     bool active;           /* carries traffic; else stays silent */
     bool open;             /* the stream is initialised and not yet closed */
     bool live;             /* connected, and neither failed nor dropped */
 };
 
 struct bench {
-    const struct bench_options *opt;
-    struct bench_results *res;
+    const struct bench_options *opt; /* this thread's share */
+    struct bench_results *res;       /* this thread's results */
+    struct bench_member *member;
     evmux_loop *loop;
     struct sockaddr_storage addr;
     socklen_t addr_len;
@@ -89,34 +94,31 @@ struct bench {
     size_t next_connect, connecting, settled;
     size_t live_active;
     size_t owed;           /* during the drain: live connections still owed replies */
-    int first_connect_error;
-    int resolve_error;     /* the host name did not resolve: EVMUX_EAI_* */
     evmux_connect_host_req first; /* the first connection finds the address */
-    uint64_t connect_start_ns, window_start_ns;
-    double server_cpu_start, client_cpu_start;
-    unsigned notes;
-    bool no_connection;    /* nothing to measure: no active connection opened */
+    uint64_t connect_start_ns;
 };
-
-/* ---- clocks and CPU time ---- */
 
 /* ---- problems worth a line on stderr ---- */
 
 static void note(struct bench *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The first MAX_NOTES of the whole run, from any thread, each line whole. */
 static void note(struct bench *b, const char *fmt, ...)
 {
-    if (b->notes++ >= MAX_NOTES) {
-        if (b->notes == MAX_NOTES + 1)
+    unsigned n = bench_next_note(b->member);
+    if (n >= MAX_NOTES) {
+        if (n == MAX_NOTES)
             fputs(PROG ": (further problems are counted, not shown)\n", stderr);
         return;
     }
     va_list ap;
+    flockfile(stderr);
     fputs(PROG ": ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+    funlockfile(stderr);
 }
 
 /* ---- the payload ---- */
@@ -149,7 +151,8 @@ static evmux_buf stream_piece(const struct bench *b, const struct conn *c, const
 static void finish(struct bench *b);
 
 /* Takes a connection out of the run: closes its stream and its place in
- * the counts. Ends the run early once no active connection is left. */
+ * the counts. Ends the run early once no active connection is left (once
+ * connected: finish ends the other threads' runs too). */
 static void conn_end(struct conn *c)
 {
     struct bench *b = c->bench;
@@ -165,8 +168,9 @@ static void conn_end(struct conn *c)
     b->live_active--;
     if (b->phase == PHASE_DRAIN && c->received < c->sent)
         b->owed--;
-    bool traffic = b->phase == PHASE_WARMUP || b->phase == PHASE_MEASURE;
-    if ((traffic && b->live_active == 0) || (b->phase == PHASE_DRAIN && b->owed == 0))
+    bool connected = b->phase == PHASE_READY || b->phase == PHASE_WARMUP ||
+                     b->phase == PHASE_MEASURE;
+    if ((connected && b->live_active == 0) || (b->phase == PHASE_DRAIN && b->owed == 0))
         finish(b);
 }
 
@@ -294,42 +298,30 @@ static void on_read(evmux_stream *s, ssize_t nread, char *buf)
 
 /* ---- phases ---- */
 
-static uint64_t seconds_to_ms(double s)
+/* Phases end at deadlines shared by every thread. The timer counts from
+ * the loop's cached time: refresh it after taking the time left, or a long
+ * callback would shorten the phase, and the timer could fire early. */
+static void start_timer(struct bench *b, uint64_t deadline_ns)
 {
-    uint64_t ms = (uint64_t)(s * 1000.0 + 0.5);
-    return ms > 0 ? ms : 1;
-}
-
-/* The timer counts from the loop's cached time: refresh it first, or a
- * long callback would shorten the phase. */
-static void start_timer(struct bench *b, uint64_t ms)
-{
+    uint64_t ms = ms_until(deadline_ns);
     evmux_update_time(b->loop);
     evmux_timer_start(&b->timer, ms, 0);
 }
 
+/* The window's length and the CPU spent in it are the team's (the first
+ * thread to open it to the last to close it); its end is the same
+ * deadline for every thread. */
 static void start_window(struct bench *b)
 {
     b->phase = PHASE_MEASURE;
     hist_reset(&b->res->hist);
     b->res->messages = 0;
-    if (b->opt->server_pid > 0)
-        b->server_cpu_start = process_cpu_s(b->opt->server_pid);
-    b->client_cpu_start = self_cpu_s();
-    b->window_start_ns = now_ns();
-    start_timer(b, seconds_to_ms(b->opt->duration_s));
+    start_timer(b, bench_window_open(b->member));
 }
 
-/* Closes the measured window: its length and the CPU spent in it. */
 static void close_window(struct bench *b)
 {
-    struct bench_results *r = b->res;
-    r->duration_s = (double)(now_ns() - b->window_start_ns) / 1e9;
-    r->client_cpu_s = self_cpu_s() - b->client_cpu_start;
-    if (b->opt->server_pid > 0 && b->server_cpu_start >= 0) {
-        double end = process_cpu_s(b->opt->server_pid);
-        r->server_cpu_s = end >= 0 ? end - b->server_cpu_start : -1;
-    }
+    bench_window_close(b->member);
 }
 
 /* Sending stops; the replies still owed are awaited so that every byte
@@ -345,7 +337,7 @@ static void start_drain(struct bench *b)
     if (b->owed == 0)
         finish(b);
     else
-        start_timer(b, DRAIN_TIMEOUT_MS);
+        start_timer(b, now_ns() + (uint64_t)DRAIN_TIMEOUT_MS * 1000000u);
 }
 
 static void drain_timed_out(struct bench *b)
@@ -362,8 +354,11 @@ static void drain_timed_out(struct bench *b)
     finish(b);
 }
 
-static void start_traffic(struct bench *b)
+/* Every thread is connected (bench_member_ready): traffic starts, and the
+ * warmup ends at go_ns + --warmup on every thread. */
+static void start_traffic(struct bench_member *m, uint64_t go_ns)
 {
+    struct bench *b = m->load;
     b->phase = PHASE_WARMUP;
     for (size_t i = 0; i < b->nconns && b->phase == PHASE_WARMUP; i++)
         if (b->conns[i].live && b->conns[i].active)
@@ -371,9 +366,20 @@ static void start_traffic(struct bench *b)
     if (b->phase != PHASE_WARMUP)
         return; /* every connection failed at once */
     if (b->opt->warmup_s > 0)
-        start_timer(b, seconds_to_ms(b->opt->warmup_s));
+        start_timer(b, go_ns + phase_ns(b->opt->warmup_s));
     else
         start_window(b);
+}
+
+/* Another thread's run ended early: so does this one's, the replies owed
+ * still being checked if traffic ran. */
+static void on_team_stop(struct bench_member *m)
+{
+    struct bench *b = m->load;
+    if (b->phase == PHASE_MEASURE)
+        start_drain(b);
+    else if (b->phase != PHASE_DRAIN)
+        finish(b);
 }
 
 static void on_timer(evmux_timer *t)
@@ -387,17 +393,25 @@ static void on_timer(evmux_timer *t)
     }
 }
 
-/* Ends the run: closes every stream and the timer, so evmux_run returns. */
+/* Ends the run: closes every stream and the timer, so evmux_run returns.
+ * Between connecting and the drain, the run ends early, and the other
+ * threads' with it. (While connecting, the others go on: they count their
+ * own connect failures, see bench_member_ready.) */
 static void finish(struct bench *b)
 {
     if (b->phase == PHASE_DONE)
         return;
     if (b->phase == PHASE_MEASURE)
         close_window(b); /* cut short: every active connection is gone */
+    bool early = b->phase == PHASE_READY || b->phase == PHASE_WARMUP ||
+                 b->phase == PHASE_MEASURE;
     b->phase = PHASE_DONE;
     evmux_close(&b->timer.handle, NULL);
     for (size_t i = 0; i < b->nconns; i++)
         conn_end(&b->conns[i]);
+    if (early && bench_member_stop_all(b->member) && b->member->count > 1)
+        fprintf(stderr, PROG ": thread %u has no connection left: the run ends on every "
+                        "thread\n", b->member->index);
 }
 
 /* ---- connecting ---- */
@@ -408,8 +422,8 @@ static void connect_failed(struct conn *c, int status)
 {
     struct bench *b = c->bench;
     b->res->connect_failures++;
-    if (b->first_connect_error == 0)
-        b->first_connect_error = status;
+    if (b->res->first_connect_error == 0)
+        b->res->first_connect_error = status;
     conn_end(c);
 }
 
@@ -451,11 +465,13 @@ static void connect_phase_done(struct bench *b)
 {
     b->res->connect_s = (double)(now_ns() - b->connect_start_ns) / 1e9;
     if (b->live_active == 0) {
-        b->no_connection = true;
+        b->res->no_connection = true;
+        bench_member_ready(b->member, false);
         finish(b);
         return;
     }
-    start_traffic(b);
+    b->phase = PHASE_READY;
+    bench_member_ready(b->member, true); /* start_traffic, now or once all are */
 }
 
 /* The first connection's attempt failed: a name that does not resolve is
@@ -465,7 +481,8 @@ static void connect_phase_done(struct bench *b)
 static void first_failed(struct bench *b, struct conn *c, int status)
 {
     if (EVMUX_IS_EAI(status)) {
-        b->resolve_error = status;
+        b->res->resolve_error = status;
+        bench_member_ready(b->member, false);
         finish(b);
         return;
     }
@@ -559,6 +576,7 @@ static void raise_fd_limit(size_t needed)
 static int bench_alloc(struct bench *b)
 {
     const struct bench_options *opt = b->opt;
+    const struct bench_member *m = b->member;
     b->nconns = opt->conns + opt->idle;
     if (opt->depth > SIZE_MAX / sizeof(uint64_t) / opt->conns)
         return -ENOMEM;
@@ -572,10 +590,13 @@ static int bench_alloc(struct bench *b)
     for (size_t i = 0; i < b->nconns; i++) {
         struct conn *c = &b->conns[i];
         c->bench = b;
-        c->index = i;
         c->active = i < opt->conns;
+        /* Numbered across threads (the idle ones after every active one),
+         * so that no two connections of the run share a pattern offset. */
+        c->index = c->active ? bench_member_conn(m, i)
+                             : m->all->conns + bench_member_conn(m, i - opt->conns);
         c->sent_at = c->active ? b->rings + i * opt->depth : NULL;
-        c->base = (uint64_t)i * CONN_STRIDE % PATTERN_PERIOD;
+        c->base = (uint64_t)c->index * CONN_STRIDE % PATTERN_PERIOD;
         c->stream.handle.data = c; /* evmux_stream_init keeps it */
         c->connect_req.data = c;
     }
@@ -590,88 +611,50 @@ static void bench_free(struct bench *b)
     free(b->expected);
 }
 
-static void report_connect_failures(struct bench *b)
+/* One thread's share of the streams load, on a loop of its own. */
+void bench_tcp_load(struct bench_member *m)
 {
-    if (b->res->connect_failures == 0)
+    struct bench b = {.opt = &m->opt, .res = m->res, .member = m, .phase = PHASE_CONNECT};
+    m->load = &b;
+    if ((b.loop = bench_member_loop_new(m)) == NULL)
         return;
-    fprintf(stderr, PROG ": %llu of %zu connections to %s failed (first error: %s)\n",
-            (unsigned long long)b->res->connect_failures, b->nconns, b->res->target,
-            evmux_strerror(b->first_connect_error));
-}
-
-/* The exit status a finished run deserves, with the reason on stderr. */
-static int verdict(const struct bench *b)
-{
-    const struct bench_results *r = b->res;
-    if (r->mismatches > 0) {
-        fprintf(stderr, PROG ": FAILED: %llu connections got replies that differ from what "
-                        "was sent, uppercased\n", (unsigned long long)r->mismatches);
-        return 1;
+    if (bench_alloc(&b) < 0) {
+        bench_member_fail(m, "out of memory for %zu connections", b.nconns);
+        bench_free(&b);
+        evmux_loop_free(b.loop);
+        return;
     }
-    if (r->errors > 0) {
-        fprintf(stderr, PROG ": FAILED: %llu connections were dropped or left replies "
-                        "unanswered\n", (unsigned long long)r->errors);
-        return 1;
+    evmux_timer_init(b.loop, &b.timer, on_timer);
+    b.timer.handle.data = &b;
+    int rc = bench_member_listen(m, start_traffic, on_team_stop);
+    if (rc < 0) {
+        bench_member_fail(m, "cannot wait for the other threads: %s", evmux_strerror(rc));
+        finish(&b);
+    } else {
+        b.connect_start_ns = now_ns();
+        connect_first(&b);
     }
-    if (r->messages == 0) {
-        fprintf(stderr, PROG ": FAILED: no message completed in the measured window\n");
-        return 1;
+    rc = evmux_run(b.loop, EVMUX_RUN_DEFAULT);
+    bench_member_detach(m, rc >= 0);
+    if (rc < 0) {
+        bench_member_fail(m, "event loop failed: %s", evmux_strerror(rc));
+        return; /* the loop cannot be trusted to close cleanly now */
     }
-    return 0;
+    if (evmux_loop_free(b.loop) < 0)
+        fprintf(stderr, PROG ": handles left open at exit\n");
+    bench_free(&b);
 }
 
 static int run(const struct bench_options *opt, struct bench_results *res)
 {
-    struct bench b = {.opt = opt, .res = res, .phase = PHASE_CONNECT};
-    res->server_cpu_s = -1;
-    hist_reset(&res->hist);
-
     /* Until the first connection names the address: --host as given. */
     snprintf(res->target, sizeof res->target,
              strchr(opt->host, ':') != NULL && opt->host[0] != '[' ? "[%s]:%u" : "%s:%u",
              opt->host, opt->port);
     if (opt->udp)
-        return bench_udp_run(opt, res);
+        return bench_udp_conclude(opt, res, bench_threads_run(opt, bench_udp_load, res));
     raise_fd_limit(opt->conns + opt->idle + 16);
-
-    if ((b.loop = bench_loop_new(opt, res)) == NULL)
-        return 1;
-    if (bench_alloc(&b) < 0) {
-        fprintf(stderr, PROG ": out of memory for %zu connections\n", opt->conns + opt->idle);
-        bench_free(&b);
-        evmux_loop_free(b.loop);
-        return 1;
-    }
-    evmux_timer_init(b.loop, &b.timer, on_timer);
-    b.timer.handle.data = &b;
-
-    b.connect_start_ns = now_ns();
-    connect_first(&b);
-    int rc = evmux_run(b.loop, EVMUX_RUN_DEFAULT);
-    if (rc < 0) {
-        fprintf(stderr, PROG ": event loop failed: %s\n", evmux_strerror(rc));
-        return 1; /* the loop cannot be trusted to close cleanly now */
-    }
-    if (evmux_loop_free(b.loop) < 0)
-        fprintf(stderr, PROG ": handles left open at exit\n");
-
-    int status;
-    if (b.resolve_error < 0) {
-        fprintf(stderr, PROG ": bad address '%s': %s\n", opt->host,
-                evmux_strerror(b.resolve_error));
-        bench_free(&b);
-        return 2;
-    }
-    report_connect_failures(&b);
-    if (b.no_connection) {
-        fprintf(stderr, PROG ": no connection to %s could be used\n", res->target);
-        status = 1;
-    } else {
-        bench_report(opt, res);
-        status = verdict(&b);
-    }
-    bench_free(&b);
-    return status;
+    return bench_tcp_conclude(opt, res, bench_threads_run(opt, bench_tcp_load, res));
 }
 
 int main(int argc, char **argv)
@@ -686,6 +669,7 @@ int main(int argc, char **argv)
         .depth = 1,
         .duration_s = 5,
         .warmup_s = 1,
+        .threads = 1,
     };
     int status = bench_parse_args(argc, argv, &opt);
     if (status >= 0)

@@ -14,6 +14,15 @@
  *  - --udp against the real server (--udp): exit 0, datagrams answered,
  *    loss counted; against a UDP server of ours that echoes without
  *    uppercasing: exit 1 with mismatches.
+ *  - --threads 2 (TCP against the real server, then --udp): exit 0, every
+ *    reply byte checked, the merged figures whole (the thread counts add up
+ *    to the messages, percentiles from the merged histogram in order), and
+ *    each thread did work. Against a server of ours that answers one
+ *    connection late, the merged latencies hold both threads'; against
+ *    one that does not uppercase, the connections of both threads are
+ *    mismatches. A wrong server that drops the only connection of one
+ *    thread: the other thread's run ends too, long before --duration,
+ *    exit 1 with the drop counted.
  *  - --host localhost: the name is resolved, and every connection goes
  *    to the address that answered: exit 0, the report names 127.0.0.1;
  *    --host nonexistent.invalid: exit 2, "bad address" and the resolver's
@@ -124,16 +133,58 @@ static double csv_num(const struct csv *c, const char *name)
     return d;
 }
 
+/* ---- the JSON result ---- */
+
+/* The number after "name": in one JSON object. */
+static double json_num(const char *what, const echo_output *o, const char *name)
+{
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\":", name);
+    const char *p = strstr(o->out, key);
+    if (p == NULL)
+        echo_fail("%s: no %s in \"%.600s\"", what, key, o->out);
+    p += strlen(key);
+    char *end;
+    double d = strtod(p, &end);
+    if (end == p)
+        echo_fail("%s: %s is not a number in \"%.600s\"", what, key, o->out);
+    return d;
+}
+
+/* The numbers of the array "name":[...]; returns how many. */
+static int json_array(const char *what, const echo_output *o, const char *name, double *v,
+                      int max)
+{
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\":[", name);
+    const char *p = strstr(o->out, key);
+    if (p == NULL)
+        echo_fail("%s: no %s in \"%.600s\"", what, key, o->out);
+    p += strlen(key);
+    int n = 0;
+    while (*p != ']') {
+        char *end;
+        if (n == max || (v[n++] = strtod(p, &end), end == p) || (*end != ',' && *end != ']'))
+            echo_fail("%s: %s...] is not an array of numbers: \"%.600s\"", what, key, o->out);
+        p = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
 /* ---- a deliberately wrong echo server, in a child process ---- */
 
 enum wrong_mode {
     WRONG_NO_UPPERCASE, /* echoes every byte unchanged */
     WRONG_FLIP_BYTE,    /* right, except one byte of the first connection */
     WRONG_DROP,         /* right, but closes the first connection halfway */
-    CHECK_MARKS         /* right, but drops a connection whose 0x7F bytes are misplaced */
+    CHECK_MARKS,        /* right, but drops a connection whose 0x7F bytes are misplaced */
+    SLOW_FIRST,         /* right, but answers the first connection SLOW_MS late */
+    WRONG_HELD          /* echoes unchanged, once HELD_CONNS connections have all spoken */
 };
 
 #define WRONG_AT 40000 /* stream offset of the flipped byte, or of the drop */
+#define SLOW_MS 20
+#define HELD_CONNS 2
 
 #define MARK_BYTE 0x7F
 #define MARK_SIZE 1000 /* --size of the runs against CHECK_MARKS */
@@ -146,6 +197,9 @@ struct wrong_conn {
     evmux_stream stream;
     uint64_t seen; /* bytes of this connection echoed so far */
     bool first;
+    evmux_timer slow;         /* SLOW_FIRST: sends what is held */
+    char held[4096];          /* SLOW_FIRST, WRONG_HELD: replies that wait */
+    size_t held_len;
 };
 
 static void wrong_free(evmux_handle *h)
@@ -153,13 +207,75 @@ static void wrong_free(evmux_handle *h)
     free(h->data);
 }
 
+static void slow_send(evmux_timer *t)
+{
+    struct wrong_conn *c = t->handle.data;
+    evmux_buf reply = {c->held, c->held_len};
+    c->held_len = 0;
+    evmux_stream_write(NULL, &c->stream, &reply, 1, NULL); /* evmux copies what waits */
+}
+
+/* SLOW_FIRST, the first connection: the replies wait SLOW_MS. */
+static void slow_hold(struct wrong_conn *c, const char *buf, size_t n)
+{
+    if (c->held_len + n > sizeof c->held)
+        abort(); /* the test's --depth and --size keep far below */
+    for (size_t i = 0; i < n; i++)
+        c->held[c->held_len++] = (char)echo_upper((uint8_t)buf[i]);
+    if (!evmux_is_active(&c->slow.handle))
+        evmux_timer_start(&c->slow, SLOW_MS, 0);
+}
+
+/* WRONG_HELD: the first HELD_CONNS connections to speak are answered
+ * together, once the last of them has; later bytes are answered at once. */
+static struct wrong_conn *held_conns[HELD_CONNS];
+static size_t held_spoken;
+static bool held_released;
+
+static bool held_keep(struct wrong_conn *c, const char *buf, size_t n)
+{
+    if (held_released)
+        return false;
+    if (c->held_len + n > sizeof c->held)
+        abort(); /* the test's --depth and --size keep far below */
+    if (c->held_len == 0)
+        held_conns[held_spoken++] = c;
+    memcpy(c->held + c->held_len, buf, n);
+    c->held_len += n;
+    held_released = held_spoken == HELD_CONNS;
+    for (size_t i = 0; held_released && i < HELD_CONNS; i++) {
+        struct wrong_conn *h = held_conns[i];
+        if (h == NULL)
+            continue; /* closed meanwhile */
+        evmux_buf reply = {h->held, h->held_len};
+        evmux_stream_write(NULL, &h->stream, &reply, 1, NULL);
+    }
+    return true;
+}
+
+static void held_forget(struct wrong_conn *c)
+{
+    for (size_t i = 0; i < HELD_CONNS; i++)
+        if (held_conns[i] == c)
+            held_conns[i] = NULL;
+}
+
 static void wrong_on_read(evmux_stream *s, ssize_t nread, char *buf)
 {
     struct wrong_conn *c = s->handle.data;
     if (nread < 0) {
+        held_forget(c);
+        if (wrong_mode == SLOW_FIRST && c->first)
+            evmux_close(&c->slow.handle, NULL); /* closed before the stream frees c */
         evmux_close(&s->handle, wrong_free);
         return;
     }
+    if (wrong_mode == SLOW_FIRST && c->first) {
+        slow_hold(c, buf, (size_t)nread);
+        return;
+    }
+    if (wrong_mode == WRONG_HELD && held_keep(c, buf, (size_t)nread))
+        return;
     size_t n = (size_t)nread;
     for (size_t i = 0; i < n; i++) {
         bool marker = (uint8_t)buf[i] == MARK_BYTE;
@@ -168,7 +284,7 @@ static void wrong_on_read(evmux_stream *s, ssize_t nread, char *buf)
             evmux_close(&s->handle, wrong_free);
             return;
         }
-        if (wrong_mode != WRONG_NO_UPPERCASE)
+        if (wrong_mode != WRONG_NO_UPPERCASE && wrong_mode != WRONG_HELD)
             buf[i] = (char)echo_upper((uint8_t)buf[i]);
         if (wrong_mode == WRONG_FLIP_BYTE && c->first && c->seen + i == WRONG_AT)
             buf[i] ^= 0x01;
@@ -193,6 +309,10 @@ static void wrong_on_accept(evmux_listener *l, int status)
     c->stream.handle.data = c;
     c->first = wrong_accepted++ == 0;
     evmux_stream_init(l->handle.loop, &c->stream);
+    if (wrong_mode == SLOW_FIRST && c->first) {
+        evmux_timer_init(l->handle.loop, &c->slow, slow_send);
+        c->slow.handle.data = c;
+    }
     if (evmux_accept(l, &c->stream) < 0 || evmux_stream_read_start(&c->stream, wrong_on_read) < 0)
         evmux_close(&c->stream.handle, wrong_free);
 }
@@ -438,6 +558,144 @@ static void test_mark_real_server(void)
     echo_output_free(&o);
 }
 
+/* ---- --threads ---- */
+
+/* A --threads run's merged JSON: clean, every reply byte checked, the
+ * thread counts adding up to the messages and each > 0, the percentiles
+ * (from the merged histogram) in order, the server's CPU measured. */
+static void expect_threads_json(const char *what, const echo_output *o, double size, int threads)
+{
+    expect_exit(what, o, 0);
+    double messages = json_num(what, o, "messages");
+    CHECK_EQ(json_num(what, o, "mismatches"), 0);
+    CHECK_EQ(json_num(what, o, "errors"), 0);
+    CHECK_EQ(json_num(what, o, "threads"), threads);
+    double per[8], sum = 0;
+    if (json_array(what, o, "thread_msgs", per, 8) != threads)
+        echo_fail("%s: expected %d thread counts: %s", what, threads, o->out);
+    for (int i = 0; i < threads; i++) {
+        if (per[i] <= 0)
+            echo_fail("%s: thread %d did no work: %s", what, i, o->out);
+        sum += per[i];
+    }
+    if (messages <= 0 || sum != messages)
+        echo_fail("%s: the threads' counts add up to %g, not the %g messages", what, sum,
+                  messages);
+    if (json_num(what, o, "bytes_checked") < messages * size)
+        echo_fail("%s: bytes_checked < messages x size: %s", what, o->out);
+    double min = json_num(what, o, "min_us"), p50 = json_num(what, o, "p50_us");
+    double p99 = json_num(what, o, "p99_us"), max = json_num(what, o, "max_us");
+    if (!(min > 0 && min <= p50 && p50 <= p99 && p99 <= max))
+        echo_fail("%s: latencies out of order: min %g p50 %g p99 %g max %g", what, min, p50,
+                  p99, max);
+    if (json_num(what, o, "server_cpu_s") < 0)
+        echo_fail("%s: no server CPU: %s", what, o->out);
+    echo_note("%s: %g messages, per thread %g and %g, p50 %g us", what, messages, per[0],
+              per[1], p50);
+}
+
+static void test_threads_real_server(void)
+{
+    char port[16], pid[16];
+    snprintf(port, sizeof port, "%d", srv.port);
+    snprintf(pid, sizeof pid, "%d", (int)srv.proc.pid);
+    const char *args[] = {"--port", port, "--conns", "4", "--depth", "2", "--size", "1000",
+                          "--threads", "2", "--duration", "0.5", "--warmup", "0.1", "--json",
+                          "--server-pid", pid, NULL};
+    echo_output o;
+    run_bench(&o, args);
+    expect_threads_json("--threads 2", &o, 1000, 2);
+    echo_output_free(&o);
+
+    /* Idle connections spread too; the text names the threads. */
+    const char *text_args[] = {"--port", port, "--conns", "2", "--idle", "3", "--threads", "2",
+                               "--duration", "0.2", "--warmup", "0", NULL};
+    run_bench(&o, text_args);
+    expect_exit("--threads 2, text", &o, 0);
+    if (!strstr(o.out, "connected   2 + 3 idle") ||
+        !strstr(o.out, "threads     2 loops, messages per thread: ") ||
+        !strstr(o.out, "0 mismatches, 0 errors"))
+        echo_fail("--threads 2: the text lacks its figures: \"%.600s\"", o.out);
+    echo_output_free(&o);
+}
+
+/* Every thread checks its replies: against a server that does not
+ * uppercase, each connection, one per thread, is a mismatch. The server
+ * answers both at once, once both have spoken: so both threads are
+ * measuring when the first mismatch ends its thread's run, and the other
+ * thread, stopped, still checks the reply it is owed. (Answered at once,
+ * one thread could end the run before the other got to send.) */
+static void test_threads_wrong_server(void)
+{
+    int port = wrong_server_start(WRONG_HELD, false);
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    const char *args[] = {"--port", p, "--conns", "2", "--threads", "2", "--duration", "5",
+                          "--warmup", "0", "--csv", NULL};
+    echo_output o;
+    run_bench(&o, args);
+    wrong_server_stop();
+    const char *what = "--threads 2, a server that does not uppercase";
+    expect_exit(what, &o, 1);
+    struct csv c;
+    parse_csv(what, &o, &c);
+    if (csv_num(&c, "mismatches") != 2)
+        echo_fail("%s: expected 2 mismatches, one per connection: %s", what, o.out);
+    echo_output_free(&o);
+}
+
+/* One thread's connection is answered SLOW_MS late, the other's at once:
+ * the merged latencies hold both (a histogram of one thread alone would
+ * have all its values on one side of SLOW_MS). */
+static void test_threads_merge(void)
+{
+    int port = wrong_server_start(SLOW_FIRST, false);
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    const char *args[] = {"--port", p, "--conns", "2", "--threads", "2", "--size", "100",
+                          "--duration", "0.5", "--warmup", "0", "--json", NULL};
+    echo_output o;
+    run_bench(&o, args);
+    wrong_server_stop();
+    const char *what = "--threads 2, one connection slow";
+    expect_exit(what, &o, 0);
+    double per[2];
+    if (json_array(what, &o, "thread_msgs", per, 2) != 2 || per[0] <= 0 || per[1] <= 0)
+        echo_fail("%s: a thread did no work: %s", what, o.out);
+    double min = json_num(what, &o, "min_us"), max = json_num(what, &o, "max_us");
+    if (!(min < SLOW_MS * 1000 && max >= SLOW_MS * 1000))
+        echo_fail("%s: latencies from %g to %g us do not hold both threads'", what, min, max);
+    echo_note("%s: %g and %g messages, latencies %g to %g us", what, per[0], per[1], min, max);
+    echo_output_free(&o);
+}
+
+/* The dropped connection is the only one of its thread: that thread's run
+ * ends, and with it the other's, long before --duration. */
+static void test_threads_early_end(void)
+{
+    int port = wrong_server_start(WRONG_DROP, false);
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    const char *args[] = {"--port", p, "--conns", "2", "--threads", "2", "--depth", "2",
+                          "--size", "1000", "--duration", "30", "--warmup", "0", "--csv", NULL};
+    echo_output o;
+    uint64_t t0 = echo_now_ms();
+    run_bench(&o, args);
+    uint64_t ms = echo_now_ms() - t0;
+    wrong_server_stop();
+    expect_exit("--threads 2, one thread's connection dropped", &o, 1);
+    struct csv c;
+    parse_csv("--threads 2, one thread's connection dropped", &o, &c);
+    if (csv_num(&c, "errors") < 1 || strstr(o.err, "the run ends on every thread") == NULL)
+        echo_fail("--threads 2, a drop: expected the error counted and the end said: %s\n%s",
+                  o.out, o.err);
+    if (ms > 15000)
+        echo_fail("--threads 2, a drop: the run took %llu ms", (unsigned long long)ms);
+    echo_note("--threads 2, one thread's connection dropped: exit 1 after %llu ms",
+              (unsigned long long)ms);
+    echo_output_free(&o);
+}
+
 /* Where the markers are on the wire: our server drops any connection with a
  * 0x7F byte off the message starts, or a message start without one (with
  * --mark); evmux-bench would report the drop as an error, exit 1. */
@@ -502,6 +760,23 @@ static void expect_usage_error(const char *const *args)
 
 /* ---- --udp ---- */
 
+/* Stops a UDP server: SIGTERM, then a datagram. Under ThreadSanitizer a
+ * signal's handler waits for an intercepted call, which io_uring_enter is
+ * not (tests/unit_signal.c), so an idle server on io_uring would wait for
+ * good; the datagram ends its wait. Elsewhere it is one more answered. */
+static void udp_server_stop(echo_server *u)
+{
+    echo_server_check_alive(u, "before SIGTERM");
+    CHECK(kill(u->proc.pid, SIGTERM) == 0);
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)u->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(sendto(fd, "wake", 4, 0, (struct sockaddr *)&a, sizeof a) == 4);
+    close(fd);
+    echo_server_expect_exit0(u, "the UDP server, after SIGTERM", 10000);
+}
+
 static void test_udp_real_server(void)
 {
     const char *udp_args[] = {"--udp", NULL};
@@ -531,7 +806,26 @@ static void test_udp_real_server(void)
     csv_num(&c, "server_ns_per_msg");
     echo_note("--udp: %.0f datagrams answered of %.0f sent, %.0f lost", messages, sent, lost);
     echo_output_free(&o);
-    echo_server_stop_ok(&u);
+    udp_server_stop(&u);
+}
+
+static void test_threads_udp(void)
+{
+    const char *udp_args[] = {"--udp", NULL};
+    echo_server_opts so = {.args = udp_args};
+    echo_server u;
+    echo_server_start(&u, &so);
+    char port[16], pid[16];
+    snprintf(port, sizeof port, "%d", u.port);
+    snprintf(pid, sizeof pid, "%d", (int)u.proc.pid);
+    const char *args[] = {"--udp", "--port", port, "--conns", "4", "--depth", "4", "--size",
+                          "1200", "--threads", "2", "--duration", "0.5", "--warmup", "0.1",
+                          "--json", "--server-pid", pid, NULL};
+    echo_output o;
+    run_bench(&o, args);
+    expect_threads_json("--udp --threads 2", &o, 1200, 2);
+    echo_output_free(&o);
+    udp_server_stop(&u);
 }
 
 /* A UDP echo server that does not uppercase, in a child. */
@@ -582,7 +876,8 @@ static void test_flags(void)
         {"--csv=yes"},             {"--port", "70000"},     {"--server-pid", "0"},
         {"--idle", "1e3"},         {"--duration", "nan"},   {"stray"},
         {"--mark=1"},              {"--udp", "--size=4"},   {"--udp", "--idle=1"},
-        {"--udp", "--size=65508"},
+        {"--udp", "--size=65508"}, {"--threads", "0"},     {"--threads", "65"},
+        {"--threads=3", "--conns=2"},                       {"--udp", "--threads=2"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         expect_usage_error(bad[i]);
@@ -610,13 +905,18 @@ int main(int argc, char **argv)
     RUN_TEST(test_real_server_json_and_text);
     RUN_TEST(test_host_name);
     RUN_TEST(test_mark_real_server);
+    RUN_TEST(test_threads_real_server);
     echo_server_check_alive(&srv, "after the benchmarks");
     echo_server_stop_ok(&srv);
     RUN_TEST(test_wrong_servers);
     RUN_TEST(test_mark_on_the_wire);
+    RUN_TEST(test_threads_wrong_server);
+    RUN_TEST(test_threads_early_end);
+    RUN_TEST(test_threads_merge);
     RUN_TEST(test_no_server);
     RUN_TEST(test_udp_real_server);
     RUN_TEST(test_udp_wrong_server);
+    RUN_TEST(test_threads_udp);
     echo_note("ok");
     return 0;
 }
