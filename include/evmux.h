@@ -387,9 +387,10 @@ EVMUX_API int evmux_async_send(evmux_async *async);
 
 typedef struct evmux_handoff evmux_handoff;
 
-/* Runs on the receiving loop's thread, once per descriptor sent, in the
- * order the sends were made. fd is the callback's from then on: adopt it
- * (evmux_stream_open, evmux_udp_open) or close it. data is the sender's. */
+/* Runs on the receiving loop's thread, once per send, in the order the
+ * sends were made. fd is the callback's from then on: adopt it
+ * (evmux_stream_open, evmux_udp_open) or close it; -1 for a send that
+ * carried no descriptor. data is the sender's. */
 typedef void (*evmux_handoff_cb)(evmux_handoff *handoff, int fd, void *data);
 
 struct evmux_handoff {
@@ -410,10 +411,12 @@ EVMUX_API int evmux_handoff_init(evmux_loop *loop, evmux_handoff *handoff, evmux
 
 /* Safe from any thread: queues fd (with data) for the handoff's callback,
  * and wakes its loop. On 0 the handoff owns fd: the callback gets it, or
- * it is closed with the handle. On an error fd stays the caller's. Do not
- * send once the handle's close callback may have run: the caller orders
- * the two, as for evmux_async_send. Errors: -EINVAL (NULL, fd < 0),
- * -EPIPE (the handle is closing), -ENOMEM. */
+ * it is closed with the handle. On an error fd stays the caller's. fd -1
+ * sends data alone, in order with the descriptors (e.g. "no more will
+ * come": what was sent before it is delivered before it). Do not send
+ * once the handle's close callback may have run: the caller orders the
+ * two, as for evmux_async_send. Errors: -EINVAL (NULL, fd < -1), -EPIPE
+ * (the handle is closing), -ENOMEM. */
 EVMUX_API int evmux_handoff_send(evmux_handoff *handoff, int fd, void *data);
 
 /* ------------------------------------------------------------------ */

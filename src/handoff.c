@@ -7,6 +7,9 @@
  * one wake-up, and its exchanges order the sender's writes before the
  * callback's reads, as they do for evmux_async.
  *
+ * A send may carry no descriptor (fd -1): a message, delivered in order
+ * with the descriptors, e.g. "no more will come" before closing.
+ *
  * Ownership of a descriptor moves at a successful send: from then on
  * either the callback gets it or closing the handle closes it, so a
  * connection is never leaked nor closed twice. The mutex and the closing
@@ -40,7 +43,8 @@ static void close_items(struct handoff_item *item)
 {
     while (item != NULL) {
         struct handoff_item *next = item->next;
-        close(item->fd);
+        if (item->fd >= 0)
+            close(item->fd);
         free(item);
         item = next;
     }
@@ -60,6 +64,7 @@ static void on_wake(evmux_async *wake)
         void *data = item->data;
         free(item);
         item = next;
+        handoff->handle.loop->wake_calls++; /* an event: EVMUX_RUN_ONCE returns after it */
         handoff->cb(handoff, fd, data);
         if (evmux__closing(&handoff->handle)) {
             close_items(item); /* the callback closed the mailbox: they are ours */
@@ -93,7 +98,7 @@ int evmux_handoff_init(evmux_loop *loop, evmux_handoff *handoff, evmux_handoff_c
 
 int evmux_handoff_send(evmux_handoff *handoff, int fd, void *data)
 {
-    if (handoff == NULL || fd < 0)
+    if (handoff == NULL || fd < -1)
         return -EINVAL;
     struct handoff_item *item = malloc(sizeof *item);
     if (item == NULL)

@@ -7,6 +7,9 @@
  *    -EPIPE and leaves the descriptor with the caller.
  *  - A callback that closes the handle mid-batch: the rest are closed, not
  *    delivered.
+ *  - A send without a descriptor (fd -1) comes after every descriptor sent
+ *    before it.
+ *  - EVMUX_RUN_ONCE returns after a delivery.
  *  - A handoff keeps its loop alive unless unreferenced; bad arguments. */
 #include "unit_util.h"
 
@@ -179,6 +182,117 @@ static void test_close_inside_callback(void)
     unit_loop_finish(loop);
 }
 
+/* ---- a message without a descriptor comes in order ---- */
+
+struct ordered {
+    int fds_seen, done_at; /* done_at: fds seen when the message came */
+};
+
+static void ordered_cb(evmux_handoff *h, int fd, void *data)
+{
+    struct ordered *o = h->handle.data;
+    if (fd < 0) {
+        CHECK(data == (void *)o);
+        o->done_at = o->fds_seen;
+        CHECK_OK(evmux_close(&h->handle, NULL)); /* nothing queued after it */
+        return;
+    }
+    CHECK_EQ((uintptr_t)data, (uintptr_t)o->fds_seen);
+    o->fds_seen++;
+    close(fd);
+}
+
+/* Three descriptors, then "no more" (fd -1), from another thread: the
+ * message comes after all three, never before (as a separate async would). */
+struct ordered_sender {
+    evmux_handoff *h;
+    struct ordered *o;
+};
+
+static void *ordered_send(void *arg)
+{
+    struct ordered_sender *os = arg;
+    for (uintptr_t i = 0; i < 3; i++) {
+        int sv[2];
+        CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        close(sv[1]);
+        CHECK_OK(evmux_handoff_send(os->h, sv[0], (void *)i));
+    }
+    CHECK_OK(evmux_handoff_send(os->h, -1, os->o));
+    return NULL;
+}
+
+static void test_message_in_order(void)
+{
+    for (int round = 0; round < 50; round++) {
+        evmux_loop *loop = unit_loop_new();
+        evmux_handoff h;
+        struct ordered o = {0, -1};
+        CHECK_OK(evmux_handoff_init(loop, &h, ordered_cb));
+        h.handle.data = &o;
+        struct ordered_sender os = {&h, &o};
+        pthread_t t;
+        CHECK_EQ(pthread_create(&t, NULL, ordered_send, &os), 0);
+        CHECK_OK(evmux_run(loop, EVMUX_RUN_DEFAULT)); /* until the message closes it */
+        CHECK_EQ(pthread_join(t, NULL), 0);
+        CHECK_EQ(o.done_at, 3);
+        unit_loop_finish(loop);
+    }
+}
+
+/* ---- EVMUX_RUN_ONCE returns once a delivery ran ---- */
+
+static int once_calls;
+
+static void once_cb(evmux_handoff *h, int fd, void *data)
+{
+    (void)h, (void)data;
+    once_calls++;
+    close(fd);
+}
+
+static void *send_later(void *arg)
+{
+    unit_sleep_ms(50);
+    int sv[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    close(sv[1]);
+    CHECK_OK(evmux_handoff_send(arg, sv[0], NULL));
+    return NULL;
+}
+
+static int guard_fired;
+
+static void guard_cb(evmux_timer *t)
+{
+    (void)t;
+    guard_fired = 1;
+}
+
+static void test_run_once_returns(void)
+{
+    evmux_loop *loop = unit_loop_new();
+    evmux_handoff h;
+    CHECK_OK(evmux_handoff_init(loop, &h, once_cb));
+    /* A referenced timer: the wait could end with it too, and must not. */
+    evmux_timer guard;
+    CHECK_OK(evmux_timer_init(loop, &guard, guard_cb));
+    CHECK_OK(evmux_timer_start(&guard, 3000, 0));
+    once_calls = guard_fired = 0;
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, send_later, &h), 0);
+    uint64_t t0 = unit_mono_ns();
+    CHECK_OK(evmux_run(loop, EVMUX_RUN_ONCE));
+    uint64_t ms = (unit_mono_ns() - t0) / 1000000;
+    CHECK_EQ(pthread_join(t, NULL), 0);
+    CHECK_EQ(once_calls, 1);
+    CHECK_EQ(guard_fired, 0);
+    CHECK(ms < 2000); /* the delivery ended the wait, not the timer */
+    CHECK_OK(evmux_close(&guard.handle, NULL));
+    CHECK_OK(evmux_close(&h.handle, NULL));
+    unit_loop_finish(loop);
+}
+
 /* ---- reference, errors ---- */
 
 static void test_ref_and_errors(void)
@@ -190,7 +304,7 @@ static void test_ref_and_errors(void)
     CHECK_EQ(evmux_handoff_init(loop, &h, NULL), -EINVAL);
     CHECK_OK(evmux_handoff_init(loop, &h, never_cb));
     CHECK_EQ(evmux_handoff_send(NULL, 0, NULL), -EINVAL);
-    CHECK_EQ(evmux_handoff_send(&h, -1, NULL), -EINVAL);
+    CHECK_EQ(evmux_handoff_send(&h, -2, NULL), -EINVAL);
     CHECK_EQ(evmux_is_active(&h.handle), 1);
     CHECK_EQ(evmux_loop_alive(loop), 1);
     evmux_unref(&h.handle);
@@ -209,6 +323,8 @@ int main(int argc, char **argv)
     RUN_TEST(test_from_another_thread);
     RUN_TEST(test_close_closes_undelivered);
     RUN_TEST(test_close_inside_callback);
+    RUN_TEST(test_message_in_order);
+    RUN_TEST(test_run_once_returns);
     RUN_TEST(test_ref_and_errors);
     return unit_end();
 }
