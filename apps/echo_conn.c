@@ -12,6 +12,7 @@
 
 #include "echo_upper.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -57,6 +58,7 @@ void conn_close(struct conn *c)
     struct shard *sh = c->shard;
     if (evmux_is_closing(&c->stream.handle))
         return;
+    assert(sh->conn_count > 0 && atomic_load(&sh->load) > 0);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -71,7 +73,7 @@ void conn_close(struct conn *c)
     if (c->proxy != NULL)
         proxy_wait_end(c);
     evmux_close(&c->stream.handle, conn_freed);
-    shard_maybe_finish(sh);
+    shard_conn_gone(sh);
 }
 
 /* Bytes in the kernel either way: input we have not read yet (our loop
@@ -84,10 +86,14 @@ static bool kernel_holds_bytes(const struct conn *c)
     return (ioctl(fd, SIOCINQ, &in) == 0 && in > 0) || (ioctl(fd, SIOCOUTQ, &out) == 0 && out > 0);
 }
 
+bool conn_in_flight(const struct conn *c)
+{
+    return c->job != NULL || evmux_stream_queued(&c->stream) > 0 || kernel_holds_bytes(c);
+}
+
 bool conn_is_idle(const struct conn *c, uint64_t now)
 {
-    return c->job == NULL && evmux_stream_queued(&c->stream) == 0 &&
-           now - c->last_input_ms >= c->shard->srv->opt.drain_idle_ms && !kernel_holds_bytes(c);
+    return now - c->last_input_ms >= c->shard->srv->opt.drain_idle_ms && !conn_in_flight(c);
 }
 
 /* Everything owed has been sent and our FIN is out. */
@@ -120,6 +126,8 @@ void conn_say_goodbye(struct conn *c)
         return;
     }
     c->saying_goodbye = true;
+    if (c->peer_done)
+        return; /* its shutdown is on its way already; on_shutdown closes */
     if (c->proxy != NULL) { /* no header yet: nothing was ever owed */
         conn_close(c);
         return;
@@ -173,7 +181,7 @@ static bool hand_to_pool(struct conn *c, const char *buf, size_t len, unsigned l
     job->len = len;
     job->cpu_us = cpu_us;
     job->conn = c;
-    job->give_up = &c->shard->srv->give_up_work;
+    job->give_up = &c->shard->give_up_work;
     if (evmux_queue_work(c->shard->loop, &job->work, job_run, job_done) < 0) {
         free(job);
         return false;
@@ -195,7 +203,7 @@ void conn_echo(struct conn *c, char *buf, size_t len)
         return;
     }
     if (cpu_us > 0)
-        burn_cpu(cpu_us, &c->shard->srv->give_up_work);
+        burn_cpu(cpu_us, &c->shard->give_up_work);
     echo_uppercase(buf, len);
     send_reply(c, buf, len);
 }
@@ -211,9 +219,12 @@ static void on_read(evmux_stream *s, ssize_t nread, char *buf)
             proxy_input(c, buf, (size_t)nread);
         else
             conn_echo(c, buf, (size_t)nread);
+    } else if (c->proxy != NULL) { /* the client went before its header was whole */
+        proxy_refuse(c, nread == EVMUX_EOF ? "closed before its PROXY header was whole"
+                                           : "reset before its PROXY header was whole");
     } else if (nread == EVMUX_EOF) {
         c->peer_done = true;
-        if (c->fin_sent || c->proxy != NULL)
+        if (c->fin_sent)
             conn_close(c);
         else if (!c->saying_goodbye && evmux_stream_shutdown(s, on_shutdown) < 0)
             conn_close(c);

@@ -35,7 +35,7 @@ void proxy_wait_end(struct conn *c)
     evmux_close(&w->timeout.handle, wait_freed);
 }
 
-static void refuse(struct conn *c, const char *why)
+void proxy_refuse(struct conn *c, const char *why)
 {
     struct sockaddr_storage peer;
     socklen_t len = sizeof peer;
@@ -49,7 +49,7 @@ static void refuse(struct conn *c, const char *why)
 static void on_wait_over(evmux_timer *t)
 {
     struct proxy_wait *w = t->handle.data;
-    refuse(w->conn, "no PROXY header within 5 s");
+    proxy_refuse(w->conn, "no PROXY header within 5 s");
 }
 
 int proxy_wait_start(struct conn *c)
@@ -98,7 +98,7 @@ void proxy_input(struct conn *c, const char *buf, size_t len)
     if (n == -EAGAIN)
         return; /* a correct beginning: more is coming */
     if (n < 0) {
-        refuse(c, n == -EMSGSIZE ? "PROXY header too long" : "no valid PROXY header");
+        proxy_refuse(c, n == -EMSGSIZE ? "PROXY header too long" : "no valid PROXY header");
         return;
     }
     if (c->shard->srv->opt.log_conns)
@@ -107,7 +107,7 @@ void proxy_input(struct conn *c, const char *buf, size_t len)
     size_t after = w->len - (size_t)n, rest = len - take;
     char *data = malloc(after + rest + 1);
     if (data == NULL) {
-        refuse(c, "out of memory");
+        proxy_refuse(c, "out of memory");
         return;
     }
     memcpy(data, w->bytes + n, after);

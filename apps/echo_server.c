@@ -76,7 +76,8 @@ static void print_listening(const struct server *srv)
     char where[256];
     if (evmux_addr_format((const struct sockaddr *)&srv->addr, srv->addr_len, where,
                           sizeof where) < 0)
-        snprintf(where, sizeof where, "%s", srv->opt.unix_path ? srv->opt.unix_path : srv->opt.host);
+        snprintf(where, sizeof where, "%s",
+                 srv->opt.unix_path ? srv->opt.unix_path : srv->opt.host);
     /* Scripts read this line for the port: its form never changes. */
     printf("listening on %s (backend %s)\n", where, evmux_loop_backend(srv->shards[0].loop));
     fflush(stdout);
@@ -131,8 +132,11 @@ int main(int argc, char **argv)
         srv.shards[k].index = k;
     }
     choose_cpus(&srv);
+    pthread_mutex_init(&srv.life_mutex, NULL);
+    srv.shards_running = srv.shard_count - 1;
 
     struct shard *first = &srv.shards[0];
+    pin_self(first); /* before its loop and pool threads exist, which inherit it */
     if (shard_loop_new(first) < 0)
         return 1;
     int rc = resolve(first->loop, &srv.opt, &srv);

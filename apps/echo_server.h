@@ -56,8 +56,15 @@ struct server {
     struct shard *shards;
     unsigned shard_count;
     atomic_size_t open_conns;   /* every loop's, for --max-conns */
-    atomic_bool give_up_work;   /* a second signal: running jobs end now */
     atomic_uint handoff_cursor; /* where the search for the least-loaded loop starts */
+
+    /* Loop 0 alone watches SIGINT and SIGTERM (evmux has room for 64
+     * loops per signal) and passes each arrival on to the others through
+     * their `stop` asyncs. This mutex orders those sends against the
+     * asyncs' closing, and guards what follows. */
+    pthread_mutex_t life_mutex;
+    unsigned stop_requests;  /* signals that arrived */
+    unsigned shards_running; /* loops 1.. whose handles are still open */
 };
 
 enum phase {
@@ -76,8 +83,7 @@ struct shard {
 
     evmux_listener listener; /* reuseport: every shard; handoff: shard 0 only */
     bool listening;
-    evmux_handoff inbox;       /* handoff mode, shards 1..: from shard 0 */
-    evmux_async accept_done;   /* handoff mode, shards 1..: shard 0 stopped sending */
+    evmux_handoff inbox; /* handoff mode, shards 1..: from shard 0 */
     bool has_inbox;
     evmux_udp udp; /* --udp: the socket instead of the listener */
     bool udp_mode;
@@ -86,9 +92,14 @@ struct shard {
     size_t conn_count;
     atomic_size_t load; /* connections given to this shard and not closed */
 
-    evmux_signal sigint, sigterm;
+    evmux_signal sigint, sigterm; /* loop 0 */
+    evmux_async others_done;      /* loop 0: a loop 1.. has ended */
+    evmux_async stop;             /* loops 1..: loop 0 saw a signal */
+    bool lifecycle_open;          /* others_done or stop, under life_mutex */
+    unsigned stops_seen;
     evmux_timer drain_tick, drain_deadline, grace;
     enum phase phase;
+    atomic_bool give_up_work; /* a second signal or the grace's end: jobs end now */
 
     /* Counters, read by the main thread after the shard's thread ended. */
     unsigned long long served, refused, dropped;
@@ -118,7 +129,10 @@ struct conn {
 void conn_accept(struct shard *sh, evmux_listener *l, int fd);
 void conn_close(struct conn *c);
 void conn_say_goodbye(struct conn *c);
-/* Nothing read for drain_idle_ms, nothing owed, no job: finished at once
+/* A job runs, or bytes wait to go either way (in our queue or in the
+ * kernel's buffers): the connection is mid-transfer. */
+bool conn_in_flight(const struct conn *c);
+/* Nothing read for drain_idle_ms and nothing in flight: finished at once
  * when the server stops. */
 bool conn_is_idle(const struct conn *c, uint64_t now);
 /* The echo itself (also what follows a PROXY header). */
@@ -131,11 +145,21 @@ int proxy_wait_start(struct conn *c);
  * it goes to conn_echo. */
 void proxy_input(struct conn *c, const char *buf, size_t len);
 void proxy_wait_end(struct conn *c);
+/* Closes the connection, logging why (with the client's address). */
+void proxy_refuse(struct conn *c, const char *why);
 
 /* echo_drain.c: stopping on SIGINT/SIGTERM. */
 int shard_install_signals(struct shard *sh);
-void shard_begin_shutdown(struct shard *sh);
+/* Once nothing is left to serve (FINISHING, no connections, no inbox):
+ * the loop's last handles close, and its run ends. */
 void shard_maybe_finish(struct shard *sh);
+/* A connection closed: the end of a drain, maybe. */
+void shard_conn_gone(struct shard *sh);
+/* DRAINING: finish what has paused; FINISHING once nothing is busy. */
+void shard_drain_check(struct shard *sh);
+/* A loop 1.. is done: its stop async closes, and loop 0 hears of it
+ * (loop 0 ends after the last). */
+void shard_ended(struct shard *sh);
 
 /* echo_udp.c: --udp. */
 int shard_start_udp(struct shard *sh, const struct sockaddr *addr, socklen_t len, unsigned flags);
@@ -150,6 +174,8 @@ void shard_free(struct shard *sh);
 /* Threads 1.. of the server: each creates, starts and runs its shard;
  * returns once every one is listening (0) or one failed (-1). */
 int shards_spawn(struct server *srv);
+/* --pin: the calling thread on sh's CPU (nothing if it has none). */
+void pin_self(const struct shard *sh);
 void shards_join(struct server *srv);
 /* Handoff mode: shard 0 stopped accepting; tell the others. */
 void shards_accept_done(struct server *srv);

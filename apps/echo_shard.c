@@ -15,6 +15,7 @@
  * who accepts takes the count, and the connection's close gives it back. */
 #include "echo_server.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -72,8 +73,8 @@ static void on_accept(evmux_listener *l, int status)
 {
     struct shard *sh = l->handle.data;
     if (status == -EMFILE || status == -ENFILE) {
-        fprintf(stderr, "evmux-echo-server: %s with %zu connections; closing new ones until some end\n",
-                evmux_strerror(status), atomic_load(&sh->srv->open_conns));
+        fprintf(stderr, "evmux-echo-server: %s with %zu connections; closing new ones until "
+                "some end\n", evmux_strerror(status), atomic_load(&sh->srv->open_conns));
         return;
     }
     if (status < 0) {
@@ -93,24 +94,36 @@ static void on_accept(evmux_listener *l, int status)
     conn_accept(sh, l, -1);
 }
 
+/* A connection from loop 0, or (fd -1) its word that no more will come:
+ * that comes through the handoff itself, after every connection sent
+ * before it, so none is closed unserved with the inbox. */
 static void on_handed(evmux_handoff *inbox, int fd, void *data)
 {
     (void)data;
-    conn_accept(inbox->handle.data, NULL, fd);
-}
-
-static void on_accept_done(evmux_async *a)
-{
-    struct shard *sh = a->handle.data;
-    evmux_close(&sh->inbox.handle, NULL); /* closes nothing: shard 0 sends no more */
-    evmux_close(&sh->accept_done.handle, NULL);
-    shard_maybe_finish(sh);
+    struct shard *sh = inbox->handle.data;
+    assert(sh->has_inbox && sh->index > 0);
+    if (fd >= 0) {
+        conn_accept(sh, NULL, fd);
+        return;
+    }
+    evmux_close(&sh->inbox.handle, NULL); /* nothing is queued behind the word */
+    if (sh->phase == DRAINING)
+        shard_drain_check(sh);
+    else
+        shard_maybe_finish(sh); /* SERVING: the stop, on its way, drains */
 }
 
 void shards_accept_done(struct server *srv)
 {
-    for (unsigned k = 1; k < srv->shard_count; k++)
-        evmux_async_send(&srv->shards[k].accept_done);
+    for (unsigned k = 1; k < srv->shard_count; k++) {
+        int rc = evmux_handoff_send(&srv->shards[k].inbox, -1, NULL);
+        if (rc < 0) { /* out of memory: that loop would wait for ever */
+            fprintf(stderr, "evmux-echo-server: cannot tell loop %u to stop: %s\n", k,
+                    evmux_strerror(rc));
+            fflush(stderr);
+            _exit(1);
+        }
+    }
 }
 
 int shard_loop_new(struct shard *sh)
@@ -130,9 +143,6 @@ static int open_inbox(struct shard *sh)
     if (rc < 0)
         return rc;
     sh->inbox.handle.data = sh;
-    evmux_async_init(sh->loop, &sh->accept_done, on_accept_done);
-    sh->accept_done.handle.data = sh;
-    evmux_unref(&sh->accept_done.handle);
     sh->has_inbox = true;
     return 0;
 }
@@ -179,8 +189,13 @@ int shard_start(struct shard *sh)
 int shard_run(struct shard *sh)
 {
     int rc = evmux_run(sh->loop, EVMUX_RUN_DEFAULT);
-    if (rc < 0)
+    if (rc < 0) {
+        /* The backend failed: this loop's clients are lost, and the other
+         * loops could wait for it for ever. End the process, saying so. */
         fprintf(stderr, "evmux-echo-server: loop %u failed: %s\n", sh->index, evmux_strerror(rc));
+        fflush(stderr);
+        _exit(1);
+    }
     return rc;
 }
 
@@ -207,7 +222,7 @@ static void report_started(bool ok)
     pthread_mutex_unlock(&start_mutex);
 }
 
-static void pin_self(const struct shard *sh)
+void pin_self(const struct shard *sh)
 {
     if (sh->cpu < 0)
         return;
@@ -240,7 +255,6 @@ static void *shard_main(void *arg)
 
 int shards_spawn(struct server *srv)
 {
-    pin_self(&srv->shards[0]);
     for (unsigned k = 1; k < srv->shard_count; k++) {
         int rc = pthread_create(&srv->shards[k].thread, NULL, shard_main, &srv->shards[k]);
         if (rc != 0) {

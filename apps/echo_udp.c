@@ -15,7 +15,7 @@ static void on_datagram(evmux_udp *u, ssize_t nread, char *buf, const struct soc
     if (nread < 0 || from == NULL)
         return; /* an ICMP report about an earlier reply; nobody to answer */
     if (sh->srv->opt.work_us > 0)
-        burn_cpu(count_marks(buf, (size_t)nread) * sh->srv->opt.work_us, &sh->srv->give_up_work);
+        burn_cpu(count_marks(buf, (size_t)nread) * sh->srv->opt.work_us, &sh->give_up_work);
     echo_uppercase(buf, (size_t)nread);
     evmux_buf reply = {buf, (size_t)nread};
     if (evmux_udp_queued(u) > UDP_OWED_MAX ||

@@ -17,9 +17,10 @@
  *    evmux_handoff, evmux_signal, evmux_stream, evmux_listener, evmux_udp)
  *    and requests (evmux_write_req, evmux_connect_req, evmux_udp_send_req,
  *    evmux_work, evmux_getaddrinfo_req, evmux_getnameinfo_req,
- *    evmux_connect_host_req) are structs that the caller allocates, may embed in its own structs, and
- *    must keep alive and unmoved: a handle from *_init until its close
- *    callback has run, a request until its callback has run.
+ *    evmux_connect_host_req) are structs that the caller allocates, may
+ *    embed in its own structs, and must keep alive and unmoved: a handle
+ *    from *_init until its close callback has run, a request until its
+ *    callback has run.
  *    Every handle begins with an evmux_handle named `handle`, whose `data`
  *    field belongs to the caller.
  *  - A loop belongs to the thread that runs it. Only evmux_async_send,

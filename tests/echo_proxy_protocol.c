@@ -5,7 +5,7 @@
  *  - v2 (IPv6 client) sent in pieces, then data: echoed; logged.
  *  - v2 LOCAL (what a balancer's health check sends): echoed.
  *  - "GET /", or a v2 header claiming 65,535 bytes: closed at once, with
- *    the reason logged, no byte echoed.
+ *    the reason logged, no byte echoed; half a header then EOF: logged.
  *  - A connection that sends nothing is closed after 5 s, with the reason;
  *    meanwhile another connection is served at once (nothing stalls). */
 #include "echo_harness.h"
@@ -152,6 +152,16 @@ static void test_refused(void)
     expect_log("PROXY header too long");
 }
 
+static void test_partial_then_eof(void)
+{
+    int fd = connect_or_fail();
+    CHECK(echo_send_all(fd, "PROXY TCP4 192.0", 16, 5000) == 0);
+    CHECK(shutdown(fd, SHUT_WR) == 0);
+    expect_closed(fd, "half a header, then EOF");
+    close(fd);
+    expect_log("closed before its PROXY header was whole");
+}
+
 static void test_silent(void)
 {
     int silent = connect_or_fail();
@@ -189,6 +199,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_v2_in_pieces);
     RUN_TEST(test_v2_local);
     RUN_TEST(test_refused);
+    RUN_TEST(test_partial_then_eof);
     RUN_TEST(test_silent);
     echo_server_check_alive(&srv, "after every bad header");
     echo_server_stop_ok(&srv);

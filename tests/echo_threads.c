@@ -5,9 +5,14 @@
  *    and with --balance handoff.
  *  - handoff spreads 100 long-lived connections within +-10% (45..55 each).
  *  - SIGTERM while 200 clients stream 1 MiB each (a quarter of it echoed):
- *    every stream completes byte-exact, then EOF; exit 0. Both modes. */
+ *    every stream completes byte-exact, then EOF; exit 0. Both modes.
+ *  - SIGTERM while a client that has sent 3 MiB and half-closed still
+ *    reads its replies slowly: every byte comes back, then EOF. */
 #include "echo_harness.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +54,8 @@ static void read_summary(const char *what, unsigned long long *served, unsigned 
         echo_fail("%s: no per-loop summary in the server's stderr:\n%s", what, err);
     if (refused != 0)
         echo_fail("%s: the server refused %llu connections", what, refused);
+    if (strstr(err, "left open") != NULL || strstr(err, "cannot") != NULL)
+        echo_fail("%s: the server's stderr reports trouble:\n%s", what, err);
     free(err);
 }
 
@@ -152,8 +159,8 @@ static void test_sigterm_busy(const char *balance)
      * sanitizer) a stream can wait over 200 ms for its next turn: a real
      * pause, by the server's measure, after which it would be finished and
      * lose what it sends next. A longer setting keeps the test about
-     * loss, not about this process's speed (echo_shutdown and
-     * echo_haproxy's first part keep the default). */
+     * loss, not about this process's speed (echo_shutdown keeps the
+     * default). */
     static const char *const idle[] = {"--drain-idle-ms", ECHO_SANITIZED ? "5000" : "2000", NULL};
     start(&s, balance, idle);
     static echo_stream st[BUSY];
@@ -179,6 +186,88 @@ static void test_sigterm_busy(const char *balance)
               loops[1]);
 }
 
+/* ---- SIGTERM while a half-closed client still reads its replies slowly ---- */
+
+#define SLOW_BYTES (3u << 20)
+
+/* Reads what has arrived (at most `most` bytes), checking it; 0 at EOF. */
+static ssize_t read_checked(int fd, uint64_t seed, uint64_t *got, size_t most)
+{
+    static uint8_t buf[65536], want[65536];
+    if (most > sizeof buf)
+        most = sizeof buf;
+    ssize_t r = recv(fd, buf, most, MSG_DONTWAIT);
+    if (r > 0) {
+        echo_payload(seed, *got, want, (size_t)r);
+        echo_upper_buf(want, want, (size_t)r);
+        if (memcmp(buf, want, (size_t)r) != 0)
+            echo_fail("slow reader: wrong bytes after offset %llu", (unsigned long long)*got);
+        *got += (uint64_t)r;
+    }
+    return r;
+}
+
+/* drain_timeout: "30" (the default: the drain waits for it), or "0"
+ * (the drain ends at once, and the grace covers it). */
+static void test_sigterm_half_closed_slow_reader(const char *drain_timeout)
+{
+    char what[96];
+    snprintf(what, sizeof what, "SIGTERM, half-closed client reading slowly, --drain-timeout %s",
+             drain_timeout);
+    echo_server s;
+    const char *const args[] = {"--drain-timeout", drain_timeout, NULL};
+    start(&s, "reuseport", args);
+    /* A small receive buffer, set before connecting (so the window is
+     * small from the start): the replies pile up on the server's side. */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 4096;
+    CHECK(fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s.port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(connect(fd, (struct sockaddr *)&to, sizeof to) == 0);
+    static uint8_t chunk[16384];
+    uint64_t sent = 0, got = 0, seed = 4242;
+    while (sent < SLOW_BYTES) { /* send it all, reading only a little */
+        size_t n = SLOW_BYTES - sent < sizeof chunk ? SLOW_BYTES - sent : sizeof chunk;
+        echo_payload(seed, sent, chunk, n);
+        ssize_t w = send(fd, chunk, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0)
+            sent += (uint64_t)w;
+        else if (w < 0 && errno != EAGAIN)
+            echo_fail("%s: send: %s", what, strerror(errno));
+        if (w <= 0) { /* read only when the server stops taking more */
+            read_checked(fd, seed, &got, 4096);
+            echo_sleep_ms(1);
+        }
+    }
+    CHECK(shutdown(fd, SHUT_WR) == 0);
+    if (got >= sent / 2)
+        echo_fail("%s: %llu of %llu bytes back before the signal: not slow enough", what,
+                  (unsigned long long)got, (unsigned long long)sent);
+    CHECK(kill(s.proc.pid, SIGTERM) == 0);
+    uint64_t deadline = echo_now_ms() + 30000;
+    for (;;) { /* 4 KiB a millisecond: a slow reader */
+        ssize_t r = read_checked(fd, seed, &got, 4096);
+        if (r == 0)
+            break;
+        if (r < 0 && errno != EAGAIN)
+            echo_fail("%s: recv after %llu bytes: %s", what, (unsigned long long)got,
+                      strerror(errno));
+        if (echo_now_ms() > deadline)
+            echo_fail("%s: only %llu of %llu bytes back in 30 s", what,
+                      (unsigned long long)got, (unsigned long long)sent);
+        echo_sleep_ms(1);
+    }
+    close(fd);
+    if (got != sent)
+        echo_fail("%s: EOF after %llu of %llu bytes", what, (unsigned long long)got,
+                  (unsigned long long)sent);
+    echo_server_expect_exit0(&s, what, 10000);
+    unsigned long long served, loops[2];
+    read_summary(what, &served, loops); /* also: nothing reported as trouble */
+    echo_note("%s: all %llu bytes back, then EOF", what, (unsigned long long)got);
+}
+
 int main(int argc, char **argv)
 {
     echo_init(argc, argv, 280);
@@ -196,6 +285,8 @@ int main(int argc, char **argv)
     test_handoff_spread();
     test_sigterm_busy("reuseport");
     test_sigterm_busy("handoff");
+    test_sigterm_half_closed_slow_reader("30");
+    test_sigterm_half_closed_slow_reader("0");
     echo_note("done");
     return 0;
 }
