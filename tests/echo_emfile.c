@@ -5,7 +5,8 @@
  *    limit, with more connections pending, the kept ones are still served
  *    and the server uses < 0.5 s CPU over 1 s idle (no busy accept loop).
  *    After everything is closed, 40 new connections all work (recovery)
- *    and the descriptor count is back to its baseline.
+ *    and the descriptor count is back to its baseline. The same with two
+ *    loops sharing the process's descriptors (--threads 2, either balance).
  *  - --max-conns 5: connections 6..10 are closed at once, the first five
  *    keep working; also with two loops (--threads 2, either balance),
  *    where the limit counts both loops' connections. */
@@ -55,13 +56,15 @@ static void roundtrips(const char *what, const int *fds, size_t n, uint64_t seed
     echo_group_run(s, n, &o);
 }
 
-static void test_emfile(void)
+/* args: more server arguments, e.g. several loops sharing the one
+ * process's descriptors. */
+static void test_emfile(const char *const *args)
 {
     static echo_stream s[NOPEN + NEXTRA];
     int fds[NOPEN], extra[NEXTRA];
     int cls[NOPEN];
     int count[4] = { 0 };
-    echo_server_opts so = { .nofile = 64 };
+    echo_server_opts so = { .nofile = 64, .args = args };
 
     echo_server_start(&srv, &so);
     int base_fds = echo_proc_fd_count(srv.proc.pid);
@@ -205,9 +208,11 @@ static void test_max_conns(const char *const *extra)
 int main(int argc, char **argv)
 {
     echo_init(argc, argv, 150);
-    RUN_TEST(test_emfile);
+    test_emfile(NULL);
     static const char *const reuseport[] = { "--threads", "2", NULL };
     static const char *const handoff[] = { "--threads", "2", "--balance", "handoff", NULL };
+    test_emfile(reuseport);
+    test_emfile(handoff);
     test_max_conns(NULL);
     test_max_conns(reuseport);
     test_max_conns(handoff);

@@ -7,7 +7,9 @@
  *  - SIGTERM while 200 clients stream 1 MiB each (a quarter of it echoed):
  *    every stream completes byte-exact, then EOF; exit 0. Both modes.
  *  - SIGTERM while a client that has sent 3 MiB and half-closed still
- *    reads its replies slowly: every byte comes back, then EOF. */
+ *    reads its replies slowly: every byte comes back, then EOF.
+ *  - A second SIGTERM during a drain (clients that never read) ends it:
+ *    exit 0 at once, the clients' connections closed. */
 #include "echo_harness.h"
 
 #include <arpa/inet.h>
@@ -268,6 +270,42 @@ static void test_sigterm_half_closed_slow_reader(const char *drain_timeout)
     echo_note("%s: all %llu bytes back, then EOF", what, (unsigned long long)got);
 }
 
+/* ---- a second signal ends the drain at once ---- */
+
+static void test_second_signal(const char *balance)
+{
+    char what[64];
+    snprintf(what, sizeof what, "a second SIGTERM, --balance %s", balance);
+    echo_server s;
+    start(&s, balance, NULL);
+    /* Two clients that send and never read: the server owes them replies
+     * it cannot deliver, so the drain would wait for --drain-timeout. */
+    int fds[2];
+    for (int i = 0; i < 2; i++) {
+        fds[i] = echo_connect(s.port, 5000);
+        CHECK(fds[i] >= 0);
+        echo_send_until_stalled(fds[i], 500 + (uint64_t)i, 1u << 20, 64u << 20, 300);
+    }
+    CHECK(kill(s.proc.pid, SIGTERM) == 0);
+    echo_sleep_ms(500);
+    echo_server_check_alive(&s, "draining clients that never read"); /* still draining */
+    uint64_t t0 = echo_now_ms();
+    CHECK(kill(s.proc.pid, SIGTERM) == 0);
+    echo_server_expect_exit0(&s, what, 5000);
+    for (int i = 0; i < 2; i++) { /* their connections are gone */
+        static char sink[1 << 16];
+        ssize_t r;
+        uint64_t deadline = echo_now_ms() + 5000;
+        while ((r = echo_recv_some(fds[i], sink, sizeof sink, 1000)) > 0 && echo_now_ms() < deadline)
+            ;
+        if (r > 0 || r == -ETIMEDOUT)
+            echo_fail("%s: client %d still connected after the exit", what, i);
+        close(fds[i]);
+    }
+    echo_note("%s: exit 0 %llu ms after it, during a drain", what,
+              (unsigned long long)(echo_now_ms() - t0));
+}
+
 int main(int argc, char **argv)
 {
     echo_init(argc, argv, 280);
@@ -287,6 +325,8 @@ int main(int argc, char **argv)
     test_sigterm_busy("handoff");
     test_sigterm_half_closed_slow_reader("30");
     test_sigterm_half_closed_slow_reader("0");
+    test_second_signal("reuseport");
+    test_second_signal("handoff");
     echo_note("done");
     return 0;
 }
