@@ -8,12 +8,17 @@
 
 #include "bench_hist.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #define PROG "evmux-bench"
+
+/* "evmux-bench: " and the message, one whole line on stderr, even while
+ * other threads print (bench_common.c). */
+void bench_vsay(const char *fmt, va_list ap);
 #define MARK_BYTE 0x7F       /* DEL: the servers' "heavy request" marker; uppercase keeps it */
 #define PATTERN_PERIOD 65521 /* prime, so the pattern never lines up with a message */
 #define BENCH_MAX_THREADS 64 /* --threads: far beyond the cores of any machine we measure on */

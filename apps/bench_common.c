@@ -82,3 +82,12 @@ uint64_t ms_until(uint64_t deadline_ns)
     uint64_t now = now_ns();
     return deadline_ns > now ? (deadline_ns - now + 999999u) / 1000000u : 0;
 }
+
+void bench_vsay(const char *fmt, va_list ap)
+{
+    flockfile(stderr);
+    fputs(PROG ": ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    funlockfile(stderr);
+}

@@ -171,13 +171,9 @@ void bench_member_fail(struct bench_member *m, const char *fmt, ...)
     pthread_mutex_unlock(&t->lock);
     if (first) { /* the others' failures are most likely the same one, or its echo */
         va_list ap;
-        flockfile(stderr);
-        fputs(PROG ": ", stderr);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        bench_vsay(fmt, ap);
         va_end(ap);
-        fputc('\n', stderr);
-        funlockfile(stderr);
     }
     bench_member_stop_all(m);
 }

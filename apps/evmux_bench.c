@@ -112,13 +112,9 @@ static void note(struct bench *b, const char *fmt, ...)
         return;
     }
     va_list ap;
-    flockfile(stderr);
-    fputs(PROG ": ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    bench_vsay(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    funlockfile(stderr);
 }
 
 /* ---- the payload ---- */

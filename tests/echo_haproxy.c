@@ -145,41 +145,20 @@ static void test_clients_and_addresses(void)
         echo_fail("one server got no client: %d and %d", per_server[0], per_server[1]);
 }
 
-struct drain {
-    int signalled;
-    size_t done_at_signal;
-};
-
-static void drain_tick(echo_group *g)
-{
-    struct drain *d = g->o->user;
-    if (d->signalled || !g->released)
-        return;
-    uint64_t echoed = 0;
-    for (size_t i = 0; i < g->n; i++)
-        echoed += g->s[i].recvd;
-    if (echoed < (uint64_t)STREAMS * STREAM_BYTES / 4)
-        return;
-    d->done_at_signal = g->finished;
-    CHECK(kill(servers[0].proc.pid, SIGTERM) == 0);
-    d->signalled = 1;
-    echo_note("SIGTERM to server a after %llu of %llu bytes echoed", (unsigned long long)echoed,
-              (unsigned long long)STREAMS * STREAM_BYTES);
-}
-
 static void test_drain_one(void)
 {
     int before[2] = {count_in_log(0, " via "), count_in_log(1, " via ")};
     static echo_stream s[STREAMS];
     init_streams(s, STREAMS, 6000, STREAM_BYTES, ES_HALF_CLOSE | ES_EXPECT_EOF);
-    struct drain d = {0};
+    /* SIGTERM to server a once a quarter of the bytes are back. */
+    echo_signal_midway d = {.pid = servers[0].proc.pid, .sig = SIGTERM, .fraction = 0.25};
     echo_group_opts o = {.what = "40 streams of 4 MiB, one server drained", .port = front_port,
-                         .timeout_ms = 120000, .barrier = 1, .on_tick = drain_tick, .tick_ms = 5,
-                         .user = &d};
+                         .timeout_ms = 120000, .barrier = 1,
+                         .on_tick = echo_signal_midway_tick, .tick_ms = 5, .user = &d};
     echo_group_run(s, STREAMS, &o);
-    if (!d.signalled || d.done_at_signal > STREAMS / 2)
+    if (!d.sent || d.finished_at > STREAMS / 2)
         echo_fail("the drain came too late to test anything (%zu streams complete)",
-                  d.done_at_signal);
+                  d.finished_at);
     int on_a = count_in_log(0, " via ") - before[0];
     echo_group_check_all_ok(s, STREAMS, o.what);
     echo_note("every stream complete and exact, %d of them on the drained server", on_a);

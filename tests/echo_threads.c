@@ -127,29 +127,6 @@ static void test_handoff_spread(void)
 #define BUSY 200
 #define BUSY_BYTES (1024 * 1024)
 
-struct busy {
-    echo_server *server;
-    int signalled;
-    size_t done_at_signal;
-};
-
-static void busy_tick(echo_group *g)
-{
-    struct busy *b = g->o->user;
-    if (b->signalled || !g->released)
-        return;
-    uint64_t echoed = 0;
-    for (size_t i = 0; i < g->n; i++)
-        echoed += g->s[i].recvd;
-    if (echoed < (uint64_t)BUSY * BUSY_BYTES / 4)
-        return;
-    b->done_at_signal = g->finished;
-    CHECK(kill(b->server->proc.pid, SIGTERM) == 0);
-    b->signalled = 1;
-    echo_note("SIGTERM after %llu of %llu bytes echoed, %zu streams complete",
-              (unsigned long long)echoed, (unsigned long long)BUSY * BUSY_BYTES, g->finished);
-}
-
 static void test_sigterm_busy(const char *balance)
 {
     char what[64];
@@ -167,16 +144,16 @@ static void test_sigterm_busy(const char *balance)
     start(&s, balance, idle);
     static echo_stream st[BUSY];
     init_streams(st, BUSY, 99000, BUSY_BYTES, 4096, ES_HALF_CLOSE | ES_EXPECT_EOF);
-    struct busy b = {.server = &s};
+    echo_signal_midway b = {.pid = s.proc.pid, .sig = SIGTERM, .fraction = 0.25};
     echo_group_opts o = {.what = what, .port = s.port, .timeout_ms = 120000,
-                         .max_unconfirmed = 64, .barrier = 1, .on_tick = busy_tick,
-                         .tick_ms = 5, .user = &b};
+                         .max_unconfirmed = 64, .barrier = 1,
+                         .on_tick = echo_signal_midway_tick, .tick_ms = 5, .user = &b};
     echo_group_run(st, BUSY, &o);
-    if (!b.signalled)
+    if (!b.sent)
         echo_fail("%s: the streams ended before the signal was sent", what);
-    if (b.done_at_signal > BUSY / 2)
+    if (b.finished_at > BUSY / 2)
         echo_fail("%s: %zu of %d streams were complete at the signal: not busy enough", what,
-                  b.done_at_signal, BUSY);
+                  b.finished_at, BUSY);
     echo_group_check_all_ok(st, BUSY, what);
     echo_server_expect_exit0(&s, what, 30000);
     unsigned long long served, loops[2];

@@ -1463,3 +1463,22 @@ void echo_group_check_all_ok(echo_stream *s, size_t n, const char *what)
         echo_fail("%s: %zu of %zu streams did not get their exact echo", what, bad, n);
     }
 }
+
+void echo_signal_midway_tick(echo_group *g)
+{
+    echo_signal_midway *m = g->o->user;
+    if (m->sent || !g->released)
+        return;
+    uint64_t echoed = 0, total = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        echoed += g->s[i].recvd;
+        total += g->s[i].total;
+    }
+    if ((double)echoed < m->fraction * (double)total)
+        return;
+    m->finished_at = g->finished;
+    CHECK(kill(m->pid, m->sig) == 0);
+    m->sent = 1;
+    echo_note("%s: signal %d after %llu of %llu bytes echoed, %zu streams complete", g->o->what,
+              m->sig, (unsigned long long)echoed, (unsigned long long)total, g->finished);
+}

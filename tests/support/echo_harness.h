@@ -325,6 +325,18 @@ struct echo_group {
     evmux_timer tick;
 };
 
+/* An on_tick for a drain in the middle of the traffic: once the barrier
+ * has released the streams and `fraction` of all their bytes have come
+ * back, sends `sig` to `pid`, once (opts.user points to this). */
+typedef struct echo_signal_midway {
+    pid_t pid;
+    int sig;
+    double fraction;
+    int sent;              /* set once the signal went */
+    size_t finished_at;    /* streams complete at that moment */
+} echo_signal_midway;
+void echo_signal_midway_tick(echo_group *g);
+
 /* Runs the streams to completion (or the timeout) on a fresh client loop
  * and frees it. Returns the number of streams that did not end ES_OK. */
 size_t echo_group_run(echo_stream *s, size_t n, const echo_group_opts *o);
