@@ -92,7 +92,9 @@ static void test_emfile(const char *const *args)
     if (count[C_SERVED] < 45)
         echo_fail("emfile: only %d of %d connections served with 64 descriptors (expected ~50+)",
                   count[C_SERVED], NOPEN);
-    for (int i = 0; i < 40; i++)
+    /* One loop accepts in order; several race for the descriptors, so
+     * which of the connections they keep is theirs to say. */
+    for (int i = 0; i < 40 && args == NULL; i++)
         if (cls[i] != C_SERVED)
             echo_fail("emfile: connection %d (of the first 40) was not served: %s: %s", i,
                       echo_result_name(s[i].result), s[i].msg);
@@ -137,6 +139,13 @@ static void test_emfile(const char *const *args)
     int fdn = echo_wait_fd_count(srv.proc.pid, base_fds, 5000);
     if (fdn > base_fds)
         echo_fail("emfile: server still has %d fds 5 s after all clients closed (baseline %d)", fdn,
+                  base_fds);
+    /* Closed connections still in a backlog are accepted (and find EOF)
+     * once descriptors free up: let them pass before the recovery. */
+    echo_sleep_ms(300);
+    fdn = echo_wait_fd_count(srv.proc.pid, base_fds, 5000);
+    if (fdn > base_fds)
+        echo_fail("emfile: server has %d fds again after the backlog (baseline %d)", fdn,
                   base_fds);
 
     /* Recovery: 40 new connections open at once, all served. */
