@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""UDP echo at one client, one datagram in flight: evmux on io_uring against
-the raw recvmmsg/sendmmsg peer and libuv, 11 interleaved rounds of 2 s per
-point (python3 bench/udp/depth1_ab.py). The points where issue 12's "within
-10% of raw" goal is missed; results/udp-depth1.txt holds a run."""
+"""UDP echo, evmux on io_uring against the raw recvmmsg/sendmmsg peer and
+libuv alone, 11 interleaved rounds of 2 s per point: by default one client
+with one datagram in flight (python3 bench/udp/depth1_ab.py), or the points
+given as CLIENTS/SIZE/DEPTH (python3 bench/udp/depth1_ab.py 1/1200/8). The
+points where issue 12's "within 10% of raw" goal is missed;
+results/udp-depth1.txt holds runs."""
 import os
 import statistics
 import sys
@@ -12,7 +14,8 @@ import run  # noqa: E402  (bench/run.py: servers, evmux-bench, pinning)
 
 ROUNDS = 11
 servers = [s for s in run.udp_servers() if s[0] in ("evmux-uring", "udp-raw", "udp-libuv")]
-for (conns, size, depth) in [(1, 64, 1), (1, 1200, 1)]:
+points = [tuple(int(x) for x in a.split("/")) for a in sys.argv[1:]] or [(1, 64, 1), (1, 1200, 1)]
+for (conns, size, depth) in points:
     ns = {label: [] for label, _ in servers}
     for _ in range(ROUNDS):
         for label, argv in servers:

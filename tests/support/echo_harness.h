@@ -28,6 +28,20 @@
 #define ECHO_SANITIZED 0
 #endif
 
+/* ThreadSanitizer runs a signal handler only at the next call it
+ * intercepts, which io_uring_enter is not: under it, a server asleep in
+ * its ring sees a signal only once something else wakes it. */
+#if defined(__SANITIZE_THREAD__)
+#define ECHO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ECHO_TSAN 1
+#endif
+#endif
+#ifndef ECHO_TSAN
+#define ECHO_TSAN 0
+#endif
+
 /* Set by echo_init from argv. */
 extern const char *echo_server_path;
 extern const char *echo_client_path;
