@@ -265,12 +265,6 @@ static void test_second_signal(const char *balance)
     echo_server_check_alive(&s, "draining clients that never read"); /* still draining */
     uint64_t t0 = echo_now_ms();
     CHECK(kill(s.proc.pid, SIGTERM) == 0);
-    if (ECHO_TSAN) { /* wake the sleeping loops (see ECHO_TSAN): take some replies */
-        static char sink[1 << 16];
-        echo_sleep_ms(100);
-        for (int i = 0; i < 2; i++)
-            (void)echo_recv_some(fds[i], sink, sizeof sink, 100);
-    }
     echo_server_expect_exit0(&s, what, 5000);
     for (int i = 0; i < 2; i++) { /* their connections are gone */
         static char sink[1 << 16];
@@ -289,6 +283,15 @@ static void test_second_signal(const char *balance)
 int main(int argc, char **argv)
 {
     echo_init(argc, argv, 280);
+    const char *backend = getenv("EVMUX_BACKEND");
+    if (ECHO_TSAN && backend != NULL && strcmp(backend, "uring") == 0) {
+        /* Every test here signals a server whose loop 0 may be asleep in
+         * its ring, which under ThreadSanitizer never sees the signal
+         * (ECHO_TSAN). The same thread code runs under it on the other
+         * backends; uring runs in the plain and ASan builds. */
+        echo_note("skipped: ThreadSanitizer holds signals from a loop asleep in io_uring_enter");
+        return 77;
+    }
     struct rlimit rl;
     CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
     if (rl.rlim_cur < 1100)
