@@ -37,30 +37,9 @@ struct server {
 static void server_start(struct server *s, const char *host)
 {
     char *argv[] = {(char *)echo_server_path, "--host", (char *)host, "--port", "0", NULL};
-    size_t len = 0;
-    uint64_t deadline = echo_now_ms() + (ECHO_SANITIZED ? 20000 : 10000);
     memset(s, 0, sizeof *s);
     echo_spawn(&s->proc, argv, ECHO_PIPE_OUT, 0);
-    for (;;) {
-        char c;
-        ssize_t r = read(s->proc.out_fd, &c, 1);
-        if (r == 1 && c == '\n')
-            break;
-        if (r == 1) {
-            if (len + 1 >= sizeof s->line)
-                echo_fail("--host %s: listening line too long", host);
-            s->line[len++] = c;
-            continue;
-        }
-        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR) || echo_proc_wait(&s->proc, 0))
-            echo_fail("--host %s: the server ended before its listening line (got \"%.*s\")",
-                      host, (int)len, s->line);
-        if (echo_now_ms() >= deadline)
-            echo_fail("--host %s: no listening line (got \"%.*s\")", host, (int)len, s->line);
-        struct pollfd pfd = {.fd = s->proc.out_fd, .events = POLLIN};
-        poll(&pfd, 1, 20);
-    }
-    s->line[len] = '\0';
+    size_t len = echo_proc_read_line(&s->proc, s->line, sizeof s->line, host);
     /* listening on HOST:PORT (backend NAME), HOST possibly "[v6]": the
      * port follows the last ':' before " (backend ". */
     const char *prefix = "listening on ";

@@ -73,39 +73,11 @@ static int is_socket_file(const char *path)
 static void unix_server_start(echo_server *s, const char *path)
 {
     char *argv[] = { (char *)echo_server_path, "--unix", (char *)path, NULL };
-    char st[96], want[256];
-    size_t len = 0;
-    uint64_t deadline = echo_now_ms() + (ECHO_SANITIZED ? 20000 : 10000);
+    char want[256];
 
     memset(s, 0, sizeof *s);
     echo_spawn(&s->proc, argv, ECHO_PIPE_OUT, 0);
-    /* One byte at a time, so nothing after the line is consumed. */
-    for (;;) {
-        char c;
-        ssize_t r = read(s->proc.out_fd, &c, 1);
-        if (r == 1) {
-            if (c == '\n')
-                break;
-            if (len + 1 >= sizeof s->line)
-                echo_fail("server's first stdout line is too long: \"%.*s...\"", (int)len, s->line);
-            s->line[len++] = c;
-            continue;
-        }
-        if (r < 0 && errno != EAGAIN && errno != EINTR)
-            echo_fail("reading server stdout: %s", strerror(errno));
-        if (r == 0 || echo_proc_wait(&s->proc, 0)) {
-            echo_proc_wait(&s->proc, 2000);
-            echo_fail("server on %s ended before its listening line (got \"%.*s\"; %s)", path,
-                      (int)len, s->line,
-                      s->proc.exited ? echo_status_str(s->proc.status, st, sizeof st) : "running");
-        }
-        if (echo_now_ms() >= deadline)
-            echo_fail("no listening line from the server on %s (got \"%.*s\")", path, (int)len,
-                      s->line);
-        struct pollfd pfd = { .fd = s->proc.out_fd, .events = POLLIN };
-        poll(&pfd, 1, 20);
-    }
-    s->line[len] = '\0';
+    size_t len = echo_proc_read_line(&s->proc, s->line, sizeof s->line, path);
 
     int prefix = snprintf(want, sizeof want, "listening on %s (backend ", path);
     const char *name = s->line + prefix;

@@ -450,13 +450,43 @@ void echo_output_free(echo_output *o)
 /* The server under test                                               */
 /* ------------------------------------------------------------------ */
 
+size_t echo_proc_read_line(echo_proc *p, char *line, size_t size, const char *what)
+{
+    char st[96];
+    size_t len = 0;
+    uint64_t deadline = echo_now_ms() + (ECHO_SANITIZED ? 20000 : 10000);
+    for (;;) {
+        char c;
+        ssize_t r = read(p->out_fd, &c, 1);
+        if (r == 1) {
+            if (c == '\n')
+                break;
+            if (len + 1 >= size)
+                echo_fail("%s: first stdout line is too long: \"%.*s...\"", what, (int)len, line);
+            line[len++] = c;
+            continue;
+        }
+        if (r < 0 && errno != EAGAIN && errno != EINTR)
+            echo_fail("%s: reading stdout: %s", what, strerror(errno));
+        if (r == 0 || echo_proc_wait(p, 0)) {
+            echo_proc_wait(p, 2000);
+            echo_fail("%s ended before its first line (got \"%.*s\"; %s)", what, (int)len, line,
+                      p->exited ? echo_status_str(p->status, st, sizeof st) : "still running");
+        }
+        if (echo_now_ms() >= deadline)
+            echo_fail("%s: no first line within the deadline (got \"%.*s\")", what, (int)len,
+                      line);
+        struct pollfd pfd = {.fd = p->out_fd, .events = POLLIN};
+        poll(&pfd, 1, 20);
+    }
+    line[len] = '\0';
+    return len;
+}
+
 void echo_server_start(echo_server *s, const echo_server_opts *opts)
 {
     char *argv[64];
     int argc = 0;
-    char st[96];
-    size_t len = 0;
-    uint64_t deadline = echo_now_ms() + (ECHO_SANITIZED ? 20000 : 10000);
 
     memset(s, 0, sizeof *s);
     argv[argc++] = (char *)echo_server_path;
@@ -481,36 +511,7 @@ void echo_server_start(echo_server *s, const echo_server_opts *opts)
     if (err_fd >= 0)
         close(err_fd);
 
-    /* One byte at a time, so nothing after the line is consumed. */
-    for (;;) {
-        char c;
-        ssize_t r = read(s->proc.out_fd, &c, 1);
-        if (r == 1) {
-            if (c == '\n')
-                break;
-            if (len + 1 >= sizeof s->line)
-                echo_fail("server's first stdout line is too long: \"%.*s...\"", (int)len, s->line);
-            s->line[len++] = c;
-            continue;
-        }
-        if (r == 0) {
-            echo_proc_wait(&s->proc, 2000);
-            echo_fail("server closed stdout before printing its listening line (got \"%.*s\"; %s)",
-                      (int)len, s->line,
-                      s->proc.exited ? echo_status_str(s->proc.status, st, sizeof st) : "still running");
-        }
-        if (errno != EAGAIN && errno != EINTR)
-            echo_fail("reading server stdout: %s", strerror(errno));
-        if (echo_proc_wait(&s->proc, 0))
-            echo_fail("server exited before printing its listening line (%s; got \"%.*s\")",
-                      echo_status_str(s->proc.status, st, sizeof st), (int)len, s->line);
-        if (echo_now_ms() >= deadline)
-            echo_fail("no listening line from the server within the deadline (got \"%.*s\")",
-                      (int)len, s->line);
-        struct pollfd pfd = { .fd = s->proc.out_fd, .events = POLLIN };
-        poll(&pfd, 1, 20);
-    }
-    s->line[len] = '\0';
+    size_t len = echo_proc_read_line(&s->proc, s->line, sizeof s->line, "the server");
 
     /* Exactly: listening on HOST:PORT (backend NAME) */
     char host[64] = "", name[32] = "", rebuilt[256];

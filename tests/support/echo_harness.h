@@ -106,6 +106,12 @@ int echo_proc_wait(echo_proc *p, int timeout_ms);
 void echo_proc_kill(echo_proc *p);
 void echo_proc_close_pipes(echo_proc *p);
 
+/* Reads p's first stdout line (without '\n') into line, one byte at a
+ * time so that nothing after it is consumed; fails the test, naming
+ * `what`, if p ends first, the line is too long, or it takes over 10 s
+ * (20 s under a sanitizer). Returns the line's length. */
+size_t echo_proc_read_line(echo_proc *p, char *line, size_t size, const char *what);
+
 /* Describes a wait status ("exit 0", "signal 9 (Killed)") into buf. */
 const char *echo_status_str(int status, char *buf, size_t len);
 
