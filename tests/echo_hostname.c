@@ -14,9 +14,7 @@
 #include "echo_harness.h"
 #include "ipv6_loopback.h"
 
-#include <errno.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
