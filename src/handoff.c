@@ -28,46 +28,56 @@
 static const struct evmux__kind handoff_kind;
 
 struct handoff_item {
+    struct evmux__link link;
     int fd;
     void *data;
-    struct handoff_item *next;
 };
 
 struct evmux__handoff_queue {
     pthread_mutex_t mutex;
-    struct handoff_item *head, *tail; /* under mutex */
-    bool closing;                     /* under mutex */
+    struct evmux__link items; /* under mutex */
+    bool closing;             /* under mutex */
 };
 
-static void close_items(struct handoff_item *item)
+static struct handoff_item *pop_item(struct evmux__link *list)
 {
-    while (item != NULL) {
-        struct handoff_item *next = item->next;
+    struct evmux__link *link = evmux__list_pop(list);
+    return link != NULL ? EVMUX__CONTAINER_OF(link, struct handoff_item, link) : NULL;
+}
+
+static void close_items(struct evmux__link *list)
+{
+    struct handoff_item *item;
+    while ((item = pop_item(list)) != NULL) {
         if (item->fd >= 0)
             close(item->fd);
         free(item);
-        item = next;
     }
+}
+
+/* Takes everything sent so far, in one lock. */
+static void take_items(struct evmux__handoff_queue *q, struct evmux__link *into)
+{
+    evmux__list_init(into);
+    pthread_mutex_lock(&q->mutex);
+    evmux__list_splice(into, &q->items);
+    pthread_mutex_unlock(&q->mutex);
 }
 
 static void on_wake(evmux_async *wake)
 {
     evmux_handoff *handoff = wake->handle.data;
-    struct evmux__handoff_queue *q = handoff->queue;
-    pthread_mutex_lock(&q->mutex);
-    struct handoff_item *item = q->head;
-    q->head = q->tail = NULL;
-    pthread_mutex_unlock(&q->mutex);
-    while (item != NULL) {
-        struct handoff_item *next = item->next;
+    struct evmux__link items;
+    take_items(handoff->queue, &items);
+    struct handoff_item *item;
+    while ((item = pop_item(&items)) != NULL) {
         int fd = item->fd;
         void *data = item->data;
         free(item);
-        item = next;
         handoff->handle.loop->wake_calls++; /* an event: EVMUX_RUN_ONCE returns after it */
         handoff->cb(handoff, fd, data);
         if (evmux__closing(&handoff->handle)) {
-            close_items(item); /* the callback closed the mailbox: they are ours */
+            close_items(&items); /* the callback closed the mailbox: they are ours */
             return;
         }
     }
@@ -85,6 +95,7 @@ int evmux_handoff_init(evmux_loop *loop, evmux_handoff *handoff, evmux_handoff_c
         free(q);
         return -rc;
     }
+    evmux__list_init(&q->items);
     evmux__handle_init(loop, &handoff->handle, &handoff_kind);
     handoff->cb = cb;
     handoff->queue = q;
@@ -105,7 +116,6 @@ int evmux_handoff_send(evmux_handoff *handoff, int fd, void *data)
         return -ENOMEM;
     item->fd = fd;
     item->data = data;
-    item->next = NULL;
     struct evmux__handoff_queue *q = handoff->queue;
     pthread_mutex_lock(&q->mutex);
     if (q->closing) {
@@ -113,11 +123,7 @@ int evmux_handoff_send(evmux_handoff *handoff, int fd, void *data)
         free(item);
         return -EPIPE;
     }
-    if (q->tail != NULL)
-        q->tail->next = item;
-    else
-        q->head = item;
-    q->tail = item;
+    evmux__list_push(&q->items, &item->link);
     /* Sent under the mutex, so that a close cannot free the async between
      * the append and the send. */
     evmux_async_send(&handoff->wake);
@@ -129,13 +135,14 @@ static void handoff_close_begin(evmux_handle *h)
 {
     evmux_handoff *handoff = (evmux_handoff *)h;
     struct evmux__handoff_queue *q = handoff->queue;
+    struct evmux__link unread;
+    evmux__list_init(&unread);
     pthread_mutex_lock(&q->mutex);
     assert(!q->closing);
     q->closing = true;
-    struct handoff_item *unread = q->head;
-    q->head = q->tail = NULL;
+    evmux__list_splice(&unread, &q->items);
     pthread_mutex_unlock(&q->mutex);
-    close_items(unread);
+    close_items(&unread);
     evmux__async_close(&handoff->wake);
     evmux__handle_deactivate(h);
 }
