@@ -45,6 +45,15 @@ void conn_log(const struct conn *c, const char *fmt, ...)
     fprintf(stderr, "evmux-echo-server: loop %u: %s\n", c->shard->index, line);
 }
 
+void conn_peer_text(const struct conn *c, char *text, size_t size)
+{
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    if (evmux_stream_peer(&c->stream, &peer, &len) < 0 ||
+        evmux_addr_format((struct sockaddr *)&peer, len, text, size) < 0)
+        snprintf(text, size, "?");
+}
+
 static void conn_freed(evmux_handle *h)
 {
     struct conn *c = h->data;
@@ -290,11 +299,8 @@ void conn_accept(struct shard *sh, evmux_listener *l, int fd)
     sh->conn_count++;
     sh->served++;
     if (sh->srv->opt.log_conns && c->proxy == NULL) {
-        struct sockaddr_storage peer;
-        socklen_t len = sizeof peer;
-        char text[128] = "?";
-        if (evmux_stream_peer(&c->stream, &peer, &len) == 0)
-            evmux_addr_format((struct sockaddr *)&peer, len, text, sizeof text);
+        char text[128];
+        conn_peer_text(c, text, sizeof text);
         conn_log(c, "connection from %s", text);
     }
     if (sh->phase == FINISHING)

@@ -149,7 +149,7 @@ static void begin_shutdown(struct shard *sh)
 {
     assert(sh->phase == SERVING);
     sh->phase = DRAINING;
-    if (sh->udp_mode) {
+    if (sh->srv->opt.udp) {
         /* Replies queued go out as far as the socket takes them. */
         evmux_close(&sh->udp.handle, NULL);
         sh->phase = FINISHING;

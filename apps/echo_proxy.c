@@ -37,11 +37,8 @@ void proxy_wait_end(struct conn *c)
 
 void proxy_refuse(struct conn *c, const char *why)
 {
-    struct sockaddr_storage peer;
-    socklen_t len = sizeof peer;
-    char text[128] = "?";
-    if (evmux_stream_peer(&c->stream, &peer, &len) == 0)
-        evmux_addr_format((struct sockaddr *)&peer, len, text, sizeof text);
+    char text[128];
+    conn_peer_text(c, text, sizeof text);
     conn_log(c, "closing the connection from %s: %s", text, why);
     conn_close(c);
 }
@@ -73,11 +70,8 @@ int proxy_wait_start(struct conn *c)
 
 static void log_client(struct conn *c, const evmux_proxy_header *h)
 {
-    struct sockaddr_storage peer;
-    socklen_t len = sizeof peer;
-    char via[128] = "?", from[128] = "?";
-    if (evmux_stream_peer(&c->stream, &peer, &len) == 0)
-        evmux_addr_format((struct sockaddr *)&peer, len, via, sizeof via);
+    char via[128], from[128];
+    conn_peer_text(c, via, sizeof via);
     if (h->local)
         conn_log(c, "connection from %s (PROXY v%d, local: no client address)", via, h->version);
     else if (evmux_addr_format((const struct sockaddr *)&h->source, h->source_len, from,

@@ -86,7 +86,6 @@ struct shard {
     evmux_handoff inbox; /* handoff mode, shards 1..: from shard 0 */
     bool has_inbox;
     evmux_udp udp; /* --udp: the socket instead of the listener */
-    bool udp_mode;
 
     struct conn *conns;
     size_t conn_count;
@@ -138,6 +137,8 @@ bool conn_is_idle(const struct conn *c, uint64_t now);
 /* The echo itself (also what follows a PROXY header). */
 void conn_echo(struct conn *c, char *buf, size_t len);
 void conn_log(const struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The peer's address as text ("?" if unknown), for logs. */
+void conn_peer_text(const struct conn *c, char *text, size_t size);
 
 /* echo_proxy.c: --proxy-protocol. */
 int proxy_wait_start(struct conn *c);

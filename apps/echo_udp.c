@@ -39,6 +39,5 @@ int shard_start_udp(struct shard *sh, const struct sockaddr *addr, socklen_t len
         evmux_close(&sh->udp.handle, NULL);
         return rc;
     }
-    sh->udp_mode = true;
     return 0;
 }

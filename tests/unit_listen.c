@@ -436,7 +436,7 @@ static void test_reuseport(void)
 
 static void test_ipv6_only(void)
 {
-    if (!su_have_ipv6_loopback()) {
+    if (!have_ipv6_loopback()) {
         UNIT_SKIP("no IPv6 loopback");
     }
     for (int only = 0; only < 2; only++) {

@@ -36,7 +36,7 @@ static void test_unix_echo(void)
 
 static void test_ipv6_echo(void)
 {
-    if (!su_have_ipv6_loopback()) {
+    if (!have_ipv6_loopback()) {
         UNIT_SKIP("no IPv6 loopback");
     }
     struct sockaddr_storage ss;

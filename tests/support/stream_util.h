@@ -94,12 +94,6 @@ static inline unsigned su_unused_port(void)
     return su_port_of(&ss);
 }
 
-/* 1 if ::1 can be bound here (IPv6 loopback configured). */
-static inline int su_have_ipv6_loopback(void)
-{
-    return have_ipv6_loopback();
-}
-
 /* ---- raw sockets for the far side ---- */
 
 /* A blocking connect (loopback: completes at once while the backlog has
