@@ -123,12 +123,15 @@ def bench_row(out):
     return row
 
 
-def bench_once(server, conns, idle, size, depth, duration, warmup):
-    """One evmux-bench run against a started server; returns its CSV row."""
+def bench_once(server, conns, idle, size, depth, duration, warmup, extra=(),
+               client_cpu=CLIENT_CPU):
+    """One evmux-bench run against a started server; returns its CSV row.
+    extra: more evmux-bench flags; client_cpu None: the load is not pinned."""
     argv = bench_argv(server.port, conns, idle, size, depth, duration, warmup,
-                      ["--server-pid", str(server.proc.pid)])
-    out = subprocess.run(pinned(CLIENT_CPU, argv), capture_output=True, text=True,
-                         timeout=duration + warmup + 120)
+                      list(extra) + ["--server-pid", str(server.proc.pid)])
+    if client_cpu is not None:
+        argv = pinned(client_cpu, argv)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + warmup + 120)
     return bench_row(out)
 
 
@@ -169,11 +172,13 @@ def raise_fd_limit():
 
 # ---------------------------------------------------------------- echo ---
 
-def run_once(argv, conns, idle, size, depth, duration, warmup):
-    """One run against a fresh server."""
+def run_once(argv, conns, idle, size, depth, duration, warmup, extra=(),
+             server_cpu=SERVER_CPU, client_cpu=CLIENT_CPU):
+    """One run against a fresh server (see bench_once; server_cpu None: a
+    server that pins its own threads, or none)."""
     try:
-        with Server(argv) as srv:
-            return bench_once(srv, conns, idle, size, depth, duration, warmup)
+        with Server(argv, cpu=server_cpu) as srv:
+            return bench_once(srv, conns, idle, size, depth, duration, warmup, extra, client_cpu)
     except (RuntimeError, subprocess.TimeoutExpired) as e:
         return {"error": str(e)}
 
@@ -291,15 +296,7 @@ def udp_servers():
 
 
 def udp_once(argv, conns, size, depth, duration, warmup):
-    try:
-        with Server(argv) as srv:
-            bench = bench_argv(srv.port, conns, 0, size, depth, duration, warmup,
-                               ["--udp", "--server-pid", str(srv.proc.pid)])
-            out = subprocess.run(pinned(CLIENT_CPU, bench), capture_output=True, text=True,
-                                 timeout=duration + warmup + 120)
-            row = bench_row(out)
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
-        return {"error": str(e)}
+    row = run_once(argv, conns, 0, size, depth, duration, warmup, ["--udp"])
     if "error" not in row and float(row.get("sent") or 0) > 0:
         row["loss_pct"] = 100.0 * float(row["lost"]) / float(row["sent"])
     return row

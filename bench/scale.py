@@ -13,8 +13,6 @@ three configurations; tables quote medians. Writes results/scale.csv and
 results/scale.md, with the goals of issue 13: 2 loops give at least 1.8x
 the throughput of 1, with server CPU per message within 10%.
 """
-import subprocess
-
 import run as r
 
 WORK_US = 100
@@ -30,15 +28,8 @@ FIELDS = ["config", "rounds_ok", "msgs_per_s", "p50_us", "p99_us", "server_ns_pe
 
 def once(extra, duration, warmup):
     argv = r.evmux_server("uring") + ["--work-us", str(WORK_US), "--pin"] + extra
-    try:
-        with r.Server(argv, cpu=None) as srv:
-            bench = r.bench_argv(srv.port, CONNS, 0, SIZE, DEPTH, duration, warmup,
-                                 ["--mark", "--server-pid", str(srv.proc.pid)])
-            out = subprocess.run(bench, capture_output=True, text=True,
-                                 timeout=duration + warmup + 120)
-            return r.bench_row(out)
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
-        return {"error": str(e)}
+    return r.run_once(argv, CONNS, 0, SIZE, DEPTH, duration, warmup, ["--mark"],
+                      server_cpu=None, client_cpu=None)
 
 
 def run_scale(args):
@@ -54,10 +45,9 @@ def run_scale(args):
                 row.get("error", "")))
     rows = []
     for label, _ in CONFIGS:
-        s = r.summarize(label, runs[label], CONNS, 0, SIZE, DEPTH)
-        rows.append({"config": label, "rounds_ok": s["rounds_ok"], "msgs_per_s": s["msgs_per_s"],
-                     "p50_us": s["p50_us"], "p99_us": s["p99_us"],
-                     "server_ns_per_msg": s["server_ns_per_msg"], "error": s["error"]})
+        row = r.summarize(label, runs[label], CONNS, 0, SIZE, DEPTH)
+        row["config"] = label
+        rows.append(row)
     base = rows[0]
     for row in rows:
         row["throughput_vs_1"] = row["msgs_per_s"] / base["msgs_per_s"]
