@@ -3,6 +3,8 @@
  * usage, and exit status 2. */
 #include "bench.h"
 
+#include "args_common.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -78,20 +80,6 @@ static int bad_usage(const char *fmt, ...)
     return 2;
 }
 
-static bool parse_count(const char *s, unsigned long long min, unsigned long long max,
-                        unsigned long long *out)
-{
-    if (s[0] < '0' || s[0] > '9')
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 static bool parse_seconds(const char *s, double *out)
 {
     if ((s[0] < '0' || s[0] > '9') && s[0] != '.')
@@ -152,27 +140,27 @@ static int apply_value(enum flag f, const char *value, struct bench_options *opt
         opt->host = value;
         return -1;
     case F_PORT:
-        if (!parse_count(value, 1, 65535, &n))
+        if (!args_count(value, 1, 65535, &n))
             return bad_usage("--port must be a number from 1 to 65535, not '%s'", value);
         opt->port = (unsigned)n;
         return -1;
     case F_CONNS:
-        if (!parse_count(value, 1, MAX_CONNS, &n))
+        if (!args_count(value, 1, MAX_CONNS, &n))
             return bad_usage("--conns must be a number from 1 to 1000000, not '%s'", value);
         opt->conns = (size_t)n;
         return -1;
     case F_IDLE:
-        if (!parse_count(value, 0, MAX_CONNS, &n))
+        if (!args_count(value, 0, MAX_CONNS, &n))
             return bad_usage("--idle must be a number from 0 to 1000000, not '%s'", value);
         opt->idle = (size_t)n;
         return -1;
     case F_SIZE:
-        if (!parse_count(value, 1, MAX_SIZE, &n))
+        if (!args_count(value, 1, MAX_SIZE, &n))
             return bad_usage("--size must be a number of bytes from 1 to 67108864, not '%s'", value);
         opt->size = (size_t)n;
         return -1;
     case F_DEPTH:
-        if (!parse_count(value, 1, MAX_DEPTH, &n))
+        if (!args_count(value, 1, MAX_DEPTH, &n))
             return bad_usage("--depth must be a number from 1 to 65536, not '%s'", value);
         opt->depth = (size_t)n;
         return -1;
@@ -185,21 +173,19 @@ static int apply_value(enum flag f, const char *value, struct bench_options *opt
             return bad_usage("--warmup must be a number of seconds, not '%s'", value);
         return -1;
     case F_SERVER_PID:
-        if (!parse_count(value, 1, 0x7fffffff, &n))
+        if (!args_count(value, 1, 0x7fffffff, &n))
             return bad_usage("--server-pid must be a process id, not '%s'", value);
         if (!process_exists((pid_t)n))
             return bad_usage("--server-pid: no process %s to watch", value);
         opt->server_pid = (pid_t)n;
         return -1;
     case F_BACKEND:
-        if (strcmp(value, "auto") && strcmp(value, "select") && strcmp(value, "poll") &&
-            strcmp(value, "uring") &&
-            strcmp(value, "epoll"))
+        if (!args_backend_ok(value))
             return bad_usage("--backend must be auto, select, poll, epoll or uring, not '%s'", value);
         opt->backend = value;
         return -1;
     case F_THREADS:
-        if (!parse_count(value, 1, BENCH_MAX_THREADS, &n))
+        if (!args_count(value, 1, BENCH_MAX_THREADS, &n))
             return bad_usage("--threads must be a number from 1 to %d, not '%s'",
                              BENCH_MAX_THREADS, value);
         opt->threads = (unsigned)n;

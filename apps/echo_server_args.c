@@ -1,6 +1,8 @@
 /* evmux-echo-server's command line. */
 #include "echo_server.h"
 
+#include "args_common.h"
+
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -64,19 +66,6 @@ static int bad_usage(const char *fmt, const char *arg)
     return 2;
 }
 
-static bool parse_number(const char *s, unsigned long long max, unsigned long long *out)
-{
-    if (s[0] < '0' || s[0] > '9')
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 static unsigned cpus_allowed(void)
 {
     cpu_set_t set;
@@ -103,7 +92,7 @@ static int take_value(int which, const char *value, struct options *opt)
         opt->host = value;
         break;
     case PORT:
-        if (!parse_number(value, 65535, &n))
+        if (!args_count(value, 0, 65535, &n))
             return bad_usage("--port must be a number from 0 to 65535, not '%s'", value);
         opt->port = (unsigned)n;
         break;
@@ -111,31 +100,30 @@ static int take_value(int which, const char *value, struct options *opt)
         opt->unix_path = value;
         break;
     case BACKEND:
-        if (strcmp(value, "auto") && strcmp(value, "select") && strcmp(value, "poll") &&
-            strcmp(value, "uring") && strcmp(value, "epoll"))
+        if (!args_backend_ok(value))
             return bad_usage("--backend must be auto, select, poll, epoll or uring, not '%s'",
                              value);
         opt->backend = value;
         break;
     case MAX_CONNS:
-        if (!parse_number(value, 1000000000, &n) || n == 0)
+        if (!args_count(value, 0, 1000000000, &n) || n == 0)
             return bad_usage("--max-conns must be a positive number, not '%s'", value);
         opt->max_conns = (size_t)n;
         break;
     case WORK_US:
-        if (!parse_number(value, 10000000, &n))
+        if (!args_count(value, 0, 10000000, &n))
             return bad_usage("--work-us must be a number from 0 to 10000000, not '%s'", value);
         opt->work_us = n;
         break;
     case WORKERS:
-        if (!parse_number(value, 256, &n))
+        if (!args_count(value, 0, 256, &n))
             return bad_usage("--workers must be a number from 0 to 256, not '%s'", value);
         opt->workers = (unsigned)n;
         break;
     case THREADS:
         if (strcmp(value, "auto") == 0)
             n = cpus_allowed();
-        else if (!parse_number(value, MAX_THREADS, &n) || n == 0)
+        else if (!args_count(value, 0, MAX_THREADS, &n) || n == 0)
             return bad_usage("--threads must be auto or a number from 1 to 256, not '%s'", value);
         opt->threads = (unsigned)n;
         break;
@@ -148,12 +136,12 @@ static int take_value(int which, const char *value, struct options *opt)
             return bad_usage("--balance must be reuseport or handoff, not '%s'", value);
         break;
     case DRAIN_IDLE:
-        if (!parse_number(value, 600000, &n) || n == 0)
+        if (!args_count(value, 0, 600000, &n) || n == 0)
             return bad_usage("--drain-idle-ms must be a number from 1 to 600000, not '%s'", value);
         opt->drain_idle_ms = n;
         break;
     case DRAIN_TIMEOUT:
-        if (!parse_number(value, 86400, &n))
+        if (!args_count(value, 0, 86400, &n))
             return bad_usage("--drain-timeout must be a number of seconds up to 86400, not '%s'",
                              value);
         opt->drain_timeout_ms = n * 1000;
