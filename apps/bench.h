@@ -8,6 +8,8 @@
 
 #include "bench_hist.h"
 
+#include <evmux.h>
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -88,6 +90,10 @@ uint64_t phase_ns(double s);
 /* Milliseconds from now until deadline_ns (of now_ns), rounded up, so that a
  * timer started with them never fires before it; 0 if it has passed. */
 uint64_t ms_until(uint64_t deadline_ns);
+/* Starts timer (of loop) to fire at deadline_ns. The timer counts from the
+ * loop's cached time: that is refreshed after taking the time left, or a
+ * long callback would shorten the phase and the timer could fire early. */
+void bench_timer_at(evmux_loop *loop, evmux_timer *timer, uint64_t deadline_ns);
 
 /* The two loads (evmux_bench.c, bench_udp.c), run by each member
  * (bench_threads.h); and what each says of the merged results

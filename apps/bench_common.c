@@ -83,6 +83,13 @@ uint64_t ms_until(uint64_t deadline_ns)
     return deadline_ns > now ? (deadline_ns - now + 999999u) / 1000000u : 0;
 }
 
+void bench_timer_at(evmux_loop *loop, evmux_timer *timer, uint64_t deadline_ns)
+{
+    uint64_t ms = ms_until(deadline_ns);
+    evmux_update_time(loop);
+    evmux_timer_start(timer, ms, 0);
+}
+
 void bench_vsay(const char *fmt, va_list ap)
 {
     flockfile(stderr);

@@ -214,12 +214,9 @@ static void on_sweep(evmux_timer *t)
         finish(b);
 }
 
-/* Refresh the loop's time after taking the time left (see evmux_bench.c). */
 static void start_phase_timer(struct udp_bench *b, uint64_t deadline_ns)
 {
-    uint64_t ms = ms_until(deadline_ns);
-    evmux_update_time(b->loop);
-    evmux_timer_start(&b->phase_timer, ms, 0);
+    bench_timer_at(b->loop, &b->phase_timer, deadline_ns);
 }
 
 /* The window's length and CPU are the team's; its end is shared. */

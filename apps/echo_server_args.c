@@ -3,7 +3,6 @@
 
 #include "args_common.h"
 
-#include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>

@@ -294,14 +294,10 @@ static void on_read(evmux_stream *s, ssize_t nread, char *buf)
 
 /* ---- phases ---- */
 
-/* Phases end at deadlines shared by every thread. The timer counts from
- * the loop's cached time: refresh it after taking the time left, or a long
- * callback would shorten the phase, and the timer could fire early. */
+/* Phases end at deadlines shared by every thread. */
 static void start_timer(struct bench *b, uint64_t deadline_ns)
 {
-    uint64_t ms = ms_until(deadline_ns);
-    evmux_update_time(b->loop);
-    evmux_timer_start(&b->timer, ms, 0);
+    bench_timer_at(b->loop, &b->timer, deadline_ns);
 }
 
 /* The window's length and the CPU spent in it are the team's (the first
