@@ -111,7 +111,7 @@ int evmux_handoff_send(evmux_handoff *handoff, int fd, void *data)
 {
     if (handoff == NULL || fd < -1)
         return -EINVAL;
-    struct handoff_item *item = malloc(sizeof *item);
+    struct handoff_item *item = calloc(1, sizeof *item); /* its link unlinked */
     if (item == NULL)
         return -ENOMEM;
     item->fd = fd;
